@@ -1,0 +1,197 @@
+// Command pausewatch is the node agent: it captures every stop-the-world
+// pause of the Go (and, as they land, JVM and Python) processes on this
+// machine and serves them on Prometheus. `pausewatch watch` prints pauses
+// as they happen.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/source"
+	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "watch" {
+		os.Exit(watchMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version") {
+		fmt.Println("pausewatch", version)
+		return
+	}
+	os.Exit(agentMain(os.Args[1:]))
+}
+
+type agentFlags struct {
+	listen     string
+	pidLabel   bool
+	pidTTL     time.Duration
+	skipSelf   bool
+	procFS     string
+	maxSeries  int
+	maxProcs   int
+	logLevel   string
+	memLimitMB int64
+}
+
+func parseAgentFlags(args []string) (agentFlags, error) {
+	var f agentFlags
+	fs := flag.NewFlagSet("pausewatch", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pausewatch [flags]        run the agent\n       pausewatch watch [--json]  print pauses as they happen\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.listen, "listen", ":9464", "address to serve /metrics, /healthz, /readyz and /api/ on")
+	fs.BoolVar(&f.pidLabel, "pid-label", false, "add a pid label to process series (pids churn: off by default)")
+	fs.DurationVar(&f.pidTTL, "pid-series-ttl", 10*time.Minute, "how long series with a pid label stay after the process exits")
+	fs.BoolVar(&f.skipSelf, "skip-self", false, "do not report the agent's own pauses")
+	fs.StringVar(&f.procFS, "procfs", "/proc", "procfs root (the host's /proc)")
+	fs.IntVar(&f.maxSeries, "max-series", 10000, "bound on pause series; past it new series are dropped and counted")
+	fs.IntVar(&f.maxProcs, "max-processes", 10000, "bound on tracked processes; past it new ones are not tracked and counted")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unknown subcommand or argument %q", fs.Arg(0))
+	}
+	if f.pidTTL <= 0 {
+		return f, fmt.Errorf("--pid-series-ttl must be positive, got %s", f.pidTTL)
+	}
+	if f.maxSeries <= 0 || f.maxProcs <= 0 {
+		return f, errors.New("--max-series and --max-processes must be positive")
+	}
+	return f, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func agentMain(args []string) int {
+	f, err := parseAgentFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch:", err)
+		return 2
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch:", err)
+		return 2
+	}
+	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" && f.memLimitMB > 0 {
+		debug.SetMemoryLimit(f.memLimitMB << 20)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs})
+	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries})
+	stream := agent.NewStream()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prom,
+		promexp.NewHealth(version, func() map[promexp.RuntimeMethod]int {
+			out := map[promexp.RuntimeMethod]int{}
+			for _, p := range src.Status() {
+				out[promexp.RuntimeMethod{Runtime: p.Runtime, Method: p.Method}]++
+			}
+			return out
+		}, func() map[string]uint64 {
+			lost := src.Lost()
+			lost["watch"] = stream.Dropped()
+			return lost
+		}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		log.Error("listen", "addr", f.listen, "err", err)
+		return 1
+	}
+	srv := &http.Server{Handler: newMux(reg, src, prom, stream), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+			stop()
+		}
+	}()
+	log.Info("pausewatch starting", "version", version, "listen", ln.Addr().String())
+
+	runErr := agent.Run(ctx, src, prom, stream)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	if runErr != nil {
+		log.Error("agent stopped", "err", runErr)
+		return 1
+	}
+	log.Info("pausewatch stopped; all probes detached")
+	return 0
+}
+
+func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter, stream *agent.Stream) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-src.Ready():
+			fmt.Fprintln(w, "ready")
+		default:
+			http.Error(w, "probes loading", http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, src.Status())
+	})
+	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, prom.Summaries())
+	})
+	mux.HandleFunc("/api/events", func(w http.ResponseWriter, r *http.Request) {
+		serveEvents(w, r, stream)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/source"
+)
+
+// pauseJSON is one pause on the wire (/api/events) and in `watch --json`.
+type pauseJSON struct {
+	Time     time.Time `json:"time"`
+	PID      uint32    `json:"pid"`
+	Service  string    `json:"service"`
+	Runtime  string    `json:"runtime"`
+	Method   string    `json:"method"`
+	Kind     string    `json:"kind"`
+	Reason   string    `json:"reason"`
+	Duration float64   `json:"duration_seconds"`
+	Stopping float64   `json:"stopping_seconds,omitempty"`
+}
+
+func toJSON(e agent.Event) pauseJSON {
+	return pauseJSON{
+		Time: e.Start.UTC(), PID: e.Process.PID, Service: e.Process.Service, Runtime: e.Process.Runtime,
+		Method: e.Process.Method, Kind: e.Kind, Reason: e.Reason,
+		Duration: e.Duration.Seconds(), Stopping: e.Stopping.Seconds(),
+	}
+}
+
+// serveEvents streams pauses as JSON lines until the client goes away.
+func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	events, cancel := stream.Subscribe()
+	defer cancel()
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	dirty := false
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e := <-events:
+			if enc.Encode(toJSON(e)) != nil {
+				return
+			}
+			dirty = true
+		case <-tick.C:
+			if dirty {
+				fl.Flush()
+				dirty = false
+			}
+		}
+	}
+}
+
+func watchMain(args []string) int {
+	fs := flag.NewFlagSet("pausewatch watch", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON lines")
+	agentURL := fs.String("agent", "http://127.0.0.1:9464", "follow the agent at this address when one answers; otherwise run the probes here")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	print := printer(os.Stdout, *asJSON)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *agentURL+"/api/events", nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch: --agent:", err)
+		return 2
+	}
+	if resp, err := http.DefaultClient.Do(req); err == nil && resp.StatusCode == http.StatusOK {
+		defer resp.Body.Close()
+		fmt.Fprintf(os.Stderr, "following the agent at %s\n", *agentURL)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			var p pauseJSON
+			if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+				fmt.Fprintln(os.Stderr, "pausewatch watch: bad line from agent:", err)
+				continue
+			}
+			print(p)
+		}
+		if ctx.Err() != nil {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "pausewatch watch: agent stream ended")
+		return 1
+	}
+
+	fmt.Fprintln(os.Stderr, "no agent answering; running the probes in this process (needs root)")
+	src := source.New(source.Config{SkipSelf: true})
+	printerExp := exporterFunc(func(e agent.Event) {
+		if e.Type == agent.Pause {
+			print(toJSON(e))
+		}
+	})
+	if err := agent.Run(ctx, src, printerExp); err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 1
+	}
+	return 0
+}
+
+type exporterFunc func(agent.Event)
+
+func (f exporterFunc) Record(e agent.Event) { f(e) }
+
+func printer(w io.Writer, asJSON bool) func(pauseJSON) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		return func(p pauseJSON) { enc.Encode(p) }
+	}
+	fmt.Fprintf(w, "%-15s %7s %-20s %-7s %-5s %-28s %s\n", "TIME", "PID", "SERVICE", "RUNTIME", "KIND", "REASON", "DURATION")
+	return func(p pauseJSON) {
+		fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-5s %-28.28s %s\n",
+			p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, p.Kind, p.Reason,
+			time.Duration(p.Duration*1e9).Round(100*time.Nanosecond))
+	}
+}

@@ -1,0 +1,62 @@
+package agent
+
+import "time"
+
+// EventType says what an Event describes.
+type EventType uint8
+
+const (
+	// Pause is one stop-the-world pause of one process.
+	Pause EventType = iota + 1
+	// Exit says the process has exited; exporters expire its per-pid series.
+	Exit
+)
+
+// Pause kinds, the `kind` label.
+const (
+	KindGC    = "gc"    // a collector's pause
+	KindOther = "other" // any other stop-the-world (heap dump, ReadMemStats, safepoint ops...)
+)
+
+// An Event is one pause in one process, or the end of a process.
+// It is a plain value: copy it, keep no pointers into it.
+type Event struct {
+	Type    EventType
+	Process Process
+	// Start is the wall-clock start of the pause, converted from the
+	// runtime's CLOCK_MONOTONIC timestamp.
+	Start time.Time
+	// Duration is the whole pause: from the stop request to the world
+	// running again, as the runtime itself accounts it.
+	Duration time.Duration
+	// Stopping is the part of Duration spent bringing threads to a stop
+	// (Go's stopping time, the JVM's time to safepoint); 0 when unknown.
+	Stopping time.Duration
+	// Kind is KindGC or KindOther.
+	Kind string
+	// Reason is the runtime's own word for the pause ("GC mark
+	// termination", "G1CollectForAllocation", "gen2"); a bounded set.
+	Reason string
+}
+
+// A Process identifies where an Event happened.
+type Process struct {
+	PID uint32
+	// StartTime is the process start in clock ticks since boot
+	// (/proc/<pid>/stat field 22): with PID it tells reused pids apart.
+	StartTime uint64
+	Runtime   string // "go", "jvm", "python"
+	// Method is how the pauses are captured: "uprobe", "usdt",
+	// "hsperfdata" or "none".
+	Method string
+	// Service is OTEL_SERVICE_NAME from the process environment, else the
+	// executable name.
+	Service string
+	// Exe is the executable's base name.
+	Exe string
+	// ContainerID, Pod, Namespace and Container stay empty off Kubernetes.
+	ContainerID string
+	Pod         string
+	Namespace   string
+	Container   string
+}

@@ -1,0 +1,144 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// procFS reads what the agent needs to know about a process from a procfs
+// root (normally /proc; tests point it at testdata).
+type procFS string
+
+func (p procFS) path(pid uint32, elem ...string) string {
+	return filepath.Join(append([]string{string(p), strconv.FormatUint(uint64(pid), 10)}, elem...)...)
+}
+
+// startTime returns field 22 of /proc/<pid>/stat (clock ticks since boot).
+// The comm field may hold spaces and parentheses, so parse from the last ')'.
+func (p procFS) startTime(pid uint32) (uint64, error) {
+	b, err := os.ReadFile(p.path(pid, "stat"))
+	if err != nil {
+		return 0, err
+	}
+	return parseStartTime(b)
+}
+
+func parseStartTime(stat []byte) (uint64, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no comm field")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	// fields[0] is field 3 (state); starttime is field 22.
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("stat: %d fields after comm, want at least 20", len(fields))
+	}
+	v, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stat: starttime: %w", err)
+	}
+	return v, nil
+}
+
+// serviceEnv is the only variable ever read from a process's environment:
+// environments hold secrets, so nothing else is kept, logged or exported.
+const serviceEnv = "OTEL_SERVICE_NAME"
+
+// serviceName returns OTEL_SERVICE_NAME from the process environment, or "".
+func (p procFS) serviceName(pid uint32) string {
+	b, err := os.ReadFile(p.path(pid, "environ"))
+	if err != nil {
+		return ""
+	}
+	return parseServiceName(b)
+}
+
+func parseServiceName(environ []byte) string {
+	prefix := []byte(serviceEnv + "=")
+	for kv := range bytes.SplitSeq(environ, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// exeName returns the base name of the process's executable.
+func (p procFS) exeName(pid uint32) string {
+	target, err := os.Readlink(p.path(pid, "exe"))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
+}
+
+var containerIDRe = regexp.MustCompile(`([0-9a-f]{64})(?:\.scope)?$`)
+
+// containerID returns the container id from /proc/<pid>/cgroup (cgroup v2
+// "0::/..." line, or any v1 line), as set by containerd, CRI-O or Docker
+// with either cgroup driver; "" outside containers.
+func (p procFS) containerID(pid uint32) string {
+	b, err := os.ReadFile(p.path(pid, "cgroup"))
+	if err != nil {
+		return ""
+	}
+	return parseContainerID(b)
+}
+
+func parseContainerID(cgroup []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(cgroup))
+	for sc.Scan() {
+		_, path, ok := strings.Cut(sc.Text(), "::")
+		if !ok {
+			parts := strings.SplitN(sc.Text(), ":", 3)
+			if len(parts) != 3 {
+				continue
+			}
+			path = parts[2]
+		}
+		if m := containerIDRe.FindStringSubmatch(path); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// pids lists the numeric entries of the procfs root.
+func (p procFS) pids() ([]uint32, error) {
+	ents, err := os.ReadDir(string(p))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", p, err)
+	}
+	out := make([]uint32, 0, len(ents))
+	for _, e := range ents {
+		if n, err := strconv.ParseUint(e.Name(), 10, 32); err == nil {
+			out = append(out, uint32(n))
+		}
+	}
+	return out, nil
+}
+
+// tgid returns the thread group id of a task, so thread entries of
+// /proc are not mistaken for processes.
+func (p procFS) tgid(pid uint32) (uint32, error) {
+	f, err := os.Open(p.path(pid, "status"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Tgid:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			return uint32(n), err
+		}
+	}
+	return 0, errors.New("status: no Tgid line")
+}

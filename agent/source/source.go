@@ -1,0 +1,510 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent"
+)
+
+// Config configures the BPF source.
+type Config struct {
+	// ProcFS is the procfs root, "/proc" unless set (tests, or a host
+	// /proc mounted elsewhere in a container).
+	ProcFS string
+	Logger *slog.Logger
+	// SkipSelf leaves the agent's own pauses out.
+	SkipSelf bool
+	// MaxProcesses bounds how many processes are tracked at once; past it
+	// new processes are listed as untracked and counted. 0 means 10000.
+	MaxProcesses int
+}
+
+// Method names, the `method` label.
+const (
+	MethodUprobe = "uprobe"
+	MethodNone   = "none"
+)
+
+// ProcessStatus says how one runtime process is (or is not) captured.
+type ProcessStatus struct {
+	agent.Process
+	// Why is set when Method is "none": what stopped the capture.
+	Why     string `json:"why,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// Source captures pauses of the processes on this node with BPF.
+type Source struct {
+	cfg   Config
+	log   *slog.Logger
+	proc  procFS
+	self  uint32
+	ready chan struct{}
+
+	mu      sync.Mutex
+	procs   map[uint32]*process
+	files   map[fileKey]*fileInfo
+	k       *kernel
+	dropped uint64 // processes not tracked because of MaxProcesses
+	lost    map[string]uint64
+}
+
+// New returns a Source; nothing touches the kernel before Run.
+func New(cfg Config) *Source {
+	if cfg.ProcFS == "" {
+		cfg.ProcFS = "/proc"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxProcesses == 0 {
+		cfg.MaxProcesses = 10000
+	}
+	return &Source{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		proc:  procFS(cfg.ProcFS),
+		self:  uint32(os.Getpid()),
+		ready: make(chan struct{}),
+		procs: make(map[uint32]*process),
+		files: make(map[fileKey]*fileInfo),
+		lost:  make(map[string]uint64),
+	}
+}
+
+// Ready is closed once the BPF programs are loaded and the first /proc pass
+// has been attached.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// fileKey identifies an executable by inode: uprobes bind to inodes, so one
+// attach covers every process (in any container) running that file.
+type fileKey struct{ dev, ino uint64 }
+
+// fileInfo is what one executable turned out to be, and its probes.
+type fileInfo struct {
+	runtime string // "" when no supported runtime was found
+	method  string
+	why     string // when method is "none"
+	version string
+	minor   int
+	links   []link.Link
+	refs    int
+}
+
+// process is one tracked (or deliberately untracked) runtime process.
+type process struct {
+	agent.Process
+	file    fileKey
+	info    *fileInfo
+	retries int
+}
+
+// Retry delays for a process whose runtime was not visible at exec:
+// the java launcher dlopens libjvm.so and a shared-library Python maps
+// libpython after exec, so the memory maps are read again before giving up.
+var retryDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 1 * time.Second, 3 * time.Second}
+
+// Run loads the probes, tracks processes and sends one Event per pause (and
+// one per exit of a tracked process) to out until ctx is done. Everything it
+// put in the kernel is gone when it returns.
+func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
+	k, err := loadKernel()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.k = k
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for _, f := range s.files {
+			closeLinks(f.links)
+			f.links = nil
+		}
+		s.k = nil
+		s.mu.Unlock()
+		k.close()
+	}()
+
+	rd, err := ringbuf.NewReader(k.objs.Events)
+	if err != nil {
+		return fmt.Errorf("open ring buffer: %w", err)
+	}
+	defer rd.Close()
+	records := make(chan bpfPwEvent, 4096)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(records)
+		for {
+			rec, err := rd.Read()
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					readErr <- fmt.Errorf("read ring buffer: %w", err)
+				}
+				return
+			}
+			e, err := decodeEvent(rec.RawSample)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			records <- e
+		}
+	}()
+
+	// Exec events that arrive during the scan are handled after it; a pid
+	// seen twice is simply inspected twice.
+	s.scan()
+	close(s.ready)
+	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
+
+	retry := make(chan uint32, 256)
+	statsTick := time.NewTicker(time.Second)
+	defer statsTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			rd.Close()
+			return nil
+		case err := <-readErr:
+			return err
+		case pid := <-retry:
+			s.mu.Lock()
+			p := s.procs[pid]
+			s.mu.Unlock()
+			if p != nil && p.info != nil && p.info.runtime == "" {
+				s.inspect(pid, true, retry)
+			}
+		case <-statsTick.C:
+			s.readStats()
+		case e, ok := <-records:
+			if !ok {
+				return nil
+			}
+			switch e.Type {
+			case eventExec:
+				s.inspect(e.Pid, true, retry)
+			case eventExit:
+				if p := s.forget(e.Pid); p != nil {
+					select {
+					case out <- agent.Event{Type: agent.Exit, Process: p.Process}:
+					case <-ctx.Done():
+					}
+				}
+			case eventPause:
+				ev, ok := s.pauseEvent(e)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+				}
+			}
+		}
+	}
+}
+
+// scan inspects every process already running.
+func (s *Source) scan() {
+	pids, err := s.proc.pids()
+	if err != nil {
+		s.log.Error("initial process scan", "err", err)
+		return
+	}
+	for _, pid := range pids {
+		s.inspect(pid, false, nil)
+	}
+}
+
+// inspect classifies a process and attaches probes to its executable if
+// needed. A process that exits meanwhile is not an error.
+func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
+	if pid == s.self && s.cfg.SkipSelf {
+		return
+	}
+	if tgid, err := s.proc.tgid(pid); err != nil || tgid != pid {
+		return // gone, or a thread
+	}
+	exePath := s.proc.path(pid, "exe")
+	var st syscall.Stat_t
+	if err := syscall.Stat(exePath, &st); err != nil {
+		return // kernel thread or gone
+	}
+	start, err := s.proc.startTime(pid)
+	if err != nil {
+		return
+	}
+	key := fileKey{uint64(st.Dev), st.Ino}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.k == nil {
+		return
+	}
+	old := s.procs[pid]
+	if old != nil && old.StartTime == start && old.file == key && !fromExec {
+		return
+	}
+	if old != nil {
+		s.release(old)
+		delete(s.procs, pid)
+	}
+
+	info := s.files[key]
+	if info == nil {
+		info = s.classify(exePath)
+		s.files[key] = info
+	}
+	p := &process{file: key, info: info}
+	if old != nil && old.StartTime == start && old.file == key {
+		p.retries = old.retries
+	}
+	p.PID = pid
+	p.StartTime = start
+	p.Exe = s.proc.exeName(pid)
+	if info.runtime == "" {
+		// Not (yet) a runtime process: remember it only while the maps are
+		// worth another look (runtimes loaded after exec).
+		if fromExec && retry != nil && p.retries < len(retryDelays) && s.mapsDetectable() {
+			d := retryDelays[p.retries]
+			p.retries++
+			s.procs[pid] = p
+			info.refs++
+			time.AfterFunc(d, func() {
+				select {
+				case retry <- pid:
+				default:
+				}
+			})
+		}
+		if len(s.files) > 4*s.cfg.MaxProcesses {
+			s.pruneFiles()
+		}
+		return
+	}
+	if s.trackedCount() >= s.cfg.MaxProcesses {
+		s.dropped++
+		return
+	}
+	p.Runtime = info.runtime
+	p.Method = info.method
+	p.Service = s.proc.serviceName(pid)
+	if p.Service == "" {
+		p.Service = p.Exe
+	}
+	if pid == s.self {
+		p.Service = "pausewatch"
+	}
+	p.ContainerID = s.proc.containerID(pid)
+	if info.method != MethodNone && info.links == nil {
+		if err := s.attach(exePath, info); err != nil {
+			info.method, info.why = MethodNone, err.Error()
+			p.Method = MethodNone
+			s.log.Warn("attach failed", "pid", pid, "exe", p.Exe, "runtime", info.runtime, "err", err)
+		}
+	}
+	info.refs++
+	s.procs[pid] = p
+	if p.Method == MethodNone {
+		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", info.why)
+	} else {
+		s.log.Info("tracking process", "pid", pid, "service", p.Service, "runtime", p.Runtime,
+			"method", p.Method, "version", info.version)
+	}
+}
+
+// mapsDetectable reports whether any detector looks at memory maps (JVM,
+// shared-library Python); until one does, retries would find nothing new.
+func (s *Source) mapsDetectable() bool { return false }
+
+// classify reads an executable once per inode.
+func (s *Source) classify(path string) *fileInfo {
+	f, err := os.Open(path)
+	if err != nil {
+		return &fileInfo{}
+	}
+	defer f.Close()
+	b, err := inspectGo(f)
+	switch {
+	case err == nil:
+		return &fileInfo{runtime: "go", method: MethodUprobe, version: b.version, minor: b.minor}
+	case errors.Is(err, errNotGo):
+		return &fileInfo{}
+	default:
+		var uv *unsupportedGoError
+		info := &fileInfo{runtime: "go", method: MethodNone, why: err.Error()}
+		if errors.As(err, &uv) {
+			info.version = uv.version
+		}
+		return info
+	}
+}
+
+// attach puts the runtime's probes on an executable; s.mu is held.
+func (s *Source) attach(path string, info *fileInfo) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open executable: %w", err)
+	}
+	defer f.Close()
+	b, err := inspectGo(f)
+	if err != nil {
+		return err
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return fmt.Errorf("open executable for uprobes: %w", err)
+	}
+	links, err := attachGo(ex, b, &s.k.objs)
+	if err != nil {
+		return err
+	}
+	info.links = links
+	return nil
+}
+
+// release drops a process's hold on its executable's probes; s.mu is held.
+func (s *Source) release(p *process) {
+	p.info.refs--
+	if p.info.refs <= 0 && p.info.links != nil {
+		closeLinks(p.info.links)
+		p.info.links = nil
+		// The next process of this file attaches again.
+		delete(s.files, p.file)
+	}
+}
+
+func (s *Source) pruneFiles() {
+	for k, f := range s.files {
+		if f.refs <= 0 {
+			delete(s.files, k)
+		}
+	}
+}
+
+func (s *Source) trackedCount() int {
+	n := 0
+	for _, p := range s.procs {
+		if p.info.runtime != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// forget removes an exited process and returns it if it was a runtime process.
+func (s *Source) forget(pid uint32) *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.procs[pid]
+	if p == nil {
+		return nil
+	}
+	delete(s.procs, pid)
+	s.release(p)
+	if p.info.runtime == "" {
+		return nil
+	}
+	s.log.Debug("process exited", "pid", pid, "service", p.Service)
+	return p
+}
+
+// pauseEvent turns a BPF pause record into an Event.
+func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
+	s.mu.Lock()
+	p := s.procs[e.Pid]
+	s.mu.Unlock()
+	if p == nil || p.info.runtime == "" {
+		// A process of an attached file that we have not seen yet (its
+		// exec record may still be queued): look at it now.
+		s.inspect(e.Pid, false, nil)
+		s.mu.Lock()
+		p = s.procs[e.Pid]
+		s.mu.Unlock()
+		if p == nil || p.info.runtime == "" {
+			return agent.Event{}, false
+		}
+	}
+	if p.PID == s.self && s.cfg.SkipSelf {
+		return agent.Event{}, false
+	}
+	ev := agent.Event{
+		Type:     agent.Pause,
+		Process:  p.Process,
+		Start:    monoToWall(e.StartNs),
+		Duration: time.Duration(e.DurationNs),
+		Stopping: time.Duration(e.StoppingNs),
+	}
+	switch e.Runtime {
+	case runtimeGo:
+		ev.Reason, ev.Kind = goReason(p.info.minor, e.Reason)
+	default:
+		ev.Reason, ev.Kind = "unknown ("+strconv.Itoa(int(e.Reason))+")", agent.KindOther
+	}
+	return ev, true
+}
+
+// monoToWall converts a CLOCK_MONOTONIC timestamp to wall-clock time.
+func monoToWall(ns uint64) time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return now
+	}
+	return now.Add(-time.Duration(ts.Nano() - int64(ns)))
+}
+
+func (s *Source) readStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.k == nil {
+		return
+	}
+	if v, err := s.k.stat(statRingbufLost); err == nil {
+		s.lost["ringbuf"] = v
+	}
+	if v, err := s.k.stat(statUnpairedEnd); err == nil {
+		s.lost["unpaired_end"] = v
+	}
+	s.lost["max_processes"] = s.dropped
+}
+
+// Lost returns counts of events lost, by where they were lost.
+func (s *Source) Lost() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.lost))
+	for k, v := range s.lost {
+		out[k] = v
+	}
+	return out
+}
+
+// Status lists the runtime processes the source knows, tracked or not.
+func (s *Source) Status() []ProcessStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProcessStatus, 0, len(s.procs))
+	for _, p := range s.procs {
+		if p.info.runtime == "" {
+			continue
+		}
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.info.why, Version: p.info.version})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}

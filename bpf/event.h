@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * The C<->Go contract of pausewatch: every record the BPF programs put in the
+ * ring buffer, and the per-process state that other programs (request
+ * latency) read. Go mirrors these through bpf2go (-type flags) and
+ * agent/source's BTF layout test fails when the two drift apart.
+ *
+ * Rules: fixed-width fields, explicit padding, no pointers, 8-byte aligned,
+ * so the same layout holds on amd64 and arm64 and Go can decode it directly.
+ */
+#ifndef __PAUSEWATCH_EVENT_H__
+#define __PAUSEWATCH_EVENT_H__
+
+/* event.type */
+enum pw_event_type {
+	PW_EVENT_PAUSE = 1, /* one stop-the-world pause has ended */
+	PW_EVENT_EXEC = 2,  /* a process called execve: inspect it */
+	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
+};
+
+/* event.runtime and pause_state.runtime */
+enum pw_runtime {
+	PW_RUNTIME_GO = 1,
+	PW_RUNTIME_JVM = 2,
+	PW_RUNTIME_PYTHON = 3,
+};
+
+/* Ring buffer record. */
+struct pw_event {
+	__u64 start_ns;    /* CLOCK_MONOTONIC, the runtime's own clock where it has one */
+	__u64 duration_ns; /* whole pause: stop requested .. world restarted */
+	__u64 stopping_ns; /* time to stop (Go stopping time, JVM time-to-safepoint); 0 = unknown */
+	__u64 aux;         /* runtime-specific (objects collected, ...) */
+	__u32 pid;         /* tgid, in the root pid namespace */
+	__u32 tid;
+	__u32 reason;      /* runtime-specific reason code */
+	__u8 type;         /* enum pw_event_type */
+	__u8 runtime;      /* enum pw_runtime */
+	__u8 _pad[2];
+};
+
+/*
+ * Per-process pause state, keyed by tgid. The pause programs write it; the
+ * request programs read it to know how much STW time fell inside a request
+ * (paused_total_ns at start vs end, plus the part of a pause in progress).
+ */
+struct pw_pause_state {
+	__u64 start_ns;        /* start of the pause in progress, if in_progress */
+	__u64 paused_total_ns; /* cumulative STW time of this process since tracked */
+	__u64 pauses;          /* cumulative number of pauses */
+	__u32 reason;          /* reason of the pause in progress */
+	__u8 in_progress;
+	__u8 runtime;
+	__u8 _pad[2];
+};
+
+/* Index into the stats array (per-CPU counters exported as metrics). */
+enum pw_stat {
+	PW_STAT_RINGBUF_LOST = 0, /* bpf_ringbuf_reserve failed: event dropped */
+	PW_STAT_UNPAIRED_END = 1, /* pause end without a begin (attached mid-pause) */
+	PW_STAT_MAX = 2,
+};
+
+#endif /* __PAUSEWATCH_EVENT_H__ */

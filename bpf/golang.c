@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//go:build ignore
+
+/*
+ * Go stop-the-world pauses, timed by the runtime's own clock (nanotime is
+ * CLOCK_MONOTONIC, like bpf_ktime_get_ns). Probes sit at function entries
+ * and at RET instructions found by disassembly, never uretprobes: Go moves
+ * stacks and a hijacked return address crashes the process.
+ *
+ * Registers follow Go's internal ABI (amd64: RAX, RBX, RCX, RDI, RSI, ...),
+ * structs passed field by field:
+ *   stopTheWorldWithSema(reason) worldStop        1.22+, RET: AL=reason, RBX=startedStopping,
+ *                                                  1.23+: RCX=finishedStopping
+ *   startTheWorldWithSema(now, w worldStop) int64  entry: RAX=now, BL=reason, RCX=startedStopping,
+ *                                                  1.23+: RDI=finishedStopping; RET: RAX=now used
+ * Go 1.21 has no worldStop: stopTheWorldWithSema(reason) entry gives the
+ * reason and the start is taken there with bpf_ktime_get_ns.
+ */
+
+/* Cookie bits, set per attach by the Go side from the binary's Go version. */
+#define GO_COOKIE_HAS_FINISHED 1 /* worldStop.finishedStopping exists (1.23+) */
+
+struct go_world_stop {
+	__u64 started;
+	__u64 finished;
+	__u32 reason;
+	__u32 _pad;
+};
+
+/* Arguments seen at the entry of startTheWorldWithSema, for its RET (same thread). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tid */
+	__type(value, struct go_world_stop);
+} go_start_args SEC(".maps");
+
+/* 1.22+: RET of stopTheWorldWithSema, the world is stopped. */
+SEC("uprobe/go_stop_ret")
+int go_stop_ret(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	pause_begin(tgid, PW_RUNTIME_GO, ctx->bx, ctx->ax & 0xff);
+	return 0;
+}
+
+/* 1.21: entry of stopTheWorldWithSema; no runtime timestamp to read yet. */
+SEC("uprobe/go_stop_entry")
+int go_stop_entry(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	pause_begin(tgid, PW_RUNTIME_GO, bpf_ktime_get_ns(), ctx->ax & 0xff);
+	return 0;
+}
+
+/* 1.22+: entry of startTheWorldWithSema carries the worldStop by value. */
+SEC("uprobe/go_start_entry")
+int go_start_entry(struct pt_regs *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct go_world_stop w = {
+		.started = ctx->cx,
+		.reason = ctx->bx & 0xff,
+	};
+	if (bpf_get_attach_cookie(ctx) & GO_COOKIE_HAS_FINISHED)
+		w.finished = ctx->di;
+	bpf_map_update_elem(&go_start_args, &tid, &w, BPF_ANY);
+	return 0;
+}
+
+/* RET of startTheWorldWithSema: RAX is the runtime's end timestamp. */
+SEC("uprobe/go_start_ret")
+int go_start_ret(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u64 end = ctx->ax;
+
+	struct go_world_stop *w = bpf_map_lookup_elem(&go_start_args, &tid);
+	if (w) {
+		__u64 stopping = 0;
+		if (w->finished > w->started)
+			stopping = w->finished - w->started;
+		pause_end(tgid, tid, PW_RUNTIME_GO, w->started, end, stopping, w->reason);
+		bpf_map_delete_elem(&go_start_args, &tid);
+		return 0;
+	}
+
+	/* Go 1.21: the begin came from go_stop_entry. */
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st || !st->in_progress) {
+		count_stat(PW_STAT_UNPAIRED_END);
+		return 0;
+	}
+	pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
+	return 0;
+}

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//go:build ignore
+
+/*
+ * One BPF collection for every runtime: the pause programs of all runtimes
+ * and (later) the request programs share the maps below, so a request can
+ * read its process's pause state in the kernel.
+ */
+#include "headers/vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "event.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+/* Force the contract types into BTF so bpf2go emits Go mirrors of them. */
+const struct pw_event *unused_pw_event __attribute__((unused));
+const struct pw_pause_state *unused_pw_pause_state __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* LRU: a process whose exit we missed must not pin an entry forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tgid */
+	__type(value, struct pw_pause_state);
+} pause_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PW_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count_stat(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void emit_simple(__u8 type, __u32 pid)
+{
+	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(PW_STAT_RINGBUF_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->pid = pid;
+	e->tid = pid;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * pause_begin marks a pause of process tgid as in progress. start_ns is the
+ * runtime's own timestamp where it has one (Go's worldStop.startedStopping).
+ */
+static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns, __u32 reason)
+{
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st) {
+		struct pw_pause_state zero = {};
+		bpf_map_update_elem(&pause_state, &tgid, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&pause_state, &tgid);
+		if (!st)
+			return;
+	}
+	st->start_ns = start_ns;
+	st->reason = reason;
+	st->runtime = runtime;
+	st->in_progress = 1;
+}
+
+/*
+ * pause_end closes the pause of tgid that began at start_ns and ended at
+ * end_ns, adds it to the process's cumulative paused time, and emits it.
+ */
+static __always_inline void pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64 start_ns, __u64 end_ns,
+				      __u64 stopping_ns, __u32 reason)
+{
+	if (end_ns < start_ns)
+		return;
+	__u64 d = end_ns - start_ns;
+
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st) {
+		struct pw_pause_state zero = {};
+		bpf_map_update_elem(&pause_state, &tgid, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&pause_state, &tgid);
+	}
+	if (st) {
+		__sync_fetch_and_add(&st->paused_total_ns, d);
+		__sync_fetch_and_add(&st->pauses, 1);
+		st->in_progress = 0;
+		st->runtime = runtime;
+	}
+
+	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(PW_STAT_RINGBUF_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = PW_EVENT_PAUSE;
+	e->runtime = runtime;
+	e->pid = tgid;
+	e->tid = tid;
+	e->reason = reason;
+	e->start_ns = start_ns;
+	e->duration_ns = d;
+	e->stopping_ns = stopping_ns;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Process discovery: exec and exit of every process on the node. */
+
+SEC("tracepoint/sched/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	emit_simple(PW_EVENT_EXEC, bpf_get_current_pid_tgid() >> 32);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	/* Only the thread group leader's exit ends the process for us. */
+	if ((__u32)id != tgid)
+		return 0;
+	bpf_map_delete_elem(&pause_state, &tgid);
+	emit_simple(PW_EVENT_EXIT, tgid);
+	return 0;
+}
+
+#include "golang.c"

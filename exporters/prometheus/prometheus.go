@@ -1,0 +1,248 @@
+// Package prometheus exports pausewatch's events as Prometheus series:
+// pause durations as histograms with both classic buckets (10 µs to 10 s,
+// fine enough for SLO work) and native buckets, plus exact counters that
+// every capture method feeds.
+package prometheus
+
+import (
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pausewatch/pausewatch/agent"
+)
+
+// DurationBuckets are the classic buckets of every duration histogram:
+// from 10 µs (a small Go pause) to 10 s (a full collection of a big heap).
+var DurationBuckets = []float64{
+	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+	1, 2.5, 5, 10,
+}
+
+// HDR histogram range and precision: 1 µs to 60 s at 2 significant digits
+// keeps one series at about 10 KiB whatever the pause count.
+const (
+	hdrMin    = 1
+	hdrMax    = 60_000_000
+	hdrDigits = 2
+)
+
+// Options configure the exporter.
+type Options struct {
+	// PIDLabel adds a `pid` label to every process series.
+	PIDLabel bool
+	// PIDSeriesTTL is how long series with a pid label stay after the
+	// process exits (default 10 minutes). Series keyed by service alone
+	// never expire: their counters must survive a service restart.
+	PIDSeriesTTL time.Duration
+	// MaxSeries bounds the number of pause series (default 10000). Past it,
+	// pauses of new series are counted in pausewatch_series_dropped_total
+	// and nowhere else; existing series keep counting.
+	MaxSeries int
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Exporter aggregates events into Prometheus series. Register it on a
+// registry; it is an agent.Exporter and a prometheus.Collector.
+type Exporter struct {
+	opts Options
+
+	duration *prometheus.HistogramVec
+	pauses   *prometheus.CounterVec
+	seconds  *prometheus.CounterVec
+	dropped  prometheus.Counter
+
+	mu     sync.Mutex
+	series map[seriesKey]*series
+}
+
+type seriesKey struct {
+	runtime, kind, reason, service, method string
+	namespace, pod, container              string
+	pid                                    string
+}
+
+type series struct {
+	hdr      *hdrhistogram.Histogram
+	pid      uint32
+	expireAt time.Time // zero while the process runs
+}
+
+// New returns an Exporter.
+func New(opts Options) *Exporter {
+	if opts.PIDSeriesTTL == 0 {
+		opts.PIDSeriesTTL = 10 * time.Minute
+	}
+	if opts.MaxSeries == 0 {
+		opts.MaxSeries = 10000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	proc := []string{"service", "namespace", "pod", "container"}
+	if opts.PIDLabel {
+		proc = append(proc, "pid")
+	}
+	return &Exporter{
+		opts: opts,
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pausewatch_pause_duration_seconds",
+			Help: "Stop-the-world pauses, from the stop request to the world running again, as seen one by one.",
+
+			Buckets:                         DurationBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, append([]string{"runtime", "kind", "reason"}, proc...)),
+		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pausewatch_pauses_total",
+			Help: "Stop-the-world pauses, by capture method.",
+		}, append([]string{"runtime", "kind", "method"}, proc...)),
+		seconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pausewatch_pause_seconds_total",
+			Help: "Time the world was stopped, by capture method.",
+		}, append([]string{"runtime", "kind", "method"}, proc...)),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pausewatch_series_dropped_total",
+			Help: "Pauses not exported because the series bound was reached.",
+		}),
+		series: make(map[seriesKey]*series),
+	}
+}
+
+func (x *Exporter) key(e agent.Event) seriesKey {
+	k := seriesKey{
+		runtime: e.Process.Runtime, kind: e.Kind, reason: e.Reason, service: e.Process.Service,
+		method: e.Process.Method, namespace: e.Process.Namespace, pod: e.Process.Pod,
+		container: e.Process.Container,
+	}
+	if x.opts.PIDLabel {
+		k.pid = strconv.FormatUint(uint64(e.Process.PID), 10)
+	}
+	return k
+}
+
+func (k seriesKey) histLabels(pidLabel bool) []string {
+	l := []string{k.runtime, k.kind, k.reason, k.service, k.namespace, k.pod, k.container}
+	if pidLabel {
+		l = append(l, k.pid)
+	}
+	return l
+}
+
+func (k seriesKey) countLabels(pidLabel bool) []string {
+	l := []string{k.runtime, k.kind, k.method, k.service, k.namespace, k.pod, k.container}
+	if pidLabel {
+		l = append(l, k.pid)
+	}
+	return l
+}
+
+// Record implements agent.Exporter.
+func (x *Exporter) Record(e agent.Event) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.expire()
+	switch e.Type {
+	case agent.Exit:
+		if !x.opts.PIDLabel {
+			return
+		}
+		at := x.opts.Now().Add(x.opts.PIDSeriesTTL)
+		for _, s := range x.series {
+			if s.pid == e.Process.PID {
+				s.expireAt = at
+			}
+		}
+	case agent.Pause:
+		k := x.key(e)
+		s := x.series[k]
+		if s == nil {
+			if len(x.series) >= x.opts.MaxSeries {
+				x.dropped.Inc()
+				return
+			}
+			s = &series{hdr: hdrhistogram.New(hdrMin, hdrMax, hdrDigits), pid: e.Process.PID}
+			x.series[k] = s
+		}
+		// A pid series that sees pauses again belongs to a live process.
+		s.expireAt = time.Time{}
+		sec := e.Duration.Seconds()
+		us := e.Duration.Microseconds()
+		s.hdr.RecordValue(min(max(us, hdrMin), hdrMax))
+		x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)
+		x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Inc()
+		x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(sec)
+	}
+}
+
+// expire drops pid series whose process exited more than the TTL ago; x.mu is held.
+func (x *Exporter) expire() {
+	now := x.opts.Now()
+	for k, s := range x.series {
+		if s.expireAt.IsZero() || now.Before(s.expireAt) {
+			continue
+		}
+		delete(x.series, k)
+		x.duration.DeleteLabelValues(k.histLabels(true)...)
+		x.pauses.DeleteLabelValues(k.countLabels(true)...)
+		x.seconds.DeleteLabelValues(k.countLabels(true)...)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	x.duration.Describe(ch)
+	x.pauses.Describe(ch)
+	x.seconds.Describe(ch)
+	x.dropped.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
+	x.mu.Lock()
+	x.expire()
+	x.mu.Unlock()
+	x.duration.Collect(ch)
+	x.pauses.Collect(ch)
+	x.seconds.Collect(ch)
+	x.dropped.Collect(ch)
+}
+
+// Summary is one pause series as the agent's own HDR histogram sees it.
+type Summary struct {
+	Runtime string  `json:"runtime"`
+	Kind    string  `json:"kind"`
+	Reason  string  `json:"reason"`
+	Service string  `json:"service"`
+	Method  string  `json:"method"`
+	PID     string  `json:"pid,omitempty"`
+	Count   int64   `json:"count"`
+	P50     float64 `json:"p50_seconds"`
+	P99     float64 `json:"p99_seconds"`
+	P999    float64 `json:"p999_seconds"`
+	Max     float64 `json:"max_seconds"`
+}
+
+// Summaries returns quantiles of every pause series.
+func (x *Exporter) Summaries() []Summary {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]Summary, 0, len(x.series))
+	sec := func(us int64) float64 { return math.Round(float64(us)) / 1e6 }
+	for k, s := range x.series {
+		out = append(out, Summary{
+			Runtime: k.runtime, Kind: k.kind, Reason: k.reason, Service: k.service, Method: k.method, PID: k.pid,
+			Count: s.hdr.TotalCount(),
+			P50:   sec(s.hdr.ValueAtQuantile(50)), P99: sec(s.hdr.ValueAtQuantile(99)),
+			P999: sec(s.hdr.ValueAtQuantile(99.9)), Max: sec(s.hdr.Max()),
+		})
+	}
+	return out
+}
