@@ -312,6 +312,13 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.ContainerID = s.proc.containerID(pid)
 	if info.method != MethodNone && info.links == nil {
 		if err := s.attach(exePath, info); err != nil {
+			if _, serr := os.Stat(s.proc.path(pid)); serr != nil {
+				// The process exited while we attached: not an error, and
+				// nothing learnt about the file. The next process of it
+				// attaches afresh.
+				delete(s.files, key)
+				return
+			}
 			info.method, info.why = MethodNone, err.Error()
 			p.Method = MethodNone
 			s.log.Warn("attach failed", "pid", pid, "exe", p.Exe, "runtime", info.runtime, "err", err)

@@ -1,0 +1,496 @@
+package examples
+
+// End-to-end tests: the real agent binary, real Go programs, the real
+// kernel. They need root (BPF, uprobes) and compare what the agent reports
+// with each program's own runtime/metrics account of the same pauses.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pausewatch-e2e")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(dir, "pausewatch")
+	out, err := exec.Command("go", "build", "-o", agentBin, "../agent/cmd/pausewatch").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and uprobes")
+	}
+}
+
+// agentProc is one running agent.
+type agentProc struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startAgent runs the agent on its own port and waits for /readyz.
+func startAgent(t *testing.T, port int, args ...string) *agentProc {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	a := &agentProc{url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
+	a.cmd = exec.Command(agentBin, append([]string{"--listen", addr, "--log-level", "debug"}, args...)...)
+	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(func() {
+		a.stop(t)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(a.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return a
+			}
+		}
+		select {
+		case err := <-a.done:
+			t.Fatalf("agent exited before ready: %v\n%s", err, a.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("agent not ready after 20s\n%s", a.logs.String())
+	return nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (a *agentProc) stop(t *testing.T) {
+	if a.cmd.ProcessState != nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Errorf("agent exit: %v", err)
+		}
+		a.done <- err
+	case <-time.After(10 * time.Second):
+		a.cmd.Process.Kill()
+		t.Errorf("agent did not stop within 10s of SIGTERM")
+	}
+}
+
+type processStatus struct {
+	PID     uint32
+	Runtime string
+	Method  string
+	Service string
+	Why     string `json:"why"`
+	Version string `json:"version"`
+}
+
+func (a *agentProc) processes(t *testing.T) []processStatus {
+	t.Helper()
+	resp, err := http.Get(a.url + "/api/processes")
+	if err != nil {
+		t.Fatalf("GET /api/processes: %v", err)
+	}
+	defer resp.Body.Close()
+	var ps []processStatus
+	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
+		t.Fatalf("decode /api/processes: %v", err)
+	}
+	return ps
+}
+
+// waitTracked polls until the agent lists pid, and returns how long it took.
+func (a *agentProc) waitTracked(t *testing.T, pid uint32, since time.Time) processStatus {
+	t.Helper()
+	for time.Since(since) < 10*time.Second {
+		for _, p := range a.processes(t) {
+			if p.PID == pid {
+				return p
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d not tracked after 10s", pid)
+	return processStatus{}
+}
+
+func (a *agentProc) metrics(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(a.url + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return mfs
+}
+
+func labelsMatch(m *dto.Metric, want map[string]string) bool {
+	n := 0
+	for _, lp := range m.GetLabel() {
+		if v, ok := want[lp.GetName()]; ok {
+			if v != lp.GetValue() {
+				return false
+			}
+			n++
+		}
+	}
+	return n == len(want)
+}
+
+// counter sums a counter family over the series matching want.
+func counter(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	var sum float64
+	if mf := mfs[name]; mf != nil {
+		for _, m := range mf.GetMetric() {
+			if labelsMatch(m, want) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// settledPauses scrapes until the pause counters of service stop moving.
+func (a *agentProc) settledPauses(t *testing.T, want map[string]string) (count, secs float64) {
+	t.Helper()
+	prev := -1.0
+	for range 50 {
+		mfs := a.metrics(t)
+		count = counter(mfs, "pausewatch_pauses_total", want)
+		secs = counter(mfs, "pausewatch_pause_seconds_total", want)
+		if count == prev {
+			return count, secs
+		}
+		prev = count
+		time.Sleep(200 * time.Millisecond)
+	}
+	return count, secs
+}
+
+// account is what the churn program says of its own pauses.
+type account struct {
+	GCCount    uint64  `json:"gc_count"`
+	GCSeconds  float64 `json:"gc_seconds"`
+	OtherCount uint64  `json:"other_count"`
+	OtherSecs  float64 `json:"other_seconds"`
+	Calls      int     `json:"calls"`
+	GoVersion  string  `json:"go_version"`
+	Metric     string  `json:"metric"`
+}
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// buildChurn builds testdata/churn with a Go toolchain ("" = the local
+// one), stripped or not, once per test binary.
+func buildChurn(t *testing.T, toolchain string, stripped bool) string {
+	t.Helper()
+	key := fmt.Sprintf("%s-%v", toolchain, stripped)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[key]; ok {
+		return p
+	}
+	out := filepath.Join(t.TempDir(), "churn-"+strings.NewReplacer(".", "_").Replace(key))
+	// Tests' temp dirs vanish with the test; keep binaries for the whole run.
+	out = filepath.Join(os.TempDir(), fmt.Sprintf("pausewatch-churn-%d-%s", os.Getpid(), filepath.Base(out)))
+	args := []string{"build", "-o", out}
+	if stripped {
+		args = append(args, "-ldflags=-s -w")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Dir = "testdata/churn"
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	if toolchain != "" {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+toolchain)
+	} else {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN=local")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build churn with %q: %v\n%s", toolchain, err, b)
+	}
+	built[key] = out
+	t.Cleanup(func() {}) // binaries are removed by removeBuilt at exit
+	return out
+}
+
+// churnProc is a running churn program, waiting for "go".
+type churnProc struct {
+	cmd     *exec.Cmd
+	pid     uint32
+	started time.Time
+	stdin   io.WriteCloser
+	out     *bufio.Scanner
+}
+
+func startChurn(t *testing.T, bin, service, mode string, seconds float64) *churnProc {
+	t.Helper()
+	c := &churnProc{cmd: exec.Command(bin)}
+	c.cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "CHURN_MODE="+mode,
+		fmt.Sprintf("CHURN_SECONDS=%g", seconds), "GOMAXPROCS=2")
+	c.cmd.Stderr = os.Stderr
+	var err error
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.started = time.Now()
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start churn: %v", err)
+	}
+	c.pid = uint32(c.cmd.Process.Pid)
+	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
+	c.out = bufio.NewScanner(stdout)
+	if !c.out.Scan() || !strings.HasPrefix(c.out.Text(), "ready") {
+		t.Fatalf("churn did not say ready: %q", c.out.Text())
+	}
+	return c
+}
+
+// run lets the program churn and returns its own account.
+func (c *churnProc) run(t *testing.T) account {
+	t.Helper()
+	fmt.Fprintln(c.stdin, "go")
+	if !c.out.Scan() {
+		t.Fatalf("churn printed no account")
+	}
+	var a account
+	if err := json.Unmarshal(c.out.Bytes(), &a); err != nil {
+		t.Fatalf("churn account %q: %v", c.out.Text(), err)
+	}
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("churn exit: %v", err)
+	}
+	return a
+}
+
+func within(got, want, frac, abs float64) bool {
+	return math.Abs(got-want) <= math.Max(frac*want, abs)
+}
+
+// compareGC checks the agent's GC pauses of a service against the
+// program's own account: count within 1 % (at least 1), total within 20 %.
+func compareGC(t *testing.T, a *agentProc, service string, acc account) {
+	t.Helper()
+	n, secs := a.settledPauses(t, map[string]string{"service": service, "kind": "gc"})
+	t.Logf("%s (%s, %s): agent %v pauses / %.6fs, runtime %d / %.6fs",
+		service, acc.GoVersion, acc.Metric, n, secs, acc.GCCount, acc.GCSeconds)
+	if acc.GCCount < 20 {
+		t.Fatalf("workload made only %d GC pauses; the comparison needs more", acc.GCCount)
+	}
+	if !within(n, float64(acc.GCCount), 0.01, 1) {
+		t.Errorf("pause count: agent %v, runtime %d (want within 1%%)", n, acc.GCCount)
+	}
+	if !within(secs, acc.GCSeconds, 0.20, 0) {
+		t.Errorf("pause total: agent %.6fs, runtime %.6fs (want within 20%%)", secs, acc.GCSeconds)
+	}
+}
+
+func TestGoPausesMatchRuntime(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, 19471)
+	for _, tc := range []struct {
+		name      string
+		toolchain string
+		stripped  bool
+	}{
+		{"go1.26", "", false},
+		{"go1.26-stripped", "", true},
+		{"go1.22", "go1.22.12", false},
+		{"go1.22-stripped", "go1.22.12", true},
+		{"go1.21", "go1.21.13", false},
+		{"go1.21-stripped", "go1.21.13", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := buildChurn(t, tc.toolchain, tc.stripped)
+			service := "churn-" + tc.name
+			c := startChurn(t, bin, service, "gc", 3)
+			// Started after the agent: tracked within 1 s of its exec.
+			p := a.waitTracked(t, c.pid, c.started)
+			took := time.Since(c.started)
+			t.Logf("tracked pid %d after %v: %+v", c.pid, took, p)
+			if took > time.Second {
+				t.Errorf("tracked %v after exec, want within 1s", took)
+			}
+			if p.Method != "uprobe" || p.Runtime != "go" || p.Service != service {
+				t.Fatalf("process status %+v, want go/uprobe/%s", p, service)
+			}
+			compareGC(t, a, service, c.run(t))
+		})
+	}
+}
+
+func TestGoProcessStartedBeforeAgent(t *testing.T) {
+	requireRoot(t)
+	bin := buildChurn(t, "", false)
+	c := startChurn(t, bin, "churn-before", "gc", 3)
+	a := startAgent(t, 19472)
+	// The first /proc pass is attached before /readyz says ready.
+	found := false
+	for _, p := range a.processes(t) {
+		found = found || p.PID == c.pid
+	}
+	if !found {
+		t.Fatalf("pid %d started before the agent is not tracked once ready", c.pid)
+	}
+	compareGC(t, a, "churn-before", c.run(t))
+}
+
+func TestGoNonGCPause(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, 19473)
+	c := startChurn(t, buildChurn(t, "", false), "churn-memstats", "memstats", 2)
+	a.waitTracked(t, c.pid, c.started)
+	acc := c.run(t)
+	n, secs := a.settledPauses(t, map[string]string{"service": "churn-memstats", "kind": "other"})
+	mfs := a.metrics(t)
+	var byReason float64
+	for _, m := range mfs["pausewatch_pause_duration_seconds"].GetMetric() {
+		if labelsMatch(m, map[string]string{"service": "churn-memstats", "kind": "other", "reason": "read mem stats"}) {
+			byReason += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	t.Logf("ReadMemStats calls %d; runtime other pauses %d / %.6fs; agent other %v / %.6fs, reason=\"read mem stats\" %v",
+		acc.Calls, acc.OtherCount, acc.OtherSecs, n, secs, byReason)
+	if acc.Calls < 100 {
+		t.Fatalf("only %d ReadMemStats calls", acc.Calls)
+	}
+	if !within(n, float64(acc.OtherCount), 0.01, 1) {
+		t.Errorf("other pauses: agent %v, runtime %d", n, acc.OtherCount)
+	}
+	if byReason < float64(acc.Calls) {
+		t.Errorf("reason=\"read mem stats\" pauses %v, want at least the %d calls", byReason, acc.Calls)
+	}
+}
+
+// bpfObjects lists the ids of every BPF program and link in the kernel.
+func bpfObjects(t *testing.T) map[string]bool {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, kind := range []string{"prog", "link"} {
+		out, err := exec.Command("bpftool", "-j", kind, "show").Output()
+		if err != nil {
+			t.Fatalf("bpftool %s show: %v", kind, err)
+		}
+		var objs []struct {
+			ID int `json:"id"`
+		}
+		if err := json.Unmarshal(out, &objs); err != nil {
+			t.Fatalf("bpftool %s show: %v", kind, err)
+		}
+		for _, o := range objs {
+			ids[fmt.Sprintf("%s %d", kind, o.ID)] = true
+		}
+	}
+	return ids
+}
+
+func TestShutdownLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		t.Skip("bpftool not installed (apt-get install bpftool)")
+	}
+	before := bpfObjects(t)
+	a := startAgent(t, 19474)
+	c := startChurn(t, buildChurn(t, "", false), "churn-shutdown", "gc", 1)
+	a.waitTracked(t, c.pid, c.started)
+	during := bpfObjects(t)
+	if len(during) <= len(before) {
+		t.Fatalf("agent running but no new BPF programs or links (%d before, %d during)", len(before), len(during))
+	}
+	a.stop(t)
+	after := bpfObjects(t)
+	for id := range after {
+		if !before[id] {
+			t.Errorf("%s left in the kernel after SIGTERM", id)
+		}
+	}
+	t.Logf("BPF objects: %d before, %d while running, %d after", len(before), len(during), len(after))
+}
+
+func TestProcessesExitingDuringAttach(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, 19475)
+	bin := buildChurn(t, "", false)
+	// Each starts, says ready and exits at once when its stdin closes:
+	// the agent sees the exec and often finds the process already gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 40 {
+		cmd := exec.CommandContext(ctx, bin)
+		cmd.Stdin = strings.NewReader("")
+		cmd.Run() // exits non-zero on EOF by design
+	}
+	resp, err := http.Get(a.url + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("agent not ready after short-lived processes: %v", err)
+	}
+	resp.Body.Close()
+	if logs := a.logs.String(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "level=WARN") {
+		t.Errorf("agent logged errors for processes that exited:\n%s", logs)
+	}
+}

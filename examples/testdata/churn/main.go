@@ -1,0 +1,124 @@
+// Command churn is the integration tests' workload: it waits for "go" on
+// stdin (so the agent is attached first), churns the heap (or stops the
+// world some other way) for a while, and prints its own runtime/metrics
+// account of the pauses it made in that window as one JSON line.
+//
+// It has its own go.mod (go 1.21) so the tests can build it with older
+// toolchains (GOTOOLCHAIN=go1.21.13).
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"time"
+)
+
+type account struct {
+	GCCount    uint64  `json:"gc_count"`
+	GCSeconds  float64 `json:"gc_seconds"`
+	OtherCount uint64  `json:"other_count"`
+	OtherSecs  float64 `json:"other_seconds"`
+	Calls      int     `json:"calls"`
+	GoVersion  string  `json:"go_version"`
+	Metric     string  `json:"metric"`
+}
+
+var sink [][]byte
+
+func main() {
+	secs, _ := strconv.ParseFloat(os.Getenv("CHURN_SECONDS"), 64)
+	if secs == 0 {
+		secs = 3
+	}
+	mode := os.Getenv("CHURN_MODE")
+	fmt.Println("ready", os.Getpid())
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		fmt.Fprintln(os.Stderr, "stdin:", err)
+		os.Exit(1)
+	}
+
+	gcName, otherName := "/sched/pauses/total/gc:seconds", "/sched/pauses/total/other:seconds"
+	if !has(gcName) {
+		gcName, otherName = "/gc/pauses:seconds", "" // Go 1.21
+	}
+	before := read(gcName, otherName)
+	calls := 0
+	sink = make([][]byte, 256)
+	deadline := time.Now().Add(time.Duration(secs * float64(time.Second)))
+	for i := 0; time.Now().Before(deadline); i++ {
+		switch mode {
+		case "memstats":
+			// Each ReadMemStats stops the world (reason "read mem stats").
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			calls++
+			time.Sleep(time.Millisecond)
+		default:
+			sink[i%len(sink)] = make([]byte, 32<<10)
+		}
+	}
+	after := read(gcName, otherName)
+	a := account{
+		GCCount: after.gcCount - before.gcCount, GCSeconds: after.gcSecs - before.gcSecs,
+		OtherCount: after.otherCount - before.otherCount, OtherSecs: after.otherSecs - before.otherSecs,
+		Calls: calls, GoVersion: runtime.Version(), Metric: gcName,
+	}
+	json.NewEncoder(os.Stdout).Encode(a)
+}
+
+func has(name string) bool {
+	for _, d := range metrics.All() {
+		if d.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+type snapshot struct {
+	gcCount, otherCount uint64
+	gcSecs, otherSecs   float64
+}
+
+func read(gcName, otherName string) snapshot {
+	samples := []metrics.Sample{{Name: gcName}}
+	if otherName != "" {
+		samples = append(samples, metrics.Sample{Name: otherName})
+	}
+	metrics.Read(samples)
+	var s snapshot
+	s.gcCount, s.gcSecs = sum(samples[0].Value.Float64Histogram())
+	if otherName != "" {
+		s.otherCount, s.otherSecs = sum(samples[1].Value.Float64Histogram())
+	}
+	return s
+}
+
+// sum returns the count and the total of a runtime/metrics histogram,
+// each bucket's observations taken at the bucket's midpoint (the runtime's
+// buckets are ~12 % wide, so the total is good to a few percent).
+func sum(h *metrics.Float64Histogram) (uint64, float64) {
+	var n uint64
+	var t float64
+	for i, c := range h.Counts {
+		if c == 0 {
+			continue
+		}
+		lo, hi := h.Buckets[i], h.Buckets[i+1]
+		if math.IsInf(lo, -1) {
+			lo = 0
+		}
+		if math.IsInf(hi, 1) {
+			hi = lo
+		}
+		n += c
+		t += float64(c) * (lo + hi) / 2
+	}
+	return n, t
+}
