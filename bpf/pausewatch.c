@@ -14,9 +14,19 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-/* Force the contract types into BTF so bpf2go emits Go mirrors of them. */
-const struct pw_event *unused_pw_event __attribute__((unused));
-const struct pw_pause_state *unused_pw_pause_state __attribute__((unused));
+/*
+ * Force the contract types into BTF, so bpf2go emits Go mirrors of the
+ * structs and the Go contract test can read the enums.
+ */
+struct pw_contract {
+	struct pw_event event;
+	struct pw_pause_state pause_state;
+	enum pw_event_type event_type;
+	enum pw_runtime runtime;
+	enum pw_stat stat;
+	__u32 _pad;
+};
+const struct pw_contract *unused_pw_contract __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -50,18 +50,17 @@ type bpfPwPauseState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapEvents             = "events"
-	bpfMapGoStartArgs        = "go_start_args"
-	bpfMapPauseState         = "pause_state"
-	bpfMapStats              = "stats"
-	bpfProgGoStartEntry      = "go_start_entry"
-	bpfProgGoStartRet        = "go_start_ret"
-	bpfProgGoStopEntry       = "go_stop_entry"
-	bpfProgGoStopRet         = "go_stop_ret"
-	bpfProgHandleExec        = "handle_exec"
-	bpfProgHandleExit        = "handle_exit"
-	bpfVarUnusedPwEvent      = "unused_pw_event"
-	bpfVarUnusedPwPauseState = "unused_pw_pause_state"
+	bpfMapEvents           = "events"
+	bpfMapGoStartArgs      = "go_start_args"
+	bpfMapPauseState       = "pause_state"
+	bpfMapStats            = "stats"
+	bpfProgGoStartEntry    = "go_start_entry"
+	bpfProgGoStartRet      = "go_start_ret"
+	bpfProgGoStopEntry     = "go_stop_entry"
+	bpfProgGoStopRet       = "go_stop_ret"
+	bpfProgHandleExec      = "handle_exec"
+	bpfProgHandleExit      = "handle_exit"
+	bpfVarUnusedPwContract = "unused_pw_contract"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -128,8 +127,7 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	UnusedPwEvent      *ebpf.VariableSpec `ebpf:"unused_pw_event"`
-	UnusedPwPauseState *ebpf.VariableSpec `ebpf:"unused_pw_pause_state"`
+	UnusedPwContract *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -171,8 +169,7 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	UnusedPwEvent      *ebpf.Variable `ebpf:"unused_pw_event"`
-	UnusedPwPauseState *ebpf.Variable `ebpf:"unused_pw_pause_state"`
+	UnusedPwContract *ebpf.Variable `ebpf:"unused_pw_contract"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

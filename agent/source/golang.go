@@ -161,6 +161,13 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 		}
 	}
 
+	return goFuncsPclntab(f, names...)
+}
+
+// goFuncsPclntab finds functions through the pclntab, which even stripped
+// Go binaries keep (the runtime needs it for tracebacks).
+func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
+	out := make([]funcRange, len(names))
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		// Some linkers put the pclntab in .data.rel.ro without a section
