@@ -266,7 +266,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 
 	info := s.files[key]
 	if info == nil {
-		info = s.classify(exePath)
+		if info = s.classify(exePath); info == nil {
+			return // gone before we could read it: nothing learnt
+		}
 		s.files[key] = info
 	}
 	p := &process{file: key, info: info}
@@ -312,8 +314,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.ContainerID = s.proc.containerID(pid)
 	if info.method != MethodNone && info.links == nil {
 		if err := s.attach(exePath, info); err != nil {
-			if _, serr := os.Stat(s.proc.path(pid)); serr != nil {
-				// The process exited while we attached: not an error, and
+			if _, serr := os.Stat(exePath); serr != nil {
+				// The process exited (or is a zombie, whose exe link is
+				// gone) while we attached: not an error, and
 				// nothing learnt about the file. The next process of it
 				// attaches afresh.
 				delete(s.files, key)
@@ -338,11 +341,12 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 // shared-library Python); until one does, retries would find nothing new.
 func (s *Source) mapsDetectable() bool { return false }
 
-// classify reads an executable once per inode.
+// classify reads an executable once per inode; nil when it could not be
+// opened (the process is gone), so nothing wrong gets cached for the inode.
 func (s *Source) classify(path string) *fileInfo {
 	f, err := os.Open(path)
 	if err != nil {
-		return &fileInfo{}
+		return nil
 	}
 	defer f.Close()
 	b, err := inspectGo(f)

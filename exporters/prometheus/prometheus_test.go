@@ -1,0 +1,199 @@
+package prometheus
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/pausewatch/pausewatch/agent"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func pause(pid uint32, service, kind, reason string, d time.Duration) agent.Event {
+	return agent.Event{
+		Type: agent.Pause,
+		Process: agent.Process{PID: pid, Runtime: "go", Method: "uprobe", Service: service},
+		Kind:    kind, Reason: reason, Duration: d,
+	}
+}
+
+// exposition renders the registry in the text format, for golden files.
+func exposition(t *testing.T, c prometheus.Collector) []byte {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the exposition (go test -update rewrites it):\n%s", path, got)
+	}
+}
+
+func TestExposition(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"service.prom", Options{}},
+		{"pid.prom", Options{PIDLabel: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := New(tc.opts)
+			x.Record(pause(10, "checkout", "gc", "GC mark termination", 20*time.Microsecond))
+			x.Record(pause(10, "checkout", "gc", "GC mark termination", 120*time.Microsecond))
+			x.Record(pause(10, "checkout", "gc", "GC sweep termination", 40*time.Microsecond))
+			x.Record(pause(11, "checkout", "other", "read mem stats", 3*time.Millisecond))
+			x.Record(pause(12, "billing", "gc", "GC sweep termination", 2*time.Second))
+			golden(t, tc.name, exposition(t, x))
+		})
+	}
+}
+
+func TestCountersSurviveRestart(t *testing.T) {
+	x := New(Options{})
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
+	x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: 10, Service: "checkout"}})
+	// The service comes back under a new pid: the same series goes on.
+	x.Record(pause(20, "checkout", "gc", "GC mark termination", time.Millisecond))
+	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "checkout", "", "", "")); got != 2 {
+		t.Errorf("pauses_total after restart = %v, want 2", got)
+	}
+}
+
+func TestPIDSeriesExpire(t *testing.T) {
+	now := time.Unix(1000, 0)
+	x := New(Options{PIDLabel: true, PIDSeriesTTL: time.Minute, Now: func() time.Time { return now }})
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(11, "checkout", "gc", "GC mark termination", time.Millisecond))
+	x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: 10}})
+
+	count := func() int { return testutil.CollectAndCount(x, "pausewatch_pauses_total") }
+	now = now.Add(59 * time.Second)
+	if n := count(); n != 2 {
+		t.Fatalf("before the TTL: %d series, want 2", n)
+	}
+	now = now.Add(2 * time.Second)
+	if n := count(); n != 1 {
+		t.Fatalf("after the TTL: %d series, want 1 (pid 11 only)", n)
+	}
+	if n := len(x.Summaries()); n != 1 {
+		t.Errorf("summaries after expiry: %d, want 1", n)
+	}
+}
+
+func TestSeriesBound(t *testing.T) {
+	x := New(Options{MaxSeries: 2})
+	x.Record(pause(1, "a", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(2, "b", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(3, "c", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(1, "a", "gc", "GC mark termination", time.Millisecond)) // existing series still counts
+	if got := testutil.ToFloat64(x.dropped); got != 1 {
+		t.Errorf("dropped = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "a", "", "", "")); got != 2 {
+		t.Errorf("series a = %v, want 2", got)
+	}
+}
+
+func TestSummaries(t *testing.T) {
+	x := New(Options{})
+	for i := 1; i <= 100; i++ {
+		x.Record(pause(1, "a", "gc", "GC mark termination", time.Duration(i)*time.Microsecond))
+	}
+	s := x.Summaries()
+	if len(s) != 1 || s[0].Count != 100 {
+		t.Fatalf("summaries %+v", s)
+	}
+	// 2 significant digits: within 1 % of the exact quantiles.
+	for _, q := range []struct {
+		name      string
+		got, want float64
+	}{{"p50", s[0].P50, 50e-6}, {"p99", s[0].P99, 99e-6}, {"max", s[0].Max, 100e-6}} {
+		if d := q.got/q.want - 1; d > 0.01 || d < -0.01 {
+			t.Errorf("%s = %v, want %v ±1%%", q.name, q.got, q.want)
+		}
+	}
+}
+
+func TestHealth(t *testing.T) {
+	h := NewHealth("v1", func() map[RuntimeMethod]int {
+		return map[RuntimeMethod]int{{"go", "uprobe"}: 3, {"go", "none"}: 1}
+	}, func() map[string]uint64 { return map[string]uint64{"ringbuf": 5} })
+	want := `
+# HELP pausewatch_events_lost_total Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), max_processes (tracking bound), watch (slow watch subscriber).
+# TYPE pausewatch_events_lost_total counter
+pausewatch_events_lost_total{source="ringbuf"} 5
+# HELP pausewatch_processes Runtime processes the agent knows, by capture method (none: seen but not captured; see /api/processes for why).
+# TYPE pausewatch_processes gauge
+pausewatch_processes{method="none",runtime="go"} 1
+pausewatch_processes{method="uprobe",runtime="go"} 3
+`
+	if err := testutil.CollectAndCompare(h, strings.NewReader(want), "pausewatch_processes", "pausewatch_events_lost_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestNativeHistogram(t *testing.T) {
+	x := New(Options{})
+	for _, d := range []time.Duration{20 * time.Microsecond, 21 * time.Microsecond, 5 * time.Millisecond} {
+		x.Record(pause(1, "a", "gc", "GC mark termination", d))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(x)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pausewatch_pause_duration_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		// Factor 1.1 asks for schema 3 (2^(1/8) ≈ 1.09); classic buckets stay too.
+		if h.GetSchema() != 3 || len(h.GetPositiveSpan()) == 0 || len(h.GetBucket()) != len(DurationBuckets) {
+			t.Errorf("schema %d, %d spans, %d classic buckets", h.GetSchema(), len(h.GetPositiveSpan()), len(h.GetBucket()))
+		}
+		var n int64
+		for _, d := range h.GetPositiveDelta() {
+			n += d
+			if n < 0 {
+				t.Fatal("negative native bucket count")
+			}
+		}
+		return
+	}
+	t.Fatal("no pausewatch_pause_duration_seconds family")
+}
