@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func pause(pid uint32, service, kind, reason string, d time.Duration) agent.Event {
 	return agent.Event{
-		Type: agent.Pause,
+		Type:    agent.Pause,
 		Process: agent.Process{PID: pid, Runtime: "go", Method: "uprobe", Service: service},
 		Kind:    kind, Reason: reason, Duration: d,
 	}
