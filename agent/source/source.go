@@ -115,6 +115,9 @@ type process struct {
 // Retry delays for a process whose runtime was not visible at exec:
 // the java launcher dlopens libjvm.so and a shared-library Python maps
 // libpython after exec, so the memory maps are read again before giving up.
+// pollInterval bounds how long an event can sit in the ring buffer.
+const pollInterval = 100 * time.Millisecond
+
 var retryDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 1 * time.Second, 3 * time.Second}
 
 // Run loads the probes, tracks processes and sends one Event per pause (and
@@ -148,8 +151,14 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(records)
+		var rec ringbuf.Record
 		for {
-			rec, err := rd.Read()
+			// The BPF side wakes us only for batches; poll for the rest.
+			rd.SetDeadline(time.Now().Add(pollInterval))
+			err := rd.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if err != nil {
 				if !errors.Is(err, os.ErrClosed) {
 					readErr <- fmt.Errorf("read ring buffer: %w", err)

@@ -45,6 +45,15 @@ enum {
 	BPF_EXIST = 2,
 };
 
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
+
 /* x86-64 register file as the kernel saves it on a uprobe trap. */
 struct pt_regs {
 	long unsigned int r15;

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -52,6 +53,7 @@ type agentFlags struct {
 	maxProcs   int
 	logLevel   string
 	memLimitMB int64
+	pprof      bool
 }
 
 func parseAgentFlags(args []string) (agentFlags, error) {
@@ -70,6 +72,7 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.IntVar(&f.maxProcs, "max-processes", 10000, "bound on tracked processes; past it new ones are not tracked and counted")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -142,7 +145,12 @@ func agentMain(args []string) int {
 		log.Error("listen", "addr", f.listen, "err", err)
 		return 1
 	}
-	srv := &http.Server{Handler: newMux(reg, src, prom, stream), ReadHeaderTimeout: 10 * time.Second}
+	mux := newMux(reg, src, prom, stream)
+	if f.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
