@@ -6,10 +6,18 @@ import "time"
 type EventType uint8
 
 const (
-	// Pause is one stop-the-world pause of one process.
+	// Pause is one stop-the-world pause of one process, seen one by one:
+	// it feeds the duration histograms and the counters.
 	Pause EventType = iota + 1
 	// Exit says the process has exited; exporters expire its per-pid series.
 	Exit
+	// PauseTotals is Count pauses totalling Duration, from a source that
+	// reads counters (hsperfdata): it feeds the counters only.
+	PauseTotals
+	// PauseSample is one pause seen one by one by a source whose counts
+	// come as PauseTotals: it feeds the histograms only, so nothing is
+	// counted twice.
+	PauseSample
 )
 
 // Pause kinds, the `kind` label.
@@ -37,6 +45,8 @@ type Event struct {
 	// Reason is the runtime's own word for the pause ("GC mark
 	// termination", "G1CollectForAllocation", "gen2"); a bounded set.
 	Reason string
+	// Count is the number of pauses a PauseTotals event stands for.
+	Count uint64
 }
 
 // A Process identifies where an Event happened.

@@ -21,7 +21,7 @@ func NewStream() *Stream {
 
 // Record implements Exporter.
 func (s *Stream) Record(e Event) {
-	if e.Type != Pause {
+	if e.Type != Pause && e.Type != PauseSample {
 		return
 	}
 	s.mu.Lock()

@@ -37,6 +37,7 @@ struct pw_event {
 	__u8 type;         /* enum pw_event_type */
 	__u8 runtime;      /* enum pw_runtime */
 	__u8 _pad[2];
+	char detail[40];   /* runtime-specific text (JVM: the VM operation), NUL-terminated */
 };
 
 /*
@@ -52,6 +53,29 @@ struct pw_pause_state {
 	__u8 in_progress;
 	__u8 runtime;
 	__u8 _pad[2];
+};
+
+/* Where a USDT argument lives (agent/usdt.ArgKind). */
+enum pw_usdt_arg_kind {
+	PW_USDT_ARG_CONST = 1,   /* the value is val */
+	PW_USDT_ARG_REG = 2,     /* in the register at reg_off in struct pt_regs */
+	PW_USDT_ARG_REG_MEM = 3, /* in user memory at register + val */
+};
+
+struct pw_usdt_arg {
+	__s64 val;
+	__u32 reg_off;
+	__u8 kind; /* enum pw_usdt_arg_kind */
+	__u8 size; /* 1, 2, 4 or 8 bytes */
+	__u8 is_signed;
+	__u8 _pad;
+};
+
+#define PW_USDT_MAX_ARGS 3
+
+/* Argument locations of one USDT probe site; its index is the attach cookie. */
+struct pw_usdt_spec {
+	struct pw_usdt_arg args[PW_USDT_MAX_ARGS];
 };
 
 /* Index into the stats array (per-CPU counters exported as metrics). */

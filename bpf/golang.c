@@ -81,7 +81,9 @@ int go_start_ret(struct pt_regs *ctx)
 		__u64 stopping = 0;
 		if (w->finished > w->started)
 			stopping = w->finished - w->started;
-		pause_end(tgid, tid, PW_RUNTIME_GO, w->started, end, stopping, w->reason);
+		struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, w->started, end, stopping, w->reason);
+		if (e)
+			bpf_ringbuf_submit(e, submit_flags());
 		bpf_map_delete_elem(&go_start_args, &tid);
 		return 0;
 	}
@@ -92,6 +94,8 @@ int go_start_ret(struct pt_regs *ctx)
 		count_stat(PW_STAT_UNPAIRED_END);
 		return 0;
 	}
-	pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
+	struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
+	if (e)
+		bpf_ringbuf_submit(e, submit_flags());
 	return 0;
 }

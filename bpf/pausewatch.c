@@ -24,7 +24,8 @@ struct pw_contract {
 	enum pw_event_type event_type;
 	enum pw_runtime runtime;
 	enum pw_stat stat;
-	__u32 _pad;
+	enum pw_usdt_arg_kind usdt_arg_kind;
+	struct pw_usdt_spec usdt_spec;
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));
 
@@ -105,13 +106,15 @@ static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns
 
 /*
  * pause_end closes the pause of tgid that began at start_ns and ended at
- * end_ns, adds it to the process's cumulative paused time, and emits it.
+ * end_ns, and adds it to the process's cumulative paused time. It returns
+ * the filled event, reserved in the ring buffer, for the caller to complete
+ * and submit; NULL when it cannot be recorded (counted).
  */
-static __always_inline void pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64 start_ns, __u64 end_ns,
-				      __u64 stopping_ns, __u32 reason)
+static __always_inline struct pw_event *pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64 start_ns,
+						  __u64 end_ns, __u64 stopping_ns, __u32 reason)
 {
 	if (end_ns < start_ns)
-		return;
+		return NULL;
 	__u64 d = end_ns - start_ns;
 
 	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
@@ -130,7 +133,7 @@ static __always_inline void pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64
 	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(PW_STAT_RINGBUF_LOST);
-		return;
+		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = PW_EVENT_PAUSE;
@@ -141,7 +144,7 @@ static __always_inline void pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64
 	e->start_ns = start_ns;
 	e->duration_ns = d;
 	e->stopping_ns = stopping_ns;
-	bpf_ringbuf_submit(e, submit_flags());
+	return e;
 }
 
 /* Process discovery: exec and exit of every process on the node. */
@@ -166,4 +169,6 @@ int handle_exit(void *ctx)
 	return 0;
 }
 
+#include "usdt.c"
 #include "golang.c"
+#include "jvm.c"

@@ -12,6 +12,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// cString returns the NUL-terminated prefix of a C char array.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
 // Mirrors of enum pw_event_type, enum pw_runtime and enum pw_stat in
 // bpf/event.h; TestContract checks them against the object's BTF.
 const (
@@ -23,12 +35,16 @@ const (
 	runtimeJVM    = 2
 	runtimePython = 3
 
+	usdtArgConst  = 1
+	usdtArgReg    = 2
+	usdtArgRegMem = 3
+
 	statRingbufLost = 0
 	statUnpairedEnd = 1
 	statMax         = 2
 )
 
-const eventSize = 48 // sizeof(struct pw_event)
+const eventSize = 88 // sizeof(struct pw_event)
 
 // decodeEvent reads one ring buffer record. Records are written by our own
 // BPF programs, so a short one means a contract mismatch, not bad input.
@@ -47,6 +63,9 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 	e.Reason = le.Uint32(b[40:])
 	e.Type = b[44]
 	e.Runtime = b[45]
+	for i := range e.Detail {
+		e.Detail[i] = int8(b[48+i])
+	}
 	return e, nil
 }
 

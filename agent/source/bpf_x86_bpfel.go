@@ -21,6 +21,14 @@ type bpfGoWorldStop struct {
 	Pad      uint32
 }
 
+type bpfJvmState struct {
+	_        structs.HostLayout
+	Op       [40]int8
+	SyncedNs uint64
+	Flags    uint32
+	Pad      uint32
+}
+
 type bpfPwEvent struct {
 	_          structs.HostLayout
 	StartNs    uint64
@@ -33,6 +41,7 @@ type bpfPwEvent struct {
 	Type       uint8
 	Runtime    uint8
 	Pad        [2]uint8
+	Detail     [40]int8
 }
 
 type bpfPwPauseState struct {
@@ -46,21 +55,41 @@ type bpfPwPauseState struct {
 	Pad           [2]uint8
 }
 
+type bpfPwUsdtSpec struct {
+	_    structs.HostLayout
+	Args [3]struct {
+		_        structs.HostLayout
+		Val      int64
+		RegOff   uint32
+		Kind     uint8
+		Size     uint8
+		IsSigned uint8
+		Pad      uint8
+	}
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapEvents           = "events"
-	bpfMapGoStartArgs      = "go_start_args"
-	bpfMapPauseState       = "pause_state"
-	bpfMapStats            = "stats"
-	bpfProgGoStartEntry    = "go_start_entry"
-	bpfProgGoStartRet      = "go_start_ret"
-	bpfProgGoStopEntry     = "go_stop_entry"
-	bpfProgGoStopRet       = "go_stop_ret"
-	bpfProgHandleExec      = "handle_exec"
-	bpfProgHandleExit      = "handle_exit"
-	bpfVarUnusedPwContract = "unused_pw_contract"
+	bpfMapEvents              = "events"
+	bpfMapGoStartArgs         = "go_start_args"
+	bpfMapJvmState            = "jvm_state"
+	bpfMapPauseState          = "pause_state"
+	bpfMapStats               = "stats"
+	bpfMapUsdtSpecs           = "usdt_specs"
+	bpfProgGoStartEntry       = "go_start_entry"
+	bpfProgGoStartRet         = "go_start_ret"
+	bpfProgGoStopEntry        = "go_stop_entry"
+	bpfProgGoStopRet          = "go_stop_ret"
+	bpfProgHandleExec         = "handle_exec"
+	bpfProgHandleExit         = "handle_exit"
+	bpfProgJvmGcBegin         = "jvm_gc_begin"
+	bpfProgJvmSafepointBegin  = "jvm_safepoint_begin"
+	bpfProgJvmSafepointEnd    = "jvm_safepoint_end"
+	bpfProgJvmSafepointSynced = "jvm_safepoint_synced"
+	bpfProgJvmVmopBegin       = "jvm_vmop_begin"
+	bpfVarUnusedPwContract    = "unused_pw_contract"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -105,12 +134,17 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	GoStartEntry *ebpf.ProgramSpec `ebpf:"go_start_entry"`
-	GoStartRet   *ebpf.ProgramSpec `ebpf:"go_start_ret"`
-	GoStopEntry  *ebpf.ProgramSpec `ebpf:"go_stop_entry"`
-	GoStopRet    *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
-	HandleExec   *ebpf.ProgramSpec `ebpf:"handle_exec"`
-	HandleExit   *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	GoStartEntry       *ebpf.ProgramSpec `ebpf:"go_start_entry"`
+	GoStartRet         *ebpf.ProgramSpec `ebpf:"go_start_ret"`
+	GoStopEntry        *ebpf.ProgramSpec `ebpf:"go_stop_entry"`
+	GoStopRet          *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
+	HandleExec         *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExit         *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	JvmGcBegin         *ebpf.ProgramSpec `ebpf:"jvm_gc_begin"`
+	JvmSafepointBegin  *ebpf.ProgramSpec `ebpf:"jvm_safepoint_begin"`
+	JvmSafepointEnd    *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
+	JvmSafepointSynced *ebpf.ProgramSpec `ebpf:"jvm_safepoint_synced"`
+	JvmVmopBegin       *ebpf.ProgramSpec `ebpf:"jvm_vmop_begin"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
@@ -119,8 +153,10 @@ type bpfProgramSpecs struct {
 type bpfMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	GoStartArgs *ebpf.MapSpec `ebpf:"go_start_args"`
+	JvmState    *ebpf.MapSpec `ebpf:"jvm_state"`
 	PauseState  *ebpf.MapSpec `ebpf:"pause_state"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	UsdtSpecs   *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -152,16 +188,20 @@ func (o *bpfObjects) Close() error {
 type bpfMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	GoStartArgs *ebpf.Map `ebpf:"go_start_args"`
+	JvmState    *ebpf.Map `ebpf:"jvm_state"`
 	PauseState  *ebpf.Map `ebpf:"pause_state"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	UsdtSpecs   *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
 		m.GoStartArgs,
+		m.JvmState,
 		m.PauseState,
 		m.Stats,
+		m.UsdtSpecs,
 	)
 }
 
@@ -176,12 +216,17 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	GoStartEntry *ebpf.Program `ebpf:"go_start_entry"`
-	GoStartRet   *ebpf.Program `ebpf:"go_start_ret"`
-	GoStopEntry  *ebpf.Program `ebpf:"go_stop_entry"`
-	GoStopRet    *ebpf.Program `ebpf:"go_stop_ret"`
-	HandleExec   *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit   *ebpf.Program `ebpf:"handle_exit"`
+	GoStartEntry       *ebpf.Program `ebpf:"go_start_entry"`
+	GoStartRet         *ebpf.Program `ebpf:"go_start_ret"`
+	GoStopEntry        *ebpf.Program `ebpf:"go_stop_entry"`
+	GoStopRet          *ebpf.Program `ebpf:"go_stop_ret"`
+	HandleExec         *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit         *ebpf.Program `ebpf:"handle_exit"`
+	JvmGcBegin         *ebpf.Program `ebpf:"jvm_gc_begin"`
+	JvmSafepointBegin  *ebpf.Program `ebpf:"jvm_safepoint_begin"`
+	JvmSafepointEnd    *ebpf.Program `ebpf:"jvm_safepoint_end"`
+	JvmSafepointSynced *ebpf.Program `ebpf:"jvm_safepoint_synced"`
+	JvmVmopBegin       *ebpf.Program `ebpf:"jvm_vmop_begin"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -192,6 +237,11 @@ func (p *bpfPrograms) Close() error {
 		p.GoStopRet,
 		p.HandleExec,
 		p.HandleExit,
+		p.JvmGcBegin,
+		p.JvmSafepointBegin,
+		p.JvmSafepointEnd,
+		p.JvmSafepointSynced,
+		p.JvmVmopBegin,
 	)
 }
 

@@ -24,6 +24,7 @@ func TestContract(t *testing.T) {
 	}{
 		{"pw_event", reflect.TypeOf(bpfPwEvent{})},
 		{"pw_pause_state", reflect.TypeOf(bpfPwPauseState{})},
+		{"pw_usdt_spec", reflect.TypeOf(bpfPwUsdtSpec{})},
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(tc.cName, &st); err != nil {
@@ -62,6 +63,7 @@ func TestContract(t *testing.T) {
 	}{
 		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit}},
 		{"pw_runtime", map[string]uint64{"PW_RUNTIME_GO": runtimeGo, "PW_RUNTIME_JVM": runtimeJVM, "PW_RUNTIME_PYTHON": runtimePython}},
+		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},
 		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_MAX": statMax}},
 	} {
 		var e *btf.Enum
@@ -91,6 +93,7 @@ func TestDecodeEvent(t *testing.T) {
 	le.PutUint32(b[36:], 4243)
 	le.PutUint32(b[40:], 2)
 	b[44], b[45] = eventPause, runtimeGo
+	copy(b[48:], "G1CollectForAllocation\x00")
 
 	got, err := decodeEvent(b)
 	if err != nil {
@@ -98,8 +101,14 @@ func TestDecodeEvent(t *testing.T) {
 	}
 	want := bpfPwEvent{StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9, Pid: 4242, Tid: 4243,
 		Reason: 2, Type: eventPause, Runtime: runtimeGo}
+	for i, c := range "G1CollectForAllocation" {
+		want.Detail[i] = int8(c)
+	}
 	if got != want {
 		t.Errorf("decode = %+v, want %+v", got, want)
+	}
+	if s := cString(got.Detail[:]); s != "G1CollectForAllocation" {
+		t.Errorf("detail %q", s)
 	}
 	if _, err := decodeEvent(b[:eventSize-1]); err == nil {
 		t.Error("short record decoded without error")

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,12 +31,17 @@ type Config struct {
 	// MaxProcesses bounds how many processes are tracked at once; past it
 	// new processes are listed as untracked and counted. 0 means 10000.
 	MaxProcesses int
+	// NoJVMProbes skips the JVM's USDT and symbol probes, leaving the
+	// hsperfdata poller (for checking it, or where uprobes are unwanted).
+	NoJVMProbes bool
 }
 
 // Method names, the `method` label.
 const (
-	MethodUprobe = "uprobe"
-	MethodNone   = "none"
+	MethodUprobe     = "uprobe"
+	MethodUSDT       = "usdt"
+	MethodHsperfdata = "hsperfdata"
+	MethodNone       = "none"
 )
 
 // ProcessStatus says how one runtime process is (or is not) captured.
@@ -58,7 +64,10 @@ type Source struct {
 	procs   map[uint32]*process
 	files   map[fileKey]*fileInfo
 	k       *kernel
-	dropped uint64 // processes not tracked because of MaxProcesses
+	specs   *specAllocator
+	ctx     context.Context  // Run's, for pollers
+	polled  chan agent.Event // from hsperfdata pollers
+	dropped uint64           // processes not tracked because of MaxProcesses
 	lost    map[string]uint64
 }
 
@@ -74,14 +83,15 @@ func New(cfg Config) *Source {
 		cfg.MaxProcesses = 10000
 	}
 	return &Source{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		proc:  procFS(cfg.ProcFS),
-		self:  uint32(os.Getpid()),
-		ready: make(chan struct{}),
-		procs: make(map[uint32]*process),
-		files: make(map[fileKey]*fileInfo),
-		lost:  make(map[string]uint64),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		proc:   procFS(cfg.ProcFS),
+		self:   uint32(os.Getpid()),
+		ready:  make(chan struct{}),
+		procs:  make(map[uint32]*process),
+		files:  make(map[fileKey]*fileInfo),
+		lost:   make(map[string]uint64),
+		polled: make(chan agent.Event, 256),
 	}
 }
 
@@ -99,10 +109,18 @@ type fileInfo struct {
 	method  string
 	why     string // when method is "none"
 	version string
-	minor   int
+	minor   int // Go minor version
+	golang  *goBinary
+	jvm     *jvmLib
 	links   []link.Link
 	refs    int
 }
+
+// File kinds: what to look for in a file.
+const (
+	fileExe    = iota // the process's executable: Go?
+	fileLibjvm        // a mapped libjvm.so
+)
 
 // process is one tracked (or deliberately untracked) runtime process.
 type process struct {
@@ -110,6 +128,9 @@ type process struct {
 	file    fileKey
 	info    *fileInfo
 	retries int
+	reasons map[string]bool // distinct JVM reasons seen, bounded
+	why     string          // why Method is "none"
+	stop    func()          // stops the hsperfdata poller, if any
 }
 
 // Retry delays for a process whose runtime was not visible at exec:
@@ -118,7 +139,8 @@ type process struct {
 // pollInterval bounds how long an event can sit in the ring buffer.
 const pollInterval = 100 * time.Millisecond
 
-var retryDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 1 * time.Second, 3 * time.Second}
+var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
 
 // Run loads the probes, tracks processes and sends one Event per pause (and
 // one per exit of a tracked process) to out until ctx is done. Everything it
@@ -128,8 +150,12 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	s.mu.Lock()
+	s.ctx = ctx
 	s.k = k
+	s.specs = &specAllocator{m: k.objs.UsdtSpecs, max: k.objs.UsdtSpecs.MaxEntries()}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -199,6 +225,11 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			}
 		case <-statsTick.C:
 			s.readStats()
+		case e := <-s.polled:
+			select {
+			case out <- e:
+			case <-ctx.Done():
+			}
 		case e, ok := <-records:
 			if !ok {
 				return nil
@@ -239,7 +270,7 @@ func (s *Source) scan() {
 	}
 }
 
-// inspect classifies a process and attaches probes to its executable if
+// inspect classifies a process and attaches probes to its runtime if
 // needed. A process that exits meanwhile is not an error.
 func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if pid == s.self && s.cfg.SkipSelf {
@@ -249,15 +280,15 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return // gone, or a thread
 	}
 	exePath := s.proc.path(pid, "exe")
-	var st syscall.Stat_t
-	if err := syscall.Stat(exePath, &st); err != nil {
+	fi, err := os.Stat(exePath)
+	if err != nil {
 		return // kernel thread or gone
 	}
 	start, err := s.proc.startTime(pid)
 	if err != nil {
 		return
 	}
-	key := fileKey{uint64(st.Dev), st.Ino}
+	exeKey := statKey(fi)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,32 +296,42 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return
 	}
 	old := s.procs[pid]
-	if old != nil && old.StartTime == start && old.file == key && !fromExec {
+	if old != nil && old.StartTime == start && !fromExec && old.info.runtime != "" {
 		return
 	}
 	if old != nil {
 		s.release(old)
+		if old.stop != nil {
+			old.stop()
+		}
 		delete(s.procs, pid)
 	}
 
-	info := s.files[key]
+	// The executable first (Go), then the libraries it has mapped (JVM).
+	path, key := exePath, exeKey
+	info := s.fileInfo(key, path, fileExe)
 	if info == nil {
-		if info = s.classify(exePath); info == nil {
-			return // gone before we could read it: nothing learnt
-		}
-		s.files[key] = info
+		return
 	}
+	if info.runtime == "" {
+		if lib, lkey, ok := s.proc.mappedLib(pid, "libjvm.so"); ok {
+			if li := s.fileInfo(lkey, lib, fileLibjvm); li != nil {
+				path, key, info = lib, lkey, li
+			}
+		}
+	}
+
 	p := &process{file: key, info: info}
-	if old != nil && old.StartTime == start && old.file == key {
+	if old != nil && old.StartTime == start {
 		p.retries = old.retries
 	}
 	p.PID = pid
 	p.StartTime = start
 	p.Exe = s.proc.exeName(pid)
 	if info.runtime == "" {
-		// Not (yet) a runtime process: remember it only while the maps are
-		// worth another look (runtimes loaded after exec).
-		if fromExec && retry != nil && p.retries < len(retryDelays) && s.mapsDetectable() {
+		// Not (yet) a runtime process: the java launcher dlopens libjvm.so
+		// after exec, so look again a few times before giving up.
+		if fromExec && retry != nil && p.retries < len(retryDelays) {
 			d := retryDelays[p.retries]
 			p.retries++
 			s.procs[pid] = p
@@ -314,6 +355,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.Runtime = info.runtime
 	p.Method = info.method
 	p.Service = s.proc.serviceName(pid)
+	if p.Service == "" && info.runtime == "jvm" {
+		p.Service = javaService(s.proc.cmdline(pid))
+	}
 	if p.Service == "" {
 		p.Service = p.Exe
 	}
@@ -321,47 +365,89 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		p.Service = "pausewatch"
 	}
 	p.ContainerID = s.proc.containerID(pid)
+	why := info.why
 	if info.method != MethodNone && info.links == nil {
-		if err := s.attach(exePath, info); err != nil {
+		if err := s.attach(path, info); err != nil {
 			if _, serr := os.Stat(exePath); serr != nil {
 				// The process exited (or is a zombie, whose exe link is
-				// gone) while we attached: not an error, and
-				// nothing learnt about the file. The next process of it
-				// attaches afresh.
+				// gone) while we attached: not an error, and nothing
+				// learnt about the file. The next process of it attaches
+				// afresh.
 				delete(s.files, key)
 				return
 			}
 			info.method, info.why = MethodNone, err.Error()
-			p.Method = MethodNone
+			p.Method, why = MethodNone, info.why
 			s.log.Warn("attach failed", "pid", pid, "exe", p.Exe, "runtime", info.runtime, "err", err)
+		}
+	}
+	if p.Method == MethodNone && info.runtime == "jvm" {
+		// No probes: the JVM's own counters are the next best thing.
+		if perf, err := s.proc.hsperfdataPath(pid); err == nil {
+			p.Method = MethodHsperfdata
+			s.startHsperfdata(p, perf)
+		} else {
+			why += "; hsperfdata: " + err.Error()
 		}
 	}
 	info.refs++
 	s.procs[pid] = p
+	p.why = why
 	if p.Method == MethodNone {
-		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", info.why)
+		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", why)
 	} else {
 		s.log.Info("tracking process", "pid", pid, "service", p.Service, "runtime", p.Runtime,
 			"method", p.Method, "version", info.version)
 	}
 }
 
-// mapsDetectable reports whether any detector looks at memory maps (JVM,
-// shared-library Python); until one does, retries would find nothing new.
-func (s *Source) mapsDetectable() bool { return false }
+func statKey(fi os.FileInfo) fileKey {
+	st := fi.Sys().(*syscall.Stat_t)
+	return fileKey{uint64(st.Dev), st.Ino}
+}
 
-// classify reads an executable once per inode; nil when it could not be
-// opened (the process is gone), so nothing wrong gets cached for the inode.
-func (s *Source) classify(path string) *fileInfo {
+// fileInfo returns what a file is, reading it once per inode; s.mu is held.
+// nil when it could not be read (the process is gone): nothing is cached.
+func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
+	if info := s.files[key]; info != nil {
+		return info
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	var info *fileInfo
+	switch kind {
+	case fileExe:
+		info = classifyGo(f)
+	case fileLibjvm:
+		info = &fileInfo{runtime: "jvm"}
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			info.method, info.why = MethodNone, fmt.Sprintf("read libjvm.so: %v", err)
+			break
+		}
+		if s.cfg.NoJVMProbes {
+			info.method, info.why = MethodNone, "JVM probes disabled by configuration"
+			break
+		}
+		lib, err := inspectJVM(ef)
+		if err != nil {
+			info.method, info.why = MethodNone, err.Error()
+			break
+		}
+		info.method, info.jvm = lib.method, lib
+	}
+	s.files[key] = info
+	return info
+}
+
+func classifyGo(f *os.File) *fileInfo {
 	b, err := inspectGo(f)
 	switch {
 	case err == nil:
-		return &fileInfo{runtime: "go", method: MethodUprobe, version: b.version, minor: b.minor}
+		return &fileInfo{runtime: "go", method: MethodUprobe, version: b.version, minor: b.minor, golang: b}
 	case errors.Is(err, errNotGo):
 		return &fileInfo{}
 	default:
@@ -374,22 +460,21 @@ func (s *Source) classify(path string) *fileInfo {
 	}
 }
 
-// attach puts the runtime's probes on an executable; s.mu is held.
+// attach puts the runtime's probes on a file; s.mu is held.
 func (s *Source) attach(path string, info *fileInfo) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open executable: %w", err)
-	}
-	defer f.Close()
-	b, err := inspectGo(f)
-	if err != nil {
-		return err
-	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("open executable for uprobes: %w", err)
 	}
-	links, err := attachGo(ex, b, &s.k.objs)
+	var links []link.Link
+	switch {
+	case info.golang != nil:
+		links, err = attachGo(ex, info.golang, &s.k.objs)
+	case info.jvm != nil:
+		links, err = attachJVM(ex, info.jvm, &s.k.objs, s.specs)
+	default:
+		return errors.New("nothing to attach")
+	}
 	if err != nil {
 		return err
 	}
@@ -436,6 +521,9 @@ func (s *Source) forget(pid uint32) *process {
 	}
 	delete(s.procs, pid)
 	s.release(p)
+	if p.stop != nil {
+		p.stop()
+	}
 	if p.info.runtime == "" {
 		return nil
 	}
@@ -448,14 +536,14 @@ func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
 	s.mu.Lock()
 	p := s.procs[e.Pid]
 	s.mu.Unlock()
-	if p == nil || p.info.runtime == "" {
+	if p == nil || p.info.runtime == "" || p.Method == MethodHsperfdata {
 		// A process of an attached file that we have not seen yet (its
 		// exec record may still be queued): look at it now.
 		s.inspect(e.Pid, false, nil)
 		s.mu.Lock()
 		p = s.procs[e.Pid]
 		s.mu.Unlock()
-		if p == nil || p.info.runtime == "" {
+		if p == nil || p.info.runtime == "" || p.Method == MethodHsperfdata {
 			return agent.Event{}, false
 		}
 	}
@@ -472,6 +560,20 @@ func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
 	switch e.Runtime {
 	case runtimeGo:
 		ev.Reason, ev.Kind = goReason(p.info.minor, e.Reason)
+	case runtimeJVM:
+		ev.Reason, ev.Kind = jvmReason(e.Reason, cString(e.Detail[:]))
+		s.mu.Lock()
+		if p.reasons == nil {
+			p.reasons = map[string]bool{}
+		}
+		if !p.reasons[ev.Reason] {
+			if len(p.reasons) >= maxJVMReasons {
+				ev.Reason = "other"
+			} else {
+				p.reasons[ev.Reason] = true
+			}
+		}
+		s.mu.Unlock()
 	default:
 		ev.Reason, ev.Kind = "unknown ("+strconv.Itoa(int(e.Reason))+")", agent.KindOther
 	}
@@ -523,7 +625,7 @@ func (s *Source) Status() []ProcessStatus {
 		if p.info.runtime == "" {
 			continue
 		}
-		out = append(out, ProcessStatus{Process: p.Process, Why: p.info.why, Version: p.info.version})
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out

@@ -9,6 +9,7 @@
 #ifndef __VMLINUX_MIN_H__
 #define __VMLINUX_MIN_H__
 
+typedef signed char __s8;
 typedef unsigned char __u8;
 typedef short int __s16;
 typedef short unsigned int __u16;

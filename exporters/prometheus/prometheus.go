@@ -160,7 +160,7 @@ func (x *Exporter) Record(e agent.Event) {
 				s.expireAt = at
 			}
 		}
-	case agent.Pause:
+	case agent.Pause, agent.PauseSample, agent.PauseTotals:
 		k := x.key(e)
 		s := x.series[k]
 		if s == nil {
@@ -174,11 +174,18 @@ func (x *Exporter) Record(e agent.Event) {
 		// A pid series that sees pauses again belongs to a live process.
 		s.expireAt = time.Time{}
 		sec := e.Duration.Seconds()
-		us := e.Duration.Microseconds()
-		s.hdr.RecordValue(min(max(us, hdrMin), hdrMax))
-		x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)
-		x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Inc()
-		x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(sec)
+		if e.Type != agent.PauseTotals {
+			s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
+			x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)
+		}
+		if e.Type != agent.PauseSample {
+			n := 1.0
+			if e.Type == agent.PauseTotals {
+				n = float64(e.Count)
+			}
+			x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(n)
+			x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(sec)
+		}
 	}
 }
 
@@ -237,6 +244,9 @@ func (x *Exporter) Summaries() []Summary {
 	out := make([]Summary, 0, len(x.series))
 	sec := func(us int64) float64 { return math.Round(float64(us)) / 1e6 }
 	for k, s := range x.series {
+		if s.hdr.TotalCount() == 0 {
+			continue // counters only (hsperfdata totals)
+		}
 		out = append(out, Summary{
 			Runtime: k.runtime, Kind: k.kind, Reason: k.reason, Service: k.service, Method: k.method, PID: k.pid,
 			Count: s.hdr.TotalCount(),

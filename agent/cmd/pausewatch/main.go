@@ -54,6 +54,7 @@ type agentFlags struct {
 	logLevel   string
 	memLimitMB int64
 	pprof      bool
+	noJVMProbe bool
 }
 
 func parseAgentFlags(args []string) (agentFlags, error) {
@@ -72,6 +73,7 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.IntVar(&f.maxProcs, "max-processes", 10000, "bound on tracked processes; past it new ones are not tracked and counted")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
+	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -118,7 +120,8 @@ func agentMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs})
+	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
+		NoJVMProbes: f.noJVMProbe})
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries})
 	stream := agent.NewStream()
 

@@ -1,0 +1,209 @@
+package examples
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// javaProc is a running JavaChurn, waiting for "go".
+type javaProc struct {
+	cmd     *exec.Cmd
+	pid     uint32
+	started time.Time
+	stdin   io.WriteCloser
+	out     *bufio.Scanner
+	log     string
+}
+
+func requireJava(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("java"); err != nil {
+		t.Skip("java not installed (apt-get install openjdk-17-jdk-headless)")
+	}
+}
+
+func startJava(t *testing.T, service string, jvmArgs ...string) *javaProc {
+	t.Helper()
+	j := &javaProc{log: filepath.Join(t.TempDir(), "safepoint.log")}
+	args := append([]string{"-Xmx64m", "-Xlog:safepoint=info:file=" + j.log + ":timenanos"}, jvmArgs...)
+	j.cmd = exec.Command("java", append(args, "testdata/JavaChurn.java")...)
+	j.cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
+	j.cmd.Stderr = os.Stderr
+	var err error
+	if j.stdin, err = j.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := j.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.started = time.Now()
+	if err := j.cmd.Start(); err != nil {
+		t.Fatalf("start java: %v", err)
+	}
+	j.pid = uint32(j.cmd.Process.Pid)
+	t.Cleanup(func() { j.cmd.Process.Kill(); j.cmd.Wait() })
+	j.out = bufio.NewScanner(stdout)
+	if !j.out.Scan() || !strings.HasPrefix(j.out.Text(), "ready") {
+		t.Fatalf("java did not say ready: %q", j.out.Text())
+	}
+	return j
+}
+
+func monoNow() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+var safepointLine = regexp.MustCompile(`^\[(\d+)ns\] Safepoint "([^"]+)".*Total: (\d+) ns`)
+
+// safepoints reads -Xlog:safepoint and returns the count and total of the
+// safepoints that ended after from (CLOCK_MONOTONIC ns).
+func safepoints(t *testing.T, path string, from int64) (n int, total time.Duration, ops map[string]int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read safepoint log: %v", err)
+	}
+	ops = map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := safepointLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		at, _ := strconv.ParseInt(m[1], 10, 64)
+		if at < from {
+			continue
+		}
+		ns, _ := strconv.ParseInt(m[3], 10, 64)
+		n++
+		total += time.Duration(ns)
+		ops[m[2]]++
+	}
+	return n, total, ops
+}
+
+// runJava lets a tracked JVM churn and compares the agent's counters for
+// its service with the JVM's own safepoint log over the same window.
+func runJava(t *testing.T, a *agentProc, j *javaProc, service, wantMethod string) {
+	t.Helper()
+	want := map[string]string{"service": service}
+	// Let anything from startup drain, then take the baseline.
+	time.Sleep(300 * time.Millisecond)
+	n0, s0 := a.settledPauses(t, want)
+	from := monoNow()
+	fmt.Fprintln(j.stdin, "go")
+	if !j.out.Scan() || j.out.Text() != "done" {
+		t.Fatalf("java did not finish: %q", j.out.Text())
+	}
+	// The JVM idles until stdin closes: give pollers time to read the end.
+	time.Sleep(500 * time.Millisecond)
+	n1, s1 := a.settledPauses(t, want)
+	j.stdin.Close()
+	j.cmd.Wait()
+
+	count, total, ops := safepoints(t, j.log, from)
+	agentN, agentS := n1-n0, s1-s0
+	t.Logf("%s (%s): agent %v safepoints / %.6fs, -Xlog:safepoint %d / %.6fs; operations %v",
+		service, wantMethod, agentN, agentS, count, total.Seconds(), ops)
+	if count < 50 {
+		t.Fatalf("workload made only %d safepoints", count)
+	}
+	if !within(agentN, float64(count), 0.02, 1) {
+		t.Errorf("safepoint count: agent %v, JVM %d (want within 2%%)", agentN, count)
+	}
+	if !within(agentS, total.Seconds(), 0.10, 0) {
+		t.Errorf("safepoint total: agent %.6fs, JVM %.6fs (want within 10%%)", agentS, total.Seconds())
+	}
+}
+
+func checkMethod(t *testing.T, p processStatus, method string) {
+	t.Helper()
+	if p.Runtime != "jvm" || p.Method != method {
+		t.Fatalf("process status %+v, want jvm/%s", p, method)
+	}
+}
+
+func TestJVMSafepointsMatchLog(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	a := startAgent(t, 19481)
+	for _, tc := range []struct {
+		name string
+		gc   string
+	}{
+		{"g1", "-XX:+UseG1GC"},
+		{"parallel", "-XX:+UseParallelGC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			service := "jvm-" + tc.name
+			j := startJava(t, service, tc.gc)
+			p := a.waitTracked(t, j.pid, j.started)
+			took := time.Since(j.started)
+			t.Logf("tracked after %v: %+v", took, p)
+			if took > time.Second {
+				t.Errorf("tracked %v after exec, want within 1s", took)
+			}
+			checkMethod(t, p, "usdt")
+			runJava(t, a, j, service, "usdt")
+
+			// The cause: collections are named by their VM operation.
+			mfs := a.metrics(t)
+			var gcOps int
+			for _, m := range mfs["pausewatch_pause_duration_seconds"].GetMetric() {
+				if labelsMatch(m, map[string]string{"service": service, "kind": "gc"}) {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "reason" && (strings.HasPrefix(l.GetValue(), "G1") || strings.HasPrefix(l.GetValue(), "Parallel")) {
+							gcOps += int(m.GetHistogram().GetSampleCount())
+						}
+					}
+				}
+			}
+			if gcOps == 0 {
+				t.Errorf("no kind=gc pause carries a collector's VM operation as reason")
+			}
+		})
+	}
+}
+
+func TestJVMStartedBeforeAgent(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	j := startJava(t, "jvm-before", "-XX:+UseG1GC")
+	a := startAgent(t, 19482)
+	checkMethod(t, a.waitTracked(t, j.pid, time.Now()), "usdt")
+	runJava(t, a, j, "jvm-before", "usdt")
+}
+
+func TestJVMHsperfdataFallback(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	a := startAgent(t, 19483, "--no-jvm-probes")
+	j := startJava(t, "jvm-hsperf", "-XX:+UseG1GC")
+	checkMethod(t, a.waitTracked(t, j.pid, j.started), "hsperfdata")
+	runJava(t, a, j, "jvm-hsperf", "hsperfdata")
+}
+
+func TestJVMWithoutPerfDataOrProbes(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	a := startAgent(t, 19484, "--no-jvm-probes")
+	j := startJava(t, "jvm-none", "-XX:-UsePerfData")
+	p := a.waitTracked(t, j.pid, j.started)
+	checkMethod(t, p, "none")
+	if !strings.Contains(p.Why, "hsperfdata") {
+		t.Errorf("why = %q, want it to say hsperfdata is missing", p.Why)
+	}
+}
