@@ -47,6 +47,10 @@ type Event struct {
 	Reason string
 	// Count is the number of pauses a PauseTotals event stands for.
 	Count uint64
+	// Collected is the number of objects the collection freed, when the
+	// runtime says (CPython); CollectedKnown tells.
+	Collected      uint64
+	CollectedKnown bool
 }
 
 // A Process identifies where an Event happened.

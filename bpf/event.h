@@ -18,6 +18,11 @@ enum pw_event_type {
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
 };
 
+/* event.flags */
+enum pw_event_flag {
+	PW_EVENT_F_AUX = 1, /* aux holds a value (Python: objects collected) */
+};
+
 /* event.runtime and pause_state.runtime */
 enum pw_runtime {
 	PW_RUNTIME_GO = 1,
@@ -36,7 +41,8 @@ struct pw_event {
 	__u32 reason;      /* runtime-specific reason code */
 	__u8 type;         /* enum pw_event_type */
 	__u8 runtime;      /* enum pw_runtime */
-	__u8 _pad[2];
+	__u8 flags;        /* PW_EVENT_F_* */
+	__u8 _pad;
 	char detail[40];   /* runtime-specific text (JVM: the VM operation), NUL-terminated */
 };
 

@@ -25,6 +25,8 @@ struct pw_contract {
 	enum pw_runtime runtime;
 	enum pw_stat stat;
 	enum pw_usdt_arg_kind usdt_arg_kind;
+	enum pw_event_flag event_flag;
+	__u32 _pad;
 	struct pw_usdt_spec usdt_spec;
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));
@@ -172,3 +174,4 @@ int handle_exit(void *ctx)
 #include "usdt.c"
 #include "golang.c"
 #include "jvm.c"
+#include "python.c"

@@ -151,7 +151,7 @@ func TestJVMSafepointsMatchLog(t *testing.T) {
 			service := "jvm-" + tc.name
 			j := startJava(t, service, tc.gc)
 			p := a.waitTracked(t, j.pid, j.started)
-			took := time.Since(j.started)
+			took := p.Since.Sub(j.started)
 			t.Logf("tracked after %v: %+v", took, p)
 			if took > time.Second {
 				t.Errorf("tracked %v after exec, want within 1s", took)

@@ -35,6 +35,8 @@ const (
 	runtimeJVM    = 2
 	runtimePython = 3
 
+	eventFlagAux = 1
+
 	usdtArgConst  = 1
 	usdtArgReg    = 2
 	usdtArgRegMem = 3
@@ -63,6 +65,7 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 	e.Reason = le.Uint32(b[40:])
 	e.Type = b[44]
 	e.Runtime = b[45]
+	e.Flags = b[46]
 	for i := range e.Detail {
 		e.Detail[i] = int8(b[48+i])
 	}

@@ -40,7 +40,8 @@ type bpfPwEvent struct {
 	Reason     uint32
 	Type       uint8
 	Runtime    uint8
-	Pad        [2]uint8
+	Flags      uint8
+	Pad        uint8
 	Detail     [40]int8
 }
 
@@ -89,6 +90,8 @@ const (
 	bpfProgJvmSafepointEnd    = "jvm_safepoint_end"
 	bpfProgJvmSafepointSynced = "jvm_safepoint_synced"
 	bpfProgJvmVmopBegin       = "jvm_vmop_begin"
+	bpfProgPyGcDone           = "py_gc_done"
+	bpfProgPyGcStart          = "py_gc_start"
 	bpfVarUnusedPwContract    = "unused_pw_contract"
 )
 
@@ -145,6 +148,8 @@ type bpfProgramSpecs struct {
 	JvmSafepointEnd    *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced *ebpf.ProgramSpec `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin       *ebpf.ProgramSpec `ebpf:"jvm_vmop_begin"`
+	PyGcDone           *ebpf.ProgramSpec `ebpf:"py_gc_done"`
+	PyGcStart          *ebpf.ProgramSpec `ebpf:"py_gc_start"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
@@ -227,6 +232,8 @@ type bpfPrograms struct {
 	JvmSafepointEnd    *ebpf.Program `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced *ebpf.Program `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin       *ebpf.Program `ebpf:"jvm_vmop_begin"`
+	PyGcDone           *ebpf.Program `ebpf:"py_gc_done"`
+	PyGcStart          *ebpf.Program `ebpf:"py_gc_start"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -242,6 +249,8 @@ func (p *bpfPrograms) Close() error {
 		p.JvmSafepointEnd,
 		p.JvmSafepointSynced,
 		p.JvmVmopBegin,
+		p.PyGcDone,
+		p.PyGcStart,
 	)
 }
 

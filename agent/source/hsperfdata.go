@@ -216,6 +216,14 @@ func perfEvents(p agent.Process, prev, cur perfCounters, now time.Time) []agent.
 	}
 	gcDelta := min(max(cur.gcCount-prev.gcCount, 0), spDelta)
 	gcTime := min(max(cur.gcTime-prev.gcTime, 0), stopDelta)
+	// Collector time leaves out reaching and cleaning up the safepoint:
+	// that rest goes with the other safepoints, or with the collections
+	// when there were none, so the kinds always add up to the JVM's total.
+	if gcDelta == spDelta {
+		gcTime = stopDelta
+	} else if gcDelta == 0 {
+		gcTime = 0
+	}
 	var out []agent.Event
 	if gcDelta > 0 {
 		out = append(out, agent.Event{Type: agent.PauseTotals, Process: p, Kind: agent.KindGC,

@@ -121,6 +121,11 @@ func TestPerfEvents(t *testing.T) {
 			{Type: agent.PauseTotals, Process: p, Kind: "gc", Count: 2, Duration: 6 * time.Millisecond, Start: now},
 			{Type: agent.PauseTotals, Process: p, Kind: "other", Count: 1, Duration: time.Millisecond, Start: now},
 		}},
+		{"collections only: their totals take the sync and cleanup time too", next(func(c *perfCounters) {
+			c.safepoints, c.stopped, c.gcCount, c.gcTime = 102, 5e8+5e6, 42, 4e8+4e6
+		}), []agent.Event{
+			{Type: agent.PauseTotals, Process: p, Kind: "gc", Count: 2, Duration: 5 * time.Millisecond, Start: now},
+		}},
 		{"counters went back (new JVM): nothing", next(func(c *perfCounters) { c.safepoints = 3 }), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -225,9 +225,10 @@ func jvmReason(flags uint32, op string) (reason, kind string) {
 	return op, kind
 }
 
-// mappedLib finds a shared library in a process's memory maps and returns
-// a path to it that works from the agent's mount namespace, and its inode.
-func (p procFS) mappedLib(pid uint32, base string) (string, fileKey, bool) {
+// mappedLib finds a shared library whose base name matches in a process's
+// memory maps, and returns a path to it that works from the agent's mount
+// namespace, and its inode.
+func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fileKey, bool) {
 	f, err := os.Open(p.path(pid, "maps"))
 	if err != nil {
 		return "", fileKey{}, false
@@ -237,7 +238,7 @@ func (p procFS) mappedLib(pid uint32, base string) (string, fileKey, bool) {
 	for sc.Scan() {
 		line := sc.Bytes()
 		i := bytes.IndexByte(line, '/')
-		if i < 0 || !bytes.HasSuffix(line, []byte("/"+base)) {
+		if i < 0 || !match(string(line[bytes.LastIndexByte(line, '/')+1:])) {
 			continue
 		}
 		lib := string(line[i:])

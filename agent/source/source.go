@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +51,8 @@ type ProcessStatus struct {
 	// Why is set when Method is "none": what stopped the capture.
 	Why     string `json:"why,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Since is when the agent started tracking the process.
+	Since time.Time `json:"since"`
 }
 
 // Source captures pauses of the processes on this node with BPF.
@@ -112,15 +115,23 @@ type fileInfo struct {
 	minor   int // Go minor version
 	golang  *goBinary
 	jvm     *jvmLib
+	python  *pyBinary
 	links   []link.Link
 	refs    int
 }
 
 // File kinds: what to look for in a file.
 const (
-	fileExe    = iota // the process's executable: Go?
-	fileLibjvm        // a mapped libjvm.so
+	fileExe       = iota // the process's executable: Go? CPython?
+	fileLibjvm           // a mapped libjvm.so
+	fileLibpython        // a mapped libpython3.X.so
 )
+
+func isLibjvm(base string) bool { return base == "libjvm.so" }
+
+func isLibpython(base string) bool {
+	return strings.HasPrefix(base, "libpython3.") && strings.Contains(base, ".so")
+}
 
 // process is one tracked (or deliberately untracked) runtime process.
 type process struct {
@@ -130,7 +141,8 @@ type process struct {
 	retries int
 	reasons map[string]bool // distinct JVM reasons seen, bounded
 	why     string          // why Method is "none"
-	stop    func()          // stops the hsperfdata poller, if any
+	since   time.Time
+	stop    func() // stops the hsperfdata poller, if any
 }
 
 // Retry delays for a process whose runtime was not visible at exec:
@@ -313,9 +325,15 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if info == nil {
 		return
 	}
-	if info.runtime == "" {
-		if lib, lkey, ok := s.proc.mappedLib(pid, "libjvm.so"); ok {
-			if li := s.fileInfo(lkey, lib, fileLibjvm); li != nil {
+	for _, l := range []struct {
+		match func(string) bool
+		kind  int
+	}{{isLibjvm, fileLibjvm}, {isLibpython, fileLibpython}} {
+		if info.runtime != "" {
+			break
+		}
+		if lib, lkey, ok := s.proc.mappedLib(pid, l.match); ok {
+			if li := s.fileInfo(lkey, lib, l.kind); li != nil {
 				path, key, info = lib, lkey, li
 			}
 		}
@@ -358,6 +376,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if p.Service == "" && info.runtime == "jvm" {
 		p.Service = javaService(s.proc.cmdline(pid))
 	}
+	if p.Service == "" && info.runtime == "python" {
+		p.Service = pythonService(s.proc.cmdline(pid))
+	}
 	if p.Service == "" {
 		p.Service = p.Exe
 	}
@@ -393,6 +414,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	info.refs++
 	s.procs[pid] = p
 	p.why = why
+	p.since = time.Now()
 	if p.Method == MethodNone {
 		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", why)
 	} else {
@@ -421,6 +443,22 @@ func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
 	switch kind {
 	case fileExe:
 		info = classifyGo(f)
+		if info.runtime == "" {
+			// A statically linked interpreter; one that needs libpython
+			// is found through its maps instead.
+			if ef, err := elf.NewFile(f); err == nil && !needsLibpython(ef) {
+				if _, _, err := pyVersion(ef, readlinkOr(path)); err == nil {
+					info = classifyPython(ef, readlinkOr(path))
+				}
+			}
+		}
+	case fileLibpython:
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			info = &fileInfo{runtime: "python", method: MethodNone, why: fmt.Sprintf("read %s: %v", path, err)}
+			break
+		}
+		info = classifyPython(ef, path)
 	case fileLibjvm:
 		info = &fileInfo{runtime: "jvm"}
 		ef, err := elf.NewFile(f)
@@ -441,6 +479,35 @@ func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
 	}
 	s.files[key] = info
 	return info
+}
+
+func classifyPython(f *elf.File, name string) *fileInfo {
+	b, err := inspectPython(f, name)
+	if errors.Is(err, errNotPython) {
+		return &fileInfo{}
+	}
+	if err != nil {
+		return &fileInfo{runtime: "python", method: MethodNone, why: err.Error()}
+	}
+	return &fileInfo{runtime: "python", method: b.method, version: b.version, python: b}
+}
+
+func needsLibpython(f *elf.File) bool {
+	libs, _ := f.ImportedLibraries()
+	for _, l := range libs {
+		if isLibpython(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// readlinkOr resolves /proc/<pid>/exe to the executable's path, for its name.
+func readlinkOr(path string) string {
+	if t, err := os.Readlink(path); err == nil {
+		return t
+	}
+	return path
 }
 
 func classifyGo(f *os.File) *fileInfo {
@@ -472,6 +539,8 @@ func (s *Source) attach(path string, info *fileInfo) error {
 		links, err = attachGo(ex, info.golang, &s.k.objs)
 	case info.jvm != nil:
 		links, err = attachJVM(ex, info.jvm, &s.k.objs, s.specs)
+	case info.python != nil:
+		links, err = attachPython(ex, info.python, &s.k.objs, s.specs)
 	default:
 		return errors.New("nothing to attach")
 	}
@@ -574,6 +643,11 @@ func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
 			}
 		}
 		s.mu.Unlock()
+	case runtimePython:
+		ev.Reason, ev.Kind = pyReason(e.Reason), agent.KindGC
+		if e.Flags&eventFlagAux != 0 {
+			ev.Collected, ev.CollectedKnown = e.Aux, true
+		}
 	default:
 		ev.Reason, ev.Kind = "unknown ("+strconv.Itoa(int(e.Reason))+")", agent.KindOther
 	}
@@ -625,7 +699,7 @@ func (s *Source) Status() []ProcessStatus {
 		if p.info.runtime == "" {
 			continue
 		}
-		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version})
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version, Since: p.since})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out

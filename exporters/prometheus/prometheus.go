@@ -56,6 +56,7 @@ type Exporter struct {
 	duration *prometheus.HistogramVec
 	pauses   *prometheus.CounterVec
 	seconds  *prometheus.CounterVec
+	objects  *prometheus.CounterVec
 	dropped  prometheus.Counter
 
 	mu     sync.Mutex
@@ -107,6 +108,10 @@ func New(opts Options) *Exporter {
 		seconds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_pause_seconds_total",
 			Help: "Time the world was stopped, by capture method.",
+		}, append([]string{"runtime", "kind", "method"}, proc...)),
+		objects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pausewatch_gc_collected_objects_total",
+			Help: "Objects freed by the collections, where the runtime says (CPython).",
 		}, append([]string{"runtime", "kind", "method"}, proc...)),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pausewatch_series_dropped_total",
@@ -186,6 +191,9 @@ func (x *Exporter) Record(e agent.Event) {
 			x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(n)
 			x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(sec)
 		}
+		if e.CollectedKnown {
+			x.objects.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(float64(e.Collected))
+		}
 	}
 }
 
@@ -200,6 +208,7 @@ func (x *Exporter) expire() {
 		x.duration.DeleteLabelValues(k.histLabels(true)...)
 		x.pauses.DeleteLabelValues(k.countLabels(true)...)
 		x.seconds.DeleteLabelValues(k.countLabels(true)...)
+		x.objects.DeleteLabelValues(k.countLabels(true)...)
 	}
 }
 
@@ -208,6 +217,7 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	x.duration.Describe(ch)
 	x.pauses.Describe(ch)
 	x.seconds.Describe(ch)
+	x.objects.Describe(ch)
 	x.dropped.Describe(ch)
 }
 
@@ -219,6 +229,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.duration.Collect(ch)
 	x.pauses.Collect(ch)
 	x.seconds.Collect(ch)
+	x.objects.Collect(ch)
 	x.dropped.Collect(ch)
 }
 

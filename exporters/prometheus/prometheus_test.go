@@ -77,6 +77,13 @@ func TestExposition(t *testing.T) {
 			x.Record(pause(10, "checkout", "gc", "GC sweep termination", 40*time.Microsecond))
 			x.Record(pause(11, "checkout", "other", "read mem stats", 3*time.Millisecond))
 			x.Record(pause(12, "billing", "gc", "GC sweep termination", 2*time.Second))
+			py := pause(13, "api", "gc", "gen0", 400*time.Microsecond)
+			py.Process.Runtime, py.Process.Method, py.Collected, py.CollectedKnown = "python", "usdt", 120, true
+			x.Record(py)
+			x.Record(agent.Event{Type: agent.PauseTotals, Process: agent.Process{PID: 14, Runtime: "jvm", Method: "hsperfdata", Service: "orders"},
+				Kind: "gc", Count: 3, Duration: 30 * time.Millisecond})
+			x.Record(agent.Event{Type: agent.PauseSample, Process: agent.Process{PID: 14, Runtime: "jvm", Method: "hsperfdata", Service: "orders"},
+				Kind: "gc", Reason: "G1 Evacuation Pause", Duration: 9 * time.Millisecond})
 			golden(t, tc.name, exposition(t, x))
 		})
 	}

@@ -1,0 +1,52 @@
+"""A small standard-library HTTP service that builds reference cycles on
+every request and in the background, so CPython's cyclic collector runs
+many times a second (run: python3 server.py [port]). pausewatch shows each
+collection, its generation, and how many objects it freed."""
+import http.server
+import sys
+import threading
+import time
+
+
+class Node:
+    def __init__(self):
+        self.peer = None
+
+
+def churn():
+    keep = []
+    while True:
+        for _ in range(2000):
+            a, b = Node(), Node()
+            a.peer, b.peer = b, a
+        keep.append([Node() for _ in range(50)])
+        if len(keep) > 500:
+            keep.clear()
+        time.sleep(0.001)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        cycles = []
+        for _ in range(200):
+            a, b = Node(), Node()
+            a.peer, b.peer = b, a
+            cycles.append(a)
+        body = b"ok %d\n" % len(cycles)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8082
+    threading.Thread(target=churn, daemon=True).start()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print("example service on http://127.0.0.1:%d/" % port, flush=True)
+    srv.serve_forever()
