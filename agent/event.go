@@ -18,6 +18,10 @@ const (
 	// come as PauseTotals: it feeds the histograms only, so nothing is
 	// counted twice.
 	PauseSample
+	// Request is one request the process served: Start is when its first
+	// bytes reached the socket, Duration runs to its last response write,
+	// PauseInside is the stop-the-world time of the process within it.
+	Request
 )
 
 // Pause kinds, the `kind` label.
@@ -51,6 +55,10 @@ type Event struct {
 	// runtime says (CPython); CollectedKnown tells.
 	Collected      uint64
 	CollectedKnown bool
+	// Port is the local port a Request was served on.
+	Port uint16
+	// PauseInside is how much of a Request the process spent stopped.
+	PauseInside time.Duration
 }
 
 // A Process identifies where an Event happened.

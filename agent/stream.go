@@ -21,7 +21,8 @@ func NewStream() *Stream {
 
 // Record implements Exporter.
 func (s *Stream) Record(e Event) {
-	if e.Type != Pause && e.Type != PauseSample {
+	// Pauses, and the requests a pause slowed: what `watch` shows.
+	if e.Type != Pause && e.Type != PauseSample && !(e.Type == Request && e.PauseInside > 0) {
 		return
 	}
 	s.mu.Lock()

@@ -16,11 +16,13 @@ enum pw_event_type {
 	PW_EVENT_PAUSE = 1, /* one stop-the-world pause has ended */
 	PW_EVENT_EXEC = 2,  /* a process called execve: inspect it */
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
+	PW_EVENT_REQUEST = 4, /* one request served: aux = STW ns inside it, reason = local port */
 };
 
 /* event.flags */
 enum pw_event_flag {
-	PW_EVENT_F_AUX = 1, /* aux holds a value (Python: objects collected) */
+	PW_EVENT_F_AUX = 1,        /* aux holds a value (Python: objects collected) */
+	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
 };
 
 /* event.runtime and pause_state.runtime */
@@ -88,7 +90,8 @@ struct pw_usdt_spec {
 enum pw_stat {
 	PW_STAT_RINGBUF_LOST = 0, /* bpf_ringbuf_reserve failed: event dropped */
 	PW_STAT_UNPAIRED_END = 1, /* pause end without a begin (attached mid-pause) */
-	PW_STAT_MAX = 2,
+	PW_STAT_CONN_LOST = 2,    /* a connection could not be tracked (map full) */
+	PW_STAT_MAX = 3,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

@@ -9,6 +9,7 @@
 #include "headers/vmlinux_min.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 #include "event.h"
 
@@ -175,3 +176,4 @@ int handle_exit(void *ctx)
 #include "golang.c"
 #include "jvm.c"
 #include "python.c"
+#include "request.c"

@@ -27,15 +27,17 @@ func cString(b []int8) string {
 // Mirrors of enum pw_event_type, enum pw_runtime and enum pw_stat in
 // bpf/event.h; TestContract checks them against the object's BTF.
 const (
-	eventPause = 1
-	eventExec  = 2
-	eventExit  = 3
+	eventPause   = 1
+	eventExec    = 2
+	eventExit    = 3
+	eventRequest = 4
 
 	runtimeGo     = 1
 	runtimeJVM    = 2
 	runtimePython = 3
 
-	eventFlagAux = 1
+	eventFlagAux       = 1
+	eventFlagReadStart = 2
 
 	usdtArgConst  = 1
 	usdtArgReg    = 2
@@ -43,7 +45,8 @@ const (
 
 	statRingbufLost = 0
 	statUnpairedEnd = 1
-	statMax         = 2
+	statConnLost    = 2
+	statMax         = 3
 )
 
 const eventSize = 88 // sizeof(struct pw_event)
@@ -76,6 +79,11 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 type kernel struct {
 	objs  bpfObjects
 	links []link.Link
+	// requestMethod says how request starts are stamped: "arrival"
+	// (sock:sk_data_ready), "read" (the first read, older kernels), or ""
+	// when request capture failed (requestErr says why).
+	requestMethod string
+	requestErr    error
 }
 
 const tracefsRoot = "/sys/kernel/tracing"
@@ -95,21 +103,38 @@ func ensureTracefs() error {
 	return nil
 }
 
-// loadKernel loads the BPF collection and attaches the discovery tracepoints.
-func loadKernel() (*kernel, error) {
+// loadKernel loads the BPF collection and attaches the discovery and
+// request tracepoints. ports, if any, limits request capture to those
+// local ports.
+func loadKernel(ports []uint16) (*kernel, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	if len(ports) > 0 {
+		if err := spec.Variables["filter_ports"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set filter_ports: %w", err)
+		}
+	}
 	k := &kernel{}
-	if err := loadBpfObjects(&k.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load BPF objects: %+v", ve)
 		}
 		return nil, fmt.Errorf("load BPF objects: %w", err)
+	}
+	for _, p := range ports {
+		if err := k.objs.TracedPorts.Put(p, uint8(1)); err != nil {
+			k.close()
+			return nil, fmt.Errorf("traced_ports: %w", err)
+		}
 	}
 	for _, tp := range []struct {
 		name string
@@ -125,7 +150,47 @@ func loadKernel() (*kernel, error) {
 		}
 		k.links = append(k.links, l)
 	}
+	k.attachRequests()
 	return k, nil
+}
+
+// attachRequests attaches the request-latency tracepoints. Their failure
+// is reported (requestErr), not fatal: pauses are still captured.
+func (k *kernel) attachRequests() {
+	o := &k.objs
+	tps := []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_enter_accept", o.EnterAccept}, {"sys_exit_accept", o.ExitAccept},
+		{"sys_enter_accept4", o.EnterAccept4}, {"sys_exit_accept4", o.ExitAccept4},
+		{"sys_enter_read", o.EnterRead}, {"sys_exit_read", o.ExitRead},
+		{"sys_enter_readv", o.EnterReadv}, {"sys_exit_readv", o.ExitReadv},
+		{"sys_enter_recvfrom", o.EnterRecvfrom}, {"sys_exit_recvfrom", o.ExitRecvfrom},
+		{"sys_enter_recvmsg", o.EnterRecvmsg}, {"sys_exit_recvmsg", o.ExitRecvmsg},
+		{"sys_enter_write", o.EnterWrite}, {"sys_exit_write", o.ExitWrite},
+		{"sys_enter_writev", o.EnterWritev}, {"sys_exit_writev", o.ExitWritev},
+		{"sys_enter_sendto", o.EnterSendto}, {"sys_exit_sendto", o.ExitSendto},
+		{"sys_enter_sendmsg", o.EnterSendmsg}, {"sys_exit_sendmsg", o.ExitSendmsg},
+		{"sys_enter_sendfile64", o.EnterSendfile64}, {"sys_exit_sendfile64", o.ExitSendfile64},
+		{"sys_enter_close", o.EnterClose},
+	}
+	var links []link.Link
+	for _, tp := range tps {
+		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		if err != nil {
+			closeLinks(links)
+			k.requestErr = fmt.Errorf("attach tracepoint syscalls/%s: %w", tp.name, err)
+			return
+		}
+		links = append(links, l)
+	}
+	k.requestMethod = "read"
+	if l, err := link.Tracepoint("sock", "sk_data_ready", o.HandleSkDataReady, nil); err == nil {
+		links = append(links, l)
+		k.requestMethod = "arrival"
+	}
+	k.links = append(k.links, links...)
 }
 
 // stat returns the sum over CPUs of one counter of the stats map.

@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfConn struct {
+	_           structs.HostLayout
+	StartNs     uint64
+	LastWriteNs uint64
+	PausedStart uint64
+	PausedWrite uint64
+	Tgid        uint32
+	Fd          uint32
+	Port        uint16
+	State       uint8
+	Flags       uint8
+	Pad         uint32
+}
+
 type bpfGoWorldStop struct {
 	_        structs.HostLayout
 	Started  uint64
@@ -69,22 +83,58 @@ type bpfPwUsdtSpec struct {
 	}
 }
 
+type bpfSysArgs struct {
+	_  structs.HostLayout
+	Ts uint64
+	Fd uint32
+	Op uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpfMapConns               = "conns"
 	bpfMapEvents              = "events"
+	bpfMapFdSocks             = "fd_socks"
 	bpfMapGoStartArgs         = "go_start_args"
 	bpfMapJvmState            = "jvm_state"
 	bpfMapPauseState          = "pause_state"
 	bpfMapStats               = "stats"
+	bpfMapSysArgs             = "sys_args"
+	bpfMapTraced              = "traced"
+	bpfMapTracedPorts         = "traced_ports"
 	bpfMapUsdtSpecs           = "usdt_specs"
+	bpfProgEnterAccept        = "enter_accept"
+	bpfProgEnterAccept4       = "enter_accept4"
+	bpfProgEnterClose         = "enter_close"
+	bpfProgEnterRead          = "enter_read"
+	bpfProgEnterReadv         = "enter_readv"
+	bpfProgEnterRecvfrom      = "enter_recvfrom"
+	bpfProgEnterRecvmsg       = "enter_recvmsg"
+	bpfProgEnterSendfile64    = "enter_sendfile64"
+	bpfProgEnterSendmsg       = "enter_sendmsg"
+	bpfProgEnterSendto        = "enter_sendto"
+	bpfProgEnterWrite         = "enter_write"
+	bpfProgEnterWritev        = "enter_writev"
+	bpfProgExitAccept         = "exit_accept"
+	bpfProgExitAccept4        = "exit_accept4"
+	bpfProgExitRead           = "exit_read"
+	bpfProgExitReadv          = "exit_readv"
+	bpfProgExitRecvfrom       = "exit_recvfrom"
+	bpfProgExitRecvmsg        = "exit_recvmsg"
+	bpfProgExitSendfile64     = "exit_sendfile64"
+	bpfProgExitSendmsg        = "exit_sendmsg"
+	bpfProgExitSendto         = "exit_sendto"
+	bpfProgExitWrite          = "exit_write"
+	bpfProgExitWritev         = "exit_writev"
 	bpfProgGoStartEntry       = "go_start_entry"
 	bpfProgGoStartRet         = "go_start_ret"
 	bpfProgGoStopEntry        = "go_stop_entry"
 	bpfProgGoStopRet          = "go_stop_ret"
 	bpfProgHandleExec         = "handle_exec"
 	bpfProgHandleExit         = "handle_exit"
+	bpfProgHandleSkDataReady  = "handle_sk_data_ready"
 	bpfProgJvmGcBegin         = "jvm_gc_begin"
 	bpfProgJvmSafepointBegin  = "jvm_safepoint_begin"
 	bpfProgJvmSafepointEnd    = "jvm_safepoint_end"
@@ -92,6 +142,7 @@ const (
 	bpfProgJvmVmopBegin       = "jvm_vmop_begin"
 	bpfProgPyGcDone           = "py_gc_done"
 	bpfProgPyGcStart          = "py_gc_start"
+	bpfVarFilterPorts         = "filter_ports"
 	bpfVarUnusedPwContract    = "unused_pw_contract"
 )
 
@@ -137,12 +188,36 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
+	EnterAccept        *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4       *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom      *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg       *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendfile64    *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
+	EnterSendmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept         *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4        *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom       *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg        *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendfile64     *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
+	ExitSendmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	GoStartEntry       *ebpf.ProgramSpec `ebpf:"go_start_entry"`
 	GoStartRet         *ebpf.ProgramSpec `ebpf:"go_start_ret"`
 	GoStopEntry        *ebpf.ProgramSpec `ebpf:"go_stop_entry"`
 	GoStopRet          *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
 	HandleExec         *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit         *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleSkDataReady  *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	JvmGcBegin         *ebpf.ProgramSpec `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin  *ebpf.ProgramSpec `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd    *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
@@ -156,11 +231,16 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	Conns       *ebpf.MapSpec `ebpf:"conns"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	FdSocks     *ebpf.MapSpec `ebpf:"fd_socks"`
 	GoStartArgs *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState    *ebpf.MapSpec `ebpf:"jvm_state"`
 	PauseState  *ebpf.MapSpec `ebpf:"pause_state"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	SysArgs     *ebpf.MapSpec `ebpf:"sys_args"`
+	Traced      *ebpf.MapSpec `ebpf:"traced"`
+	TracedPorts *ebpf.MapSpec `ebpf:"traced_ports"`
 	UsdtSpecs   *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
@@ -168,6 +248,7 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
 	UnusedPwContract *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 }
 
@@ -191,21 +272,31 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	Conns       *ebpf.Map `ebpf:"conns"`
 	Events      *ebpf.Map `ebpf:"events"`
+	FdSocks     *ebpf.Map `ebpf:"fd_socks"`
 	GoStartArgs *ebpf.Map `ebpf:"go_start_args"`
 	JvmState    *ebpf.Map `ebpf:"jvm_state"`
 	PauseState  *ebpf.Map `ebpf:"pause_state"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	SysArgs     *ebpf.Map `ebpf:"sys_args"`
+	Traced      *ebpf.Map `ebpf:"traced"`
+	TracedPorts *ebpf.Map `ebpf:"traced_ports"`
 	UsdtSpecs   *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.Conns,
 		m.Events,
+		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
 		m.PauseState,
 		m.Stats,
+		m.SysArgs,
+		m.Traced,
+		m.TracedPorts,
 		m.UsdtSpecs,
 	)
 }
@@ -214,6 +305,7 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
 	UnusedPwContract *ebpf.Variable `ebpf:"unused_pw_contract"`
 }
 
@@ -221,12 +313,36 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
+	EnterAccept        *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4       *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose         *ebpf.Program `ebpf:"enter_close"`
+	EnterRead          *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom      *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg       *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendfile64    *ebpf.Program `ebpf:"enter_sendfile64"`
+	EnterSendmsg       *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept         *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4        *ebpf.Program `ebpf:"exit_accept4"`
+	ExitRead           *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom       *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg        *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendfile64     *ebpf.Program `ebpf:"exit_sendfile64"`
+	ExitSendmsg        *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
 	GoStartEntry       *ebpf.Program `ebpf:"go_start_entry"`
 	GoStartRet         *ebpf.Program `ebpf:"go_start_ret"`
 	GoStopEntry        *ebpf.Program `ebpf:"go_stop_entry"`
 	GoStopRet          *ebpf.Program `ebpf:"go_stop_ret"`
 	HandleExec         *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit         *ebpf.Program `ebpf:"handle_exit"`
+	HandleSkDataReady  *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	JvmGcBegin         *ebpf.Program `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin  *ebpf.Program `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd    *ebpf.Program `ebpf:"jvm_safepoint_end"`
@@ -238,12 +354,36 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.EnterAccept,
+		p.EnterAccept4,
+		p.EnterClose,
+		p.EnterRead,
+		p.EnterReadv,
+		p.EnterRecvfrom,
+		p.EnterRecvmsg,
+		p.EnterSendfile64,
+		p.EnterSendmsg,
+		p.EnterSendto,
+		p.EnterWrite,
+		p.EnterWritev,
+		p.ExitAccept,
+		p.ExitAccept4,
+		p.ExitRead,
+		p.ExitReadv,
+		p.ExitRecvfrom,
+		p.ExitRecvmsg,
+		p.ExitSendfile64,
+		p.ExitSendmsg,
+		p.ExitSendto,
+		p.ExitWrite,
+		p.ExitWritev,
 		p.GoStartEntry,
 		p.GoStartRet,
 		p.GoStopEntry,
 		p.GoStopRet,
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleSkDataReady,
 		p.JvmGcBegin,
 		p.JvmSafepointBegin,
 		p.JvmSafepointEnd,

@@ -35,6 +35,10 @@ type Config struct {
 	// NoJVMProbes skips the JVM's USDT and symbol probes, leaving the
 	// hsperfdata poller (for checking it, or where uprobes are unwanted).
 	NoJVMProbes bool
+	// NoRequests turns request-latency capture off.
+	NoRequests bool
+	// Ports limits request capture to these local ports (all when empty).
+	Ports []uint16
 }
 
 // Method names, the `method` label.
@@ -158,7 +162,7 @@ var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 
 // one per exit of a tracked process) to out until ctx is done. Everything it
 // put in the kernel is gone when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
-	k, err := loadKernel()
+	k, err := loadKernel(s.cfg.Ports)
 	if err != nil {
 		return err
 	}
@@ -212,6 +216,13 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 		}
 	}()
 
+	switch {
+	case s.cfg.NoRequests:
+	case k.requestErr != nil:
+		s.log.Error("request latency capture unavailable; pauses are still captured", "err", k.requestErr)
+	default:
+		s.log.Info("request latency capture", "start", k.requestMethod)
+	}
 	// Exec events that arrive during the scan are handled after it; a pid
 	// seen twice is simply inspected twice.
 	s.scan()
@@ -255,6 +266,15 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 					case out <- agent.Event{Type: agent.Exit, Process: p.Process}:
 					case <-ctx.Done():
 					}
+				}
+			case eventRequest:
+				ev, ok := s.requestEvent(e)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
 				}
 			case eventPause:
 				ev, ok := s.pauseEvent(e)
@@ -415,6 +435,11 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	s.procs[pid] = p
 	p.why = why
 	p.since = time.Now()
+	if !s.cfg.NoRequests {
+		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
+			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
+		}
+	}
 	if p.Method == MethodNone {
 		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", why)
 	} else {
@@ -593,6 +618,9 @@ func (s *Source) forget(pid uint32) *process {
 	if p.stop != nil {
 		p.stop()
 	}
+	if s.k != nil {
+		s.k.objs.Traced.Delete(pid)
+	}
 	if p.info.runtime == "" {
 		return nil
 	}
@@ -654,6 +682,38 @@ func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
 	return ev, true
 }
 
+// requestEvent turns a BPF request record into an Event.
+func (s *Source) requestEvent(e bpfPwEvent) (agent.Event, bool) {
+	s.mu.Lock()
+	p := s.procs[e.Pid]
+	s.mu.Unlock()
+	if p == nil || p.info.runtime == "" {
+		return agent.Event{}, false
+	}
+	return agent.Event{
+		Type:        agent.Request,
+		Process:     p.Process,
+		Start:       monoToWall(e.StartNs),
+		Duration:    time.Duration(e.DurationNs),
+		Port:        uint16(e.Reason),
+		PauseInside: time.Duration(e.Aux),
+	}, true
+}
+
+// RequestCapture says how request starts are stamped ("arrival" or
+// "read"), or why requests are not captured.
+func (s *Source) RequestCapture() (method string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.NoRequests {
+		return "", errors.New("disabled by configuration")
+	}
+	if s.k == nil {
+		return "", errors.New("not loaded")
+	}
+	return s.k.requestMethod, s.k.requestErr
+}
+
 // monoToWall converts a CLOCK_MONOTONIC timestamp to wall-clock time.
 func monoToWall(ns uint64) time.Time {
 	var ts unix.Timespec
@@ -675,6 +735,9 @@ func (s *Source) readStats() {
 	}
 	if v, err := s.k.stat(statUnpairedEnd); err == nil {
 		s.lost["unpaired_end"] = v
+	}
+	if v, err := s.k.stat(statConnLost); err == nil {
+		s.lost["connections"] = v
 	}
 	s.lost["max_processes"] = s.dropped
 }

@@ -80,4 +80,43 @@ struct pt_regs {
 	long unsigned int ss;
 } __attribute__((preserve_access_index));
 
+/* Kernel layouts are the kernel's: -Wpadded guards our own contract only. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+
+/*
+ * The path from a task to the socket behind one of its fds:
+ * task->files->fdt->fd[n]->private_data (a struct socket) ->sk.
+ */
+struct file {
+	void *private_data;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct files_struct *files;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	__u16 skc_num; /* local port, host order */
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+#pragma clang diagnostic pop
+
 #endif /* __VMLINUX_MIN_H__ */

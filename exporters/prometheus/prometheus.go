@@ -44,6 +44,9 @@ type Options struct {
 	// pauses of new series are counted in pausewatch_series_dropped_total
 	// and nowhere else; existing series keep counting.
 	MaxSeries int
+	// Objective gives the latency objective of a service's port; requests
+	// slower than it count as SLO breaches. nil: no objectives.
+	Objective Objective
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -59,8 +62,11 @@ type Exporter struct {
 	objects  *prometheus.CounterVec
 	dropped  prometheus.Counter
 
-	mu     sync.Mutex
-	series map[seriesKey]*series
+	req requestMetrics
+
+	mu       sync.Mutex
+	series   map[seriesKey]*series
+	requests map[requestKey]*requestSeries
 }
 
 type seriesKey struct {
@@ -70,6 +76,7 @@ type seriesKey struct {
 }
 
 type series struct {
+	total    time.Duration // for the report's share of wall time paused
 	hdr      *hdrhistogram.Histogram
 	pid      uint32
 	expireAt time.Time // zero while the process runs
@@ -117,7 +124,9 @@ func New(opts Options) *Exporter {
 			Name: "pausewatch_series_dropped_total",
 			Help: "Pauses not exported because the series bound was reached.",
 		}),
-		series: make(map[seriesKey]*series),
+		req:      newRequestMetrics(proc),
+		series:   make(map[seriesKey]*series),
+		requests: make(map[requestKey]*requestSeries),
 	}
 }
 
@@ -165,6 +174,13 @@ func (x *Exporter) Record(e agent.Event) {
 				s.expireAt = at
 			}
 		}
+		for _, s := range x.requests {
+			if s.pid == e.Process.PID {
+				s.expireAt = at
+			}
+		}
+	case agent.Request:
+		x.recordRequest(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
 		k := x.key(e)
 		s := x.series[k]
@@ -184,6 +200,7 @@ func (x *Exporter) Record(e agent.Event) {
 			x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)
 		}
 		if e.Type != agent.PauseSample {
+			s.total += e.Duration
 			n := 1.0
 			if e.Type == agent.PauseTotals {
 				n = float64(e.Count)
@@ -210,6 +227,16 @@ func (x *Exporter) expire() {
 		x.seconds.DeleteLabelValues(k.countLabels(true)...)
 		x.objects.DeleteLabelValues(k.countLabels(true)...)
 	}
+	for k, s := range x.requests {
+		if s.expireAt.IsZero() || now.Before(s.expireAt) {
+			continue
+		}
+		delete(x.requests, k)
+		match := prometheus.Labels{"service": k.service, "port": k.port, "pid": k.pid}
+		x.req.duration.DeletePartialMatch(match)
+		x.req.pause.DeletePartialMatch(match)
+		x.req.breaches.DeletePartialMatch(match)
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -219,6 +246,9 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	x.seconds.Describe(ch)
 	x.objects.Describe(ch)
 	x.dropped.Describe(ch)
+	for _, c := range x.req.collectors() {
+		c.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -231,6 +261,9 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.seconds.Collect(ch)
 	x.objects.Collect(ch)
 	x.dropped.Collect(ch)
+	for _, c := range x.req.collectors() {
+		c.Collect(ch)
+	}
 }
 
 // Summary is one pause series as the agent's own HDR histogram sees it.

@@ -36,6 +36,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "watch" {
 		os.Exit(watchMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "report" {
+		os.Exit(reportMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && (os.Args[1] == "version" || os.Args[1] == "--version") {
 		fmt.Println("pausewatch", version)
 		return
@@ -55,13 +58,18 @@ type agentFlags struct {
 	memLimitMB int64
 	pprof      bool
 	noJVMProbe bool
+	noRequests bool
+	ports      portList
+	slo        time.Duration
+	config     string
+	objectives objectives
 }
 
 func parseAgentFlags(args []string) (agentFlags, error) {
 	var f agentFlags
 	fs := flag.NewFlagSet("pausewatch", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pausewatch [flags]        run the agent\n       pausewatch watch [--json]  print pauses as they happen\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pausewatch [flags]        run the agent\n       pausewatch watch [--json]  print pauses (and the requests they slowed) as they happen\n       pausewatch report [--json] per-service latency, pause overlap and SLO breaches\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&f.listen, "listen", ":9464", "address to serve /metrics, /healthz, /readyz and /api/ on")
@@ -74,6 +82,10 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
+	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
+	fs.Var(&f.ports, "ports", "comma-separated local ports whose requests are measured (default: every port of a tracked process)")
+	fs.DurationVar(&f.slo, "slo", 0, "default latency objective: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
+	fs.StringVar(&f.config, "config", os.Getenv("PAUSEWATCH_CONFIG"), "YAML config file (every flag is a key; plus objectives:); flags override the environment (PAUSEWATCH_<FLAG>), which overrides the file")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -81,6 +93,14 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unknown subcommand or argument %q", fs.Arg(0))
 	}
+	objs, err := applyConfig(fs, f.config)
+	if err != nil {
+		return f, err
+	}
+	if f.slo < 0 {
+		return f, fmt.Errorf("--slo must not be negative, got %s", f.slo)
+	}
+	f.objectives = objectives{def: f.slo, list: objs}
 	if f.pidTTL <= 0 {
 		return f, fmt.Errorf("--pid-series-ttl must be positive, got %s", f.pidTTL)
 	}
@@ -121,8 +141,9 @@ func agentMain(args []string) int {
 	defer stop()
 
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
-		NoJVMProbes: f.noJVMProbe})
-	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries})
+		NoJVMProbes: f.noJVMProbe, NoRequests: f.noRequests, Ports: f.ports})
+	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries,
+		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
 
 	reg := prometheus.NewRegistry()
@@ -193,6 +214,9 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 	})
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
+	})
+	mux.HandleFunc("/api/requests", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, prom.RequestSummaries())
 	})
 	mux.HandleFunc("/api/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, stream)

@@ -18,8 +18,10 @@ import (
 	"github.com/pausewatch/pausewatch/agent/source"
 )
 
-// pauseJSON is one pause on the wire (/api/events) and in `watch --json`.
+// pauseJSON is one pause, or one request a pause slowed, on the wire
+// (/api/events) and in `watch --json`.
 type pauseJSON struct {
+	Type     string    `json:"type"` // "pause" or "request"
 	Time     time.Time `json:"time"`
 	PID      uint32    `json:"pid"`
 	Service  string    `json:"service"`
@@ -29,10 +31,17 @@ type pauseJSON struct {
 	Reason   string    `json:"reason"`
 	Duration float64   `json:"duration_seconds"`
 	Stopping float64   `json:"stopping_seconds,omitempty"`
+	Port     uint16    `json:"port,omitempty"`
+	Paused   float64   `json:"pause_inside_seconds,omitempty"`
 }
 
 func toJSON(e agent.Event) pauseJSON {
+	typ := "pause"
+	if e.Type == agent.Request {
+		typ = "request"
+	}
 	return pauseJSON{
+		Type: typ, Port: e.Port, Paused: e.PauseInside.Seconds(),
 		Time: e.Start.UTC(), PID: e.Process.PID, Service: e.Process.Service, Runtime: e.Process.Runtime,
 		Method: e.Process.Method, Kind: e.Kind, Reason: e.Reason,
 		Duration: e.Duration.Seconds(), Stopping: e.Stopping.Seconds(),
@@ -114,7 +123,7 @@ func watchMain(args []string) int {
 	fmt.Fprintln(os.Stderr, "no agent answering; running the probes in this process (needs root)")
 	src := source.New(source.Config{SkipSelf: true})
 	printerExp := exporterFunc(func(e agent.Event) {
-		if e.Type == agent.Pause {
+		if e.Type == agent.Pause || (e.Type == agent.Request && e.PauseInside > 0) {
 			print(toJSON(e))
 		}
 	})
@@ -134,10 +143,17 @@ func printer(w io.Writer, asJSON bool) func(pauseJSON) {
 		enc := json.NewEncoder(w)
 		return func(p pauseJSON) { enc.Encode(p) }
 	}
-	fmt.Fprintf(w, "%-15s %7s %-20s %-7s %-5s %-28s %s\n", "TIME", "PID", "SERVICE", "RUNTIME", "KIND", "REASON", "DURATION")
+	fmt.Fprintf(w, "%-15s %7s %-20s %-7s %-7s %-28s %s\n", "TIME", "PID", "SERVICE", "RUNTIME", "WHAT", "REASON / PORT", "DURATION")
 	return func(p pauseJSON) {
-		fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-5s %-28.28s %s\n",
-			p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, p.Kind, p.Reason,
-			time.Duration(p.Duration*1e9).Round(100*time.Nanosecond))
+		d := time.Duration(p.Duration * 1e9).Round(100 * time.Nanosecond)
+		if p.Type == "request" {
+			// A request that a pause slowed, under the pause it follows.
+			fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-7s %-28s %s (%s of it paused)\n",
+				p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, "request",
+				fmt.Sprintf("port %d", p.Port), d, time.Duration(p.Paused*1e9).Round(100*time.Nanosecond))
+			return
+		}
+		fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-7s %-28.28s %s\n",
+			p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, p.Kind, p.Reason, d)
 	}
 }

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"time"
+
+	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
+)
+
+// reportMain prints, per service and port, what the running agent has
+// measured: requests, latency quantiles, how many a pause overlapped,
+// breaches by cause, and the share of time paused.
+func reportMain(args []string) int {
+	fs := flag.NewFlagSet("pausewatch report", flag.ContinueOnError)
+	agentURL := fs.String("agent", "http://127.0.0.1:9464", "the agent to ask")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(*agentURL + "/api/requests")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", *agentURL, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	var rows []promexp.RequestSummary
+	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", *agentURL, err)
+		return 1
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Service != rows[j].Service {
+			return rows[i].Service < rows[j].Service
+		}
+		return rows[i].Port < rows[j].Port
+	})
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rows)
+		return 0
+	}
+	printReport(os.Stdout, rows)
+	return 0
+}
+
+func printReport(w io.Writer, rows []promexp.RequestSummary) {
+	ms := func(s float64) string { return fmt.Sprintf("%.2fms", s*1e3) }
+	fmt.Fprintf(w, "%-20s %-6s %-7s %9s %9s %9s %9s %8s %9s %9s %8s\n",
+		"SERVICE", "PORT", "RUNTIME", "REQUESTS", "P50", "P99", "P99.9", "PAUSED", "BR:PAUSE", "BR:OTHER", "%PAUSED")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-20.20s %-6s %-7s %9d %9s %9s %9s %7.1f%% %9d %9d %7.2f%%\n",
+			r.Service, r.Port, r.Runtime, r.Requests, ms(r.P50), ms(r.P99), ms(r.P999),
+			100*r.PausedShare, r.PauseBreaches, r.OtherBreaches, 100*r.WallPausedShare)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "(no requests measured yet)")
+	}
+}

@@ -1,0 +1,173 @@
+package prometheus
+
+import (
+	"strconv"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pausewatch/pausewatch/agent"
+)
+
+// Objective returns the latency objective of a service's port, and whether
+// it has one.
+type Objective func(service string, port uint16) (time.Duration, bool)
+
+// requestMetrics are the request-latency series and their join with pauses.
+type requestMetrics struct {
+	duration *prometheus.HistogramVec
+	pause    *prometheus.CounterVec
+	breaches *prometheus.CounterVec
+}
+
+func newRequestMetrics(proc []string) requestMetrics {
+	return requestMetrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pausewatch_request_duration_seconds",
+			Help: "Requests served, from their first bytes reaching the socket to the last response write; paused=\"true\" when a stop-the-world pause of the process overlapped.",
+
+			Buckets:                         DurationBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, append([]string{"runtime", "port", "paused"}, proc...)),
+		pause: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pausewatch_request_pause_seconds_total",
+			Help: "Stop-the-world time that fell inside requests (a pause overlapping N requests counts N times).",
+		}, append([]string{"runtime", "port"}, proc...)),
+		breaches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pausewatch_slo_breaches_total",
+			Help: "Requests slower than their objective; cause=\"pause\" when they would have met it without the pause time inside them.",
+		}, append([]string{"runtime", "port", "cause"}, proc...)),
+	}
+}
+
+func (r requestMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{r.duration, r.pause, r.breaches}
+}
+
+// requestKey is one service's port: the unit of the report.
+type requestKey struct {
+	runtime, service, port         string
+	namespace, pod, container, pid string
+}
+
+// requestSeries keeps what the report needs beyond the Prometheus series.
+type requestSeries struct {
+	hdr           *hdrhistogram.Histogram // microseconds
+	paused        int64
+	pauseTime     time.Duration
+	pauseBreaches int64
+	otherBreaches int64
+	objective     time.Duration
+	hasObjective  bool
+	first, last   time.Time
+	pid           uint32
+	expireAt      time.Time
+}
+
+// recordRequest aggregates one request; x.mu is held.
+func (x *Exporter) recordRequest(e agent.Event) {
+	p := e.Process
+	k := requestKey{runtime: p.Runtime, service: p.Service, port: strconv.Itoa(int(e.Port)),
+		namespace: p.Namespace, pod: p.Pod, container: p.Container}
+	if x.opts.PIDLabel {
+		k.pid = strconv.FormatUint(uint64(p.PID), 10)
+	}
+	s := x.requests[k]
+	if s == nil {
+		if len(x.series)+len(x.requests) >= x.opts.MaxSeries {
+			x.dropped.Inc()
+			return
+		}
+		s = &requestSeries{hdr: hdrhistogram.New(hdrMin, hdrMax, hdrDigits), pid: p.PID, first: e.Start}
+		if x.opts.Objective != nil {
+			s.objective, s.hasObjective = x.opts.Objective(p.Service, e.Port)
+		}
+		x.requests[k] = s
+	}
+	s.expireAt = time.Time{}
+	s.last = e.Start.Add(e.Duration)
+	s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
+
+	procLabels := []string{k.service, k.namespace, k.pod, k.container}
+	if x.opts.PIDLabel {
+		procLabels = append(procLabels, k.pid)
+	}
+	paused := "false"
+	if e.PauseInside > 0 {
+		paused = "true"
+		s.paused++
+		s.pauseTime += e.PauseInside
+		x.req.pause.WithLabelValues(append([]string{k.runtime, k.port}, procLabels...)...).Add(e.PauseInside.Seconds())
+	}
+	x.req.duration.WithLabelValues(append([]string{k.runtime, k.port, paused}, procLabels...)...).Observe(e.Duration.Seconds())
+	if s.hasObjective && e.Duration > s.objective {
+		cause := "other"
+		if e.Duration-e.PauseInside <= s.objective {
+			cause = "pause"
+			s.pauseBreaches++
+		} else {
+			s.otherBreaches++
+		}
+		x.req.breaches.WithLabelValues(append([]string{k.runtime, k.port, cause}, procLabels...)...).Inc()
+	}
+}
+
+// RequestSummary is one service's port as the agent's report shows it.
+type RequestSummary struct {
+	Runtime       string  `json:"runtime"`
+	Service       string  `json:"service"`
+	Port          string  `json:"port"`
+	PID           string  `json:"pid,omitempty"`
+	Requests      int64   `json:"requests"`
+	P50           float64 `json:"p50_seconds"`
+	P99           float64 `json:"p99_seconds"`
+	P999          float64 `json:"p999_seconds"`
+	Max           float64 `json:"max_seconds"`
+	PausedShare   float64 `json:"paused_share"`
+	PauseSeconds  float64 `json:"pause_seconds_in_requests"`
+	Objective     float64 `json:"objective_seconds,omitempty"`
+	PauseBreaches int64   `json:"pause_breaches"`
+	OtherBreaches int64   `json:"other_breaches"`
+	// WallPausedShare is the share of the service's wall time (first to
+	// last request seen) that its process spent stopped.
+	WallPausedShare float64 `json:"wall_paused_share"`
+}
+
+// RequestSummaries returns the report rows: latency quantiles, the share
+// of requests a pause overlapped, breaches by cause, share of time paused.
+func (x *Exporter) RequestSummaries() []RequestSummary {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	// Stopped time per service, from the pause series.
+	stopped := map[string]time.Duration{}
+	for k, s := range x.series {
+		stopped[k.service+"\x00"+k.pid] += s.total
+	}
+	out := make([]RequestSummary, 0, len(x.requests))
+	for k, s := range x.requests {
+		n := s.hdr.TotalCount()
+		if n == 0 {
+			continue
+		}
+		r := RequestSummary{
+			Runtime: k.runtime, Service: k.service, Port: k.port, PID: k.pid, Requests: n,
+			P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
+			P999: usSeconds(s.hdr.ValueAtQuantile(99.9)), Max: usSeconds(s.hdr.Max()),
+			PausedShare: float64(s.paused) / float64(n), PauseSeconds: s.pauseTime.Seconds(),
+			PauseBreaches: s.pauseBreaches, OtherBreaches: s.otherBreaches,
+		}
+		if s.hasObjective {
+			r.Objective = s.objective.Seconds()
+		}
+		if wall := s.last.Sub(s.first); wall > 0 {
+			r.WallPausedShare = min(stopped[k.service+"\x00"+k.pid].Seconds()/wall.Seconds(), 1)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func usSeconds(us int64) float64 { return float64(us) / 1e6 }
