@@ -44,6 +44,10 @@ func TestMain(m *testing.M) {
 		for _, b := range churnBuilds {
 			buildChurn(fatalTB{}, b.toolchain, b.stripped)
 		}
+		if err := buildExamples(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

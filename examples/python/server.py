@@ -1,7 +1,10 @@
 """A small standard-library HTTP service that builds reference cycles on
 every request and in the background, so CPython's cyclic collector runs
-many times a second (run: python3 server.py [port]). pausewatch shows each
-collection, its generation, and how many objects it freed."""
+many times a second (run: python3 server.py [port] [--pause-every S]
+[--no-churn]). pausewatch shows each collection, its generation, and how
+many objects it freed. --pause-every makes long pauses on purpose:
+gc.collect() over a large live heap."""
+import gc
 import http.server
 import sys
 import threading
@@ -44,9 +47,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def pauser(every):
+    # Many live container objects: a full collection must traverse them all.
+    ballast = [[i] for i in range(400_000)]
+    while True:
+        time.sleep(every)
+        t0 = time.perf_counter()
+        gc.collect()
+        print("deliberate pause: %.1f ms" % ((time.perf_counter() - t0) * 1e3), flush=True)
+    del ballast
+
+
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8082
-    threading.Thread(target=churn, daemon=True).start()
+    args = sys.argv[2:]
+    if "--pause-every" in args:
+        every = float(args[args.index("--pause-every") + 1])
+        threading.Thread(target=pauser, args=(every,), daemon=True).start()
+    if "--no-churn" not in args:
+        threading.Thread(target=churn, daemon=True).start()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print("example service on http://127.0.0.1:%d/" % port, flush=True)
     srv.serve_forever()

@@ -1,0 +1,267 @@
+package source
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// The connection state machine of bpf/request.c, driven by real sockets
+// in this test process (root: the programs must be loaded) through
+// synthetic sequences of arrivals, reads, writes and closes.
+
+type connHarness struct {
+	t   *testing.T
+	k   *kernel
+	rd  *ringbuf.Reader
+	lfd int
+	pid uint32
+}
+
+func newConnHarness(t *testing.T) *connHarness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF programs")
+	}
+	k, err := loadKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.close)
+	if k.requestErr != nil || k.requestMethod != "arrival" {
+		t.Fatalf("request capture: %q %v", k.requestMethod, k.requestErr)
+	}
+	h := &connHarness{t: t, k: k, pid: uint32(os.Getpid())}
+	if err := k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	if h.rd, err = ringbuf.NewReader(k.objs.Events); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.rd.Close() })
+	// A blocking listening socket driven by raw syscalls, so every read,
+	// write and close is exactly the one the scenario makes.
+	if h.lfd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(h.lfd) })
+	sa := &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if err := syscall.Bind(h.lfd, sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(h.lfd, 8); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *connHarness) port() int {
+	sa, err := syscall.Getsockname(h.lfd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
+}
+
+// connect opens a client connection and accepts it: client, server fd.
+func (h *connHarness) connect() (net.Conn, int) {
+	h.t.Helper()
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", itoa(h.port())))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	fd, _, err := syscall.Accept4(h.lfd, 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c, fd
+}
+
+func itoa(n int) string { return string(appendInt(nil, n)) }
+
+func appendInt(b []byte, n int) []byte {
+	if n >= 10 {
+		b = appendInt(b, n/10)
+	}
+	return append(b, byte('0'+n%10))
+}
+
+func (h *connHarness) send(c net.Conn, s string) {
+	h.t.Helper()
+	if _, err := c.Write([]byte(s)); err != nil {
+		h.t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // let it reach the server socket
+}
+
+func (h *connHarness) read(fd int) int {
+	h.t.Helper()
+	buf := make([]byte, 4096)
+	n, err := syscall.Read(fd, buf)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func (h *connHarness) write(fd int, s string) {
+	h.t.Helper()
+	if _, err := syscall.Write(fd, []byte(s)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// requests drains the ring buffer and returns this process's requests.
+func (h *connHarness) requests() []bpfPwEvent {
+	h.t.Helper()
+	var out []bpfPwEvent
+	for {
+		h.rd.SetDeadline(time.Now().Add(150 * time.Millisecond))
+		rec, err := h.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		e, err := decodeEvent(rec.RawSample)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if e.Type == eventRequest && e.Pid == h.pid {
+			out = append(out, e)
+		}
+	}
+}
+
+func TestConnStateMachine(t *testing.T) {
+	h := newConnHarness(t)
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name string
+		run  func(c net.Conn, fd int)
+		// want: the durations' lower bounds of the reported requests.
+		want []time.Duration
+	}{
+		{"keep-alive: two requests, each ends when the server reads again", func(c net.Conn, fd int) {
+			h.send(c, "GET /1")
+			h.read(fd)
+			time.Sleep(20 * ms)
+			h.write(fd, "200 one")
+			h.send(c, "GET /2")
+			h.read(fd)
+			time.Sleep(30 * ms)
+			h.write(fd, "200 two")
+			h.send(c, "GET /3") // arrival after the response ends request 2
+		}, []time.Duration{20 * ms, 30 * ms}},
+		{"start is the arrival, not the read: queueing counts", func(c net.Conn, fd int) {
+			h.send(c, "GET /")
+			time.Sleep(40 * ms) // the server is busy (or stopped) before it reads
+			h.read(fd)
+			h.write(fd, "200")
+			syscall.Close(fd)
+		}, []time.Duration{40 * ms}},
+		{"partial writes: the request ends at the last one", func(c net.Conn, fd int) {
+			h.send(c, "GET /")
+			h.read(fd)
+			h.write(fd, "200 part 1")
+			time.Sleep(25 * ms)
+			h.write(fd, "part 2")
+			syscall.Close(fd)
+		}, []time.Duration{25 * ms}},
+		{"pipelined reads: a request read in several pieces is one request", func(c net.Conn, fd int) {
+			h.send(c, "GET / HTTP/1.1\r\n")
+			h.read(fd)
+			h.send(c, "Host: x\r\n\r\n")
+			h.read(fd)
+			time.Sleep(10 * ms)
+			h.write(fd, "200")
+			syscall.Close(fd)
+		}, []time.Duration{10 * ms}},
+		{"close mid-request: no response, no request", func(c net.Conn, fd int) {
+			h.send(c, "GET /")
+			h.read(fd)
+			syscall.Close(fd)
+		}, nil},
+		{"connection reuse after close: the new one starts clean", func(c net.Conn, fd int) {
+			h.send(c, "GET /")
+			h.read(fd)
+			h.write(fd, "200")
+			syscall.Close(fd)
+			c2, fd2 := h.connect() // likely the same fd number
+			h.send(c2, "GET /again")
+			h.read(fd2)
+			time.Sleep(15 * ms)
+			h.write(fd2, "200")
+			syscall.Close(fd2)
+		}, []time.Duration{0, 15 * ms}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			h.requests() // drain
+			c, fd := h.connect()
+			tc.run(c, fd)
+			syscall.Close(fd) // ends whatever is open (a double close is harmless)
+			got := h.requests()
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d requests reported, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i, e := range got {
+				d := time.Duration(e.DurationNs)
+				if d < tc.want[i] || d > tc.want[i]+30*ms {
+					t.Errorf("request %d took %v, want %v (+ scheduling slack)", i, d, tc.want[i])
+				}
+				if int(e.Reason) != h.port() {
+					t.Errorf("request %d on port %d, want %d", i, e.Reason, h.port())
+				}
+				if e.Flags&eventFlagReadStart != 0 {
+					t.Errorf("request %d started at its read, not its arrival", i)
+				}
+			}
+		})
+	}
+}
+
+// A request that arrives while the process is stopped carries the rest of
+// that pause: the pause programs' state is what the request programs read.
+func TestRequestCarriesPauseInProgress(t *testing.T) {
+	h := newConnHarness(t)
+	c, fd := h.connect()
+	// A pause of this process, in progress from 10 ms before the request
+	// arrives until 30 ms after; written as the pause programs would.
+	mono := func() uint64 {
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+		return uint64(ts.Nano())
+	}
+	start := mono() - uint64(10*time.Millisecond)
+	if err := h.k.objs.PauseState.Put(h.pid, bpfPwPauseState{StartNs: start, InProgress: 1, Runtime: runtimeGo}); err != nil {
+		t.Fatal(err)
+	}
+	h.send(c, "GET /")
+	time.Sleep(30 * time.Millisecond)
+	end := mono()
+	if err := h.k.objs.PauseState.Put(h.pid, bpfPwPauseState{PausedTotalNs: end - start, Pauses: 1, Runtime: runtimeGo}); err != nil {
+		t.Fatal(err)
+	}
+	h.read(fd)
+	h.write(fd, "200")
+	syscall.Close(fd)
+	got := h.requests()
+	if len(got) != 1 {
+		t.Fatalf("%d requests", len(got))
+	}
+	inside := time.Duration(got[0].Aux)
+	// From the arrival (~5 ms into... after the pause began) to its end.
+	if inside < 25*time.Millisecond || inside > time.Duration(got[0].DurationNs) {
+		t.Errorf("pause inside the request %v (request %v), want the ~30 ms after its arrival", inside, time.Duration(got[0].DurationNs))
+	}
+	t.Logf("request %v, pause inside %v", time.Duration(got[0].DurationNs), inside)
+}
