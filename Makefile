@@ -33,6 +33,9 @@ lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
+bench: ## overhead on a saturated server: wrk with and without the agent, interleaved (root, wrk)
+	bash examples/bench/overhead.sh
+
 demo: build ## run the example Go service and the agent, then `pausewatch watch` in another shell
 	$(GO) build -o bin/example-go ./examples/go
 	@echo "example service on :8080, agent on :9464 (Ctrl-C stops both)"

@@ -98,10 +98,17 @@ func (s *syncBuffer) String() string {
 // startAgent runs the agent on its own port and waits for /readyz.
 func startAgent(t *testing.T, port int, args ...string) *agentProc {
 	t.Helper()
+	return startAgentEnv(t, port, nil, args...)
+}
+
+// startAgentEnv is startAgent with extra environment variables.
+func startAgentEnv(t *testing.T, port int, env []string, args ...string) *agentProc {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	a := &agentProc{url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	a.cmd = exec.Command(agentBin, append([]string{"--listen", addr, "--log-level", "debug"}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	a.cmd.Env = append(os.Environ(), env...)
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}

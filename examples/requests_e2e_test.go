@@ -107,7 +107,7 @@ type loadResult struct {
 func runLoad(t *testing.T, url string, rate int, d, slow time.Duration) loadResult {
 	t.Helper()
 	out, err := exec.Command(loadgenBin, "-url", url, "-rate", fmt.Sprint(rate), "-duration", d.String(),
-		"-conns", "16", "-slow", slow.String()).Output()
+		"-conns", "64", "-slow", slow.String()).Output()
 	if err != nil {
 		t.Fatalf("loadgen: %v", err)
 	}
@@ -175,7 +175,7 @@ func TestRequestLatency(t *testing.T) {
 				// Warm up (JIT, caches), then measure a clean window.
 				runLoad(t, s.url, 100, time.Second, slo)
 				before := a.requestRow(t, service, port)
-				load := runLoad(t, s.url, 200, 4*time.Second, slo)
+				load := runLoad(t, s.url, 150, 4*time.Second, slo)
 				after := a.requestRow(t, service, port)
 
 				n := after.Requests - before.Requests

@@ -103,10 +103,11 @@ func (x *Exporter) recordRequest(e agent.Event) {
 		x.req.pause.WithLabelValues(append([]string{k.runtime, k.port}, procLabels...)...).Add(e.PauseInside.Seconds())
 	}
 	x.req.duration.WithLabelValues(append([]string{k.runtime, k.port, paused}, procLabels...)...).Observe(e.Duration.Seconds())
-	if s.hasObjective && e.Duration > s.objective {
-		cause := "other"
-		if e.Duration-e.PauseInside <= s.objective {
-			cause = "pause"
+	if !s.hasObjective {
+		return
+	}
+	if breached, cause := agent.Breach(e, s.objective); breached {
+		if cause == "pause" {
 			s.pauseBreaches++
 		} else {
 			s.otherBreaches++

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/source"
+	"github.com/pausewatch/pausewatch/exporters/otlp"
 	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
 )
 
@@ -63,6 +64,13 @@ type agentFlags struct {
 	slo        time.Duration
 	config     string
 	objectives objectives
+
+	otlpEndpoint  string
+	otlpProtocol  string
+	otlpExplicit  bool
+	otlpThreshold time.Duration
+	otlpLogRate   float64
+	otlpLogBurst  int
 }
 
 func parseAgentFlags(args []string) (agentFlags, error) {
@@ -86,6 +94,12 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.Var(&f.ports, "ports", "comma-separated local ports whose requests are measured (default: every port of a tracked process)")
 	fs.DurationVar(&f.slo, "slo", 0, "default latency objective: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
 	fs.StringVar(&f.config, "config", os.Getenv("PAUSEWATCH_CONFIG"), "YAML config file (every flag is a key; plus objectives:); flags override the environment (PAUSEWATCH_<FLAG>), which overrides the file")
+	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint (sets OTEL_EXPORTER_OTLP_ENDPOINT); OTLP export is on when this or any OTEL_EXPORTER_OTLP_*ENDPOINT is set")
+	fs.StringVar(&f.otlpProtocol, "otlp-protocol", "", "grpc or http/protobuf (sets OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf)")
+	fs.BoolVar(&f.otlpExplicit, "otlp-explicit-buckets", false, "export OTLP duration histograms with the explicit Prometheus buckets instead of base-2 exponential ones")
+	fs.DurationVar(&f.otlpThreshold, "otlp-log-threshold", 0, "pauses shorter than this get no OTLP log record (0: every pause)")
+	fs.Float64Var(&f.otlpLogRate, "otlp-log-rate", 100, "OTLP log records per second per process, at most (the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})")
+	fs.IntVar(&f.otlpLogBurst, "otlp-log-burst", 1000, "OTLP log records a process may send in a burst above --otlp-log-rate")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -101,6 +115,12 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 		return f, fmt.Errorf("--slo must not be negative, got %s", f.slo)
 	}
 	f.objectives = objectives{def: f.slo, list: objs}
+	if f.otlpLogRate <= 0 || f.otlpLogBurst <= 0 {
+		return f, errors.New("--otlp-log-rate and --otlp-log-burst must be positive")
+	}
+	if f.otlpProtocol != "" && f.otlpProtocol != "grpc" && f.otlpProtocol != "http/protobuf" {
+		return f, fmt.Errorf("--otlp-protocol %q: supported are grpc and http/protobuf", f.otlpProtocol)
+	}
 	if f.pidTTL <= 0 {
 		return f, fmt.Errorf("--pid-series-ttl must be positive, got %s", f.pidTTL)
 	}
@@ -146,6 +166,37 @@ func agentMain(args []string) int {
 		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
 
+	exporters := []agent.Exporter{prom, stream}
+	var otlpExp *otlp.Exporter
+	if f.otlpEndpoint != "" {
+		os.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f.otlpEndpoint)
+	}
+	if f.otlpProtocol != "" {
+		os.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", f.otlpProtocol)
+	}
+	if otlp.Enabled() {
+		opts := otlp.Options{PIDLabel: f.pidLabel, LogThreshold: f.otlpThreshold, LogRate: f.otlpLogRate,
+			LogBurst: f.otlpLogBurst, Objective: f.objectives.lookup, Version: version}
+		if f.otlpExplicit {
+			opts.ExplicitBuckets = promexp.DurationBuckets
+		}
+		x, err := otlp.New(ctx, opts)
+		if err != nil {
+			log.Error("OTLP export", "err", err)
+			return 2
+		}
+		otlpExp = x
+		exporters = append(exporters, x)
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := x.Shutdown(sctx); err != nil {
+				log.Warn("OTLP shutdown", "err", err)
+			}
+		}()
+		log.Info("OTLP export on")
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		prom,
@@ -158,6 +209,9 @@ func agentMain(args []string) int {
 		}, func() map[string]uint64 {
 			lost := src.Lost()
 			lost["watch"] = stream.Dropped()
+			if otlpExp != nil {
+				lost["otlp_log_rate"] = otlpExp.LogsDropped()
+			}
 			return lost
 		}),
 		collectors.NewGoCollector(),
@@ -183,7 +237,7 @@ func agentMain(args []string) int {
 	}()
 	log.Info("pausewatch starting", "version", version, "listen", ln.Addr().String())
 
-	runErr := agent.Run(ctx, src, prom, stream)
+	runErr := agent.Run(ctx, src, exporters...)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdownCtx)
