@@ -29,9 +29,10 @@ generate: ## regenerate the BPF objects from bpf/ (needs clang-14, llvm-14, libb
 check-generated: generate ## fail if the committed BPF objects differ from a fresh build
 	@git diff --exit-code --stat -- agent/source/ || { echo "generated BPF objects are stale: run make generate and commit"; exit 1; }
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and the alert rules (promtool, when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	@if command -v promtool >/dev/null; then promtool check rules deploy/alerts.yaml; fi
 
 bench: ## overhead on a saturated server: wrk with and without the agent, interleaved (root, wrk)
 	bash examples/bench/overhead.sh

@@ -272,6 +272,32 @@ int handle_sk_data_ready(u64 *ctx)
 	return 0;
 }
 
+/*
+ * The client closed its side (ESTABLISHED -> CLOSE_WAIT): the request in
+ * progress has had its last write, whenever the server gets round to
+ * closing the socket.
+ */
+struct inet_sock_set_state_ctx {
+	__u64 common;
+	__u64 skaddr;
+	__s32 oldstate;
+	__s32 newstate;
+};
+
+#define TCP_CLOSE_WAIT 8
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_inet_sock_set_state(struct inet_sock_set_state_ctx *ctx)
+{
+	if (ctx->newstate != TCP_CLOSE_WAIT)
+		return 0;
+	__u64 sk = ctx->skaddr;
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (c && c->state == CONN_RESPONDING)
+		emit_request(c);
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_enter_accept")
 int enter_accept(struct sys_enter_ctx *ctx) { return enter(0, OP_ACCEPT); }
 SEC("tracepoint/syscalls/sys_enter_accept4")

@@ -527,3 +527,5 @@ func TestProcessesExitingDuringAttach(t *testing.T) {
 		t.Errorf("agent logged errors for processes that exited:\n%s", logs)
 	}
 }
+
+func bytesReader(b []byte) io.Reader { return strings.NewReader(string(b)) }

@@ -133,7 +133,8 @@ type requestRow struct {
 func (a *agentProc) requestRow(t *testing.T, service string, port int) requestRow {
 	t.Helper()
 	var last requestRow
-	for i := 0; i < 30; i++ {
+	stable := 0
+	for i := 0; i < 40; i++ {
 		resp, err := http.Get(a.url + "/api/requests")
 		if err != nil {
 			t.Fatal(err)
@@ -148,7 +149,12 @@ func (a *agentProc) requestRow(t *testing.T, service string, port int) requestRo
 			}
 		}
 		if cur.Requests > 0 && cur.Requests == last.Requests {
-			return cur
+			stable++
+			if stable == 3 {
+				return cur
+			}
+		} else {
+			stable = 0
 		}
 		last = cur
 		time.Sleep(300 * time.Millisecond)

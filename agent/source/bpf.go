@@ -190,6 +190,11 @@ func (k *kernel) attachRequests() {
 		links = append(links, l)
 		k.requestMethod = "arrival"
 	}
+	// Optional: ends the last request of a connection as soon as the
+	// client closes, rather than when the server closes.
+	if l, err := link.Tracepoint("sock", "inet_sock_set_state", o.HandleInetSockSetState, nil); err == nil {
+		links = append(links, l)
+	}
 	k.links = append(k.links, links...)
 }
 

@@ -146,6 +146,7 @@ type process struct {
 	reasons map[string]bool // distinct JVM reasons seen, bounded
 	why     string          // why Method is "none"
 	since   time.Time
+	pending bool // waiting for its runtime to show (retries)
 	stop    func() // stops the hsperfdata poller, if any
 }
 
@@ -243,7 +244,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			s.mu.Lock()
 			p := s.procs[pid]
 			s.mu.Unlock()
-			if p != nil && p.info != nil && p.info.runtime == "" {
+			if p != nil && p.pending {
 				s.inspect(pid, true, retry)
 			}
 		case <-statsTick.C:
@@ -366,12 +367,22 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.PID = pid
 	p.StartTime = start
 	p.Exe = s.proc.exeName(pid)
-	if info.runtime == "" {
+	// A JVM without probes is read through hsperfdata, which the JVM
+	// creates a little after it maps libjvm.so: wait for it like for a
+	// runtime that is not mapped yet.
+	var hsperf string
+	var hsperfErr error
+	if info.runtime == "jvm" && info.method == MethodNone {
+		hsperf, hsperfErr = s.proc.hsperfdataPath(pid)
+	}
+	canRetry := fromExec && retry != nil && p.retries < len(retryDelays)
+	if info.runtime == "" || (hsperfErr != nil && canRetry) {
 		// Not (yet) a runtime process: the java launcher dlopens libjvm.so
 		// after exec, so look again a few times before giving up.
-		if fromExec && retry != nil && p.retries < len(retryDelays) {
+		if canRetry {
 			d := retryDelays[p.retries]
 			p.retries++
+			p.pending = true
 			s.procs[pid] = p
 			info.refs++
 			time.AfterFunc(d, func() {
@@ -424,11 +435,14 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	}
 	if p.Method == MethodNone && info.runtime == "jvm" {
 		// No probes: the JVM's own counters are the next best thing.
-		if perf, err := s.proc.hsperfdataPath(pid); err == nil {
+		if hsperfErr == nil && hsperf == "" {
+			hsperf, hsperfErr = s.proc.hsperfdataPath(pid) // the probes' attach failed
+		}
+		if hsperfErr == nil {
 			p.Method = MethodHsperfdata
-			s.startHsperfdata(p, perf)
+			s.startHsperfdata(p, hsperf)
 		} else {
-			why += "; hsperfdata: " + err.Error()
+			why += "; hsperfdata: " + hsperfErr.Error()
 		}
 	}
 	info.refs++
@@ -598,7 +612,7 @@ func (s *Source) pruneFiles() {
 func (s *Source) trackedCount() int {
 	n := 0
 	for _, p := range s.procs {
-		if p.info.runtime != "" {
+		if p.info.runtime != "" && !p.pending {
 			n++
 		}
 	}
@@ -621,7 +635,7 @@ func (s *Source) forget(pid uint32) *process {
 	if s.k != nil {
 		s.k.objs.Traced.Delete(pid)
 	}
-	if p.info.runtime == "" {
+	if p.info.runtime == "" || p.pending {
 		return nil
 	}
 	s.log.Debug("process exited", "pid", pid, "service", p.Service)
@@ -759,7 +773,7 @@ func (s *Source) Status() []ProcessStatus {
 	defer s.mu.Unlock()
 	out := make([]ProcessStatus, 0, len(s.procs))
 	for _, p := range s.procs {
-		if p.info.runtime == "" {
+		if p.info.runtime == "" || p.pending {
 			continue
 		}
 		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version, Since: p.since})

@@ -67,6 +67,7 @@ type Exporter struct {
 	mu       sync.Mutex
 	series   map[seriesKey]*series
 	requests map[requestKey]*requestSeries
+	recent   map[uint32]*recentPauses // per pid, for exemplars
 }
 
 type seriesKey struct {
@@ -127,6 +128,7 @@ func New(opts Options) *Exporter {
 		req:      newRequestMetrics(proc),
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
+		recent:   make(map[uint32]*recentPauses),
 	}
 }
 
@@ -179,6 +181,7 @@ func (x *Exporter) Record(e agent.Event) {
 				s.expireAt = at
 			}
 		}
+		delete(x.recent, e.Process.PID)
 	case agent.Request:
 		x.recordRequest(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
@@ -195,6 +198,9 @@ func (x *Exporter) Record(e agent.Event) {
 		// A pid series that sees pauses again belongs to a live process.
 		s.expireAt = time.Time{}
 		sec := e.Duration.Seconds()
+		if e.Type == agent.Pause {
+			x.rememberPause(e)
+		}
 		if e.Type != agent.PauseTotals {
 			s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
 			x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)

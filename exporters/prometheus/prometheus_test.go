@@ -204,3 +204,46 @@ func TestNativeHistogram(t *testing.T) {
 	}
 	t.Fatal("no pausewatch_pause_duration_seconds family")
 }
+
+func TestRequestExemplarPointsAtPause(t *testing.T) {
+	x := New(Options{Objective: func(string, uint16) (time.Duration, bool) { return 10 * time.Millisecond, true }})
+	t0 := time.Unix(1700000000, 0)
+	proc := agent.Process{PID: 5, Runtime: "go", Method: "uprobe", Service: "api"}
+	x.Record(agent.Event{Type: agent.Pause, Process: proc, Kind: "other", Reason: "write heap dump", Start: t0, Duration: 40 * time.Millisecond})
+	x.Record(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(-5 * time.Millisecond),
+		Duration: 50 * time.Millisecond, PauseInside: 40 * time.Millisecond})
+	x.Record(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(time.Second), Duration: time.Millisecond})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(x)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "pausewatch_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				if ex := b.GetExemplar(); ex != nil {
+					labels := map[string]string{}
+					for _, l := range ex.GetLabel() {
+						labels[l.GetName()] = l.GetValue()
+					}
+					if labels["pause_reason"] != "write heap dump" || labels["pause_start"] != "1700000000.000000" {
+						t.Errorf("exemplar %v", labels)
+					}
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("no exemplar on the paused request")
+	}
+	if got := testutil.ToFloat64(x.req.breaches.WithLabelValues("go", "8080", "pause", "api", "", "", "")); got != 1 {
+		t.Errorf("pause breaches %v, want 1", got)
+	}
+}

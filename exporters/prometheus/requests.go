@@ -102,7 +102,12 @@ func (x *Exporter) recordRequest(e agent.Event) {
 		s.pauseTime += e.PauseInside
 		x.req.pause.WithLabelValues(append([]string{k.runtime, k.port}, procLabels...)...).Add(e.PauseInside.Seconds())
 	}
-	x.req.duration.WithLabelValues(append([]string{k.runtime, k.port, paused}, procLabels...)...).Observe(e.Duration.Seconds())
+	obs := x.req.duration.WithLabelValues(append([]string{k.runtime, k.port, paused}, procLabels...)...)
+	if ex := x.pauseExemplar(e); ex != nil {
+		obs.(prometheus.ExemplarObserver).ObserveWithExemplar(e.Duration.Seconds(), ex)
+	} else {
+		obs.Observe(e.Duration.Seconds())
+	}
 	if !s.hasObjective {
 		return
 	}
@@ -172,3 +177,68 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 }
 
 func usSeconds(us int64) float64 { return float64(us) / 1e6 }
+
+// recentPauses is a small ring of a process's last pauses: enough to name
+// the pause inside a request that just ended.
+type recentPauses struct {
+	p    [16]pauseRef
+	next int
+}
+
+type pauseRef struct {
+	start, end time.Time
+	reason     string
+}
+
+// rememberPause keeps a pause for the exemplars; x.mu is held.
+func (x *Exporter) rememberPause(e agent.Event) {
+	r := x.recent[e.Process.PID]
+	if r == nil {
+		r = &recentPauses{}
+		x.recent[e.Process.PID] = r
+	}
+	r.p[r.next%len(r.p)] = pauseRef{start: e.Start, end: e.Start.Add(e.Duration), reason: e.Reason}
+	r.next++
+}
+
+// pauseExemplar points a request that a pause overlapped at that pause
+// (the longest overlap among the process's recent pauses); x.mu is held.
+func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
+	if e.PauseInside <= 0 {
+		return nil
+	}
+	r := x.recent[e.Process.PID]
+	if r == nil {
+		return nil
+	}
+	end := e.Start.Add(e.Duration)
+	var best pauseRef
+	var bestOverlap time.Duration
+	for _, p := range r.p {
+		if p.end.IsZero() {
+			continue
+		}
+		lo, hi := p.start, p.end
+		if e.Start.After(lo) {
+			lo = e.Start
+		}
+		if end.Before(hi) {
+			hi = end
+		}
+		o := hi.Sub(lo)
+		if o > bestOverlap {
+			best, bestOverlap = p, o
+		}
+	}
+	if bestOverlap <= 0 {
+		return nil
+	}
+	reason := best.reason
+	if len(reason) > 48 { // exemplar labels are limited to 128 runes in all
+		reason = reason[:48]
+	}
+	return prometheus.Labels{
+		"pause_reason": reason,
+		"pause_start":  strconv.FormatFloat(float64(best.start.UnixNano())/1e9, 'f', 6, 64),
+	}
+}
