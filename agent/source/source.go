@@ -146,7 +146,7 @@ type process struct {
 	reasons map[string]bool // distinct JVM reasons seen, bounded
 	why     string          // why Method is "none"
 	since   time.Time
-	pending bool // waiting for its runtime to show (retries)
+	pending bool   // waiting for its runtime to show (retries)
 	stop    func() // stops the hsperfdata poller, if any
 }
 
