@@ -207,3 +207,14 @@ func TestJVMWithoutPerfDataOrProbes(t *testing.T) {
 		t.Errorf("why = %q, want it to say hsperfdata is missing", p.Why)
 	}
 }
+
+// The symbol fallback (what builds without USDT notes get), forced on
+// Debian's libjvm, against the same log.
+func TestJVMSymbolFallback(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	a := startAgent(t, 19485, "--no-jvm-usdt")
+	j := startJava(t, "jvm-symbols", "-XX:+UseG1GC")
+	checkMethod(t, a.waitTracked(t, j.pid, j.started), "uprobe")
+	runJava(t, a, j, "jvm-symbols", "uprobe")
+}

@@ -35,6 +35,11 @@ type Config struct {
 	// NoJVMProbes skips the JVM's USDT and symbol probes, leaving the
 	// hsperfdata poller (for checking it, or where uprobes are unwanted).
 	NoJVMProbes bool
+	// NoJVMUSDT ignores libjvm's USDT notes and uses the symbol uprobes.
+	NoJVMUSDT bool
+	// Runtimes limits capture to these runtimes ("go", "jvm", "python");
+	// all when empty.
+	Runtimes []string
 	// NoRequests turns request-latency capture off.
 	NoRequests bool
 	// Ports limits request capture to these local ports (all when empty).
@@ -353,6 +358,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		if info.runtime != "" {
 			break
 		}
+		if l.kind == fileLibjvm && !s.wants("jvm") || l.kind == fileLibpython && !s.wants("python") {
+			continue
+		}
 		if lib, lkey, ok := s.proc.mappedLib(pid, l.match); ok {
 			if li := s.fileInfo(lkey, lib, l.kind); li != nil {
 				path, key, info = lib, lkey, li
@@ -360,6 +368,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		}
 	}
 
+	if info.runtime != "" && !s.wants(info.runtime) {
+		return // a runtime the configuration leaves out
+	}
 	p := &process{file: key, info: info}
 	if old != nil && old.StartTime == start {
 		p.retries = old.retries
@@ -462,6 +473,19 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	}
 }
 
+// wants says whether the configuration captures a runtime.
+func (s *Source) wants(runtime string) bool {
+	if len(s.cfg.Runtimes) == 0 {
+		return true
+	}
+	for _, r := range s.cfg.Runtimes {
+		if r == runtime {
+			return true
+		}
+	}
+	return false
+}
+
 func statKey(fi os.FileInfo) fileKey {
 	st := fi.Sys().(*syscall.Stat_t)
 	return fileKey{uint64(st.Dev), st.Ino}
@@ -509,7 +533,7 @@ func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
 			info.method, info.why = MethodNone, "JVM probes disabled by configuration"
 			break
 		}
-		lib, err := inspectJVM(ef)
+		lib, err := inspectJVM(ef, s.cfg.NoJVMUSDT)
 		if err != nil {
 			info.method, info.why = MethodNone, err.Error()
 			break

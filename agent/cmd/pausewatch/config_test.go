@@ -73,3 +73,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		})
 	}
 }
+
+func TestRuntimesFlag(t *testing.T) {
+	if _, err := parseAgentFlags([]string{"--runtimes", "go,ruby"}); err == nil || !strings.Contains(err.Error(), "ruby") {
+		t.Errorf("err = %v", err)
+	}
+	f, err := parseAgentFlags([]string{"--runtimes", "jvm"})
+	if err != nil || f.runtimes != "jvm" {
+		t.Errorf("%v %q", err, f.runtimes)
+	}
+}

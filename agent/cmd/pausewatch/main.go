@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +61,8 @@ type agentFlags struct {
 	pprof      bool
 	noJVMProbe bool
 	noRequests bool
+	noJVMUSDT  bool
+	runtimes   string
 	ports      portList
 	slo        time.Duration
 	config     string
@@ -90,6 +93,8 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
+	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
+	fs.StringVar(&f.runtimes, "runtimes", "go,jvm,python", "comma-separated runtimes to capture")
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", "comma-separated local ports whose requests are measured (default: every port of a tracked process)")
 	fs.DurationVar(&f.slo, "slo", 0, "default latency objective: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
@@ -115,6 +120,11 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 		return f, fmt.Errorf("--slo must not be negative, got %s", f.slo)
 	}
 	f.objectives = objectives{def: f.slo, list: objs}
+	for _, r := range strings.Split(f.runtimes, ",") {
+		if r != "go" && r != "jvm" && r != "python" {
+			return f, fmt.Errorf("--runtimes: unknown runtime %q (go, jvm, python)", r)
+		}
+	}
 	if f.otlpLogRate <= 0 || f.otlpLogBurst <= 0 {
 		return f, errors.New("--otlp-log-rate and --otlp-log-burst must be positive")
 	}
@@ -161,7 +171,8 @@ func agentMain(args []string) int {
 	defer stop()
 
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
-		NoJVMProbes: f.noJVMProbe, NoRequests: f.noRequests, Ports: f.ports})
+		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
+		NoRequests: f.noRequests, Ports: f.ports})
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
