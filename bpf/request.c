@@ -35,6 +35,13 @@ struct {
 
 /* Configuration from the agent, set before load. */
 volatile const __u8 filter_ports = 0;
+/*
+ * sock:sk_data_ready exists: requests start at arrival, and reads and
+ * writes are handled at syscall entry alone (a write's entry stands for
+ * its end: microseconds apart), so the per-thread argument map and the
+ * exit programs are not needed on the hot path.
+ */
+volatile const __u8 arrival_mode = 0;
 
 enum conn_state {
 	CONN_IDLE = 0,       /* between requests */
@@ -179,6 +186,30 @@ static __always_inline int enter(__u32 fd, __u32 op)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!is_traced(id >> 32))
 		return 0;
+	if (arrival_mode && op != OP_ACCEPT) {
+		__u64 key = (id & 0xffffffff00000000ULL) | fd;
+		__u64 *sk = bpf_map_lookup_elem(&fd_socks, &key);
+		if (!sk)
+			return 0;
+		struct conn *c = bpf_map_lookup_elem(&conns, sk);
+		if (!c)
+			return 0;
+		if (op == OP_READ) {
+			/* Reading again after writing: the response is done. */
+			if (c->state == CONN_RESPONDING)
+				emit_request(c);
+			else if (c->state == CONN_ARRIVED)
+				c->state = CONN_READING;
+			return 0;
+		}
+		if (c->state == CONN_IDLE)
+			return 0; /* server-initiated data, not a response */
+		__u64 now = bpf_ktime_get_ns();
+		c->state = CONN_RESPONDING;
+		c->last_write_ns = now;
+		c->paused_write = paused_at(id >> 32, now);
+		return 0;
+	}
 	struct sys_args a = {.ts = bpf_ktime_get_ns(), .fd = fd, .op = op};
 	__u32 tid = (__u32)id;
 	bpf_map_update_elem(&sys_args, &tid, &a, BPF_ANY);

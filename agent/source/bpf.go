@@ -107,6 +107,13 @@ func ensureTracefs() error {
 // request tracepoints. ports, if any, limits request capture to those
 // local ports.
 func loadKernel(ports []uint16) (*kernel, error) {
+	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready"))
+}
+
+// loadKernelMode is loadKernel with the request start stamp chosen: at
+// arrival (sk_data_ready) or at the first read (what older kernels get;
+// tests force it to check that path too).
+func loadKernelMode(ports []uint16, arrival bool) (*kernel, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
@@ -120,6 +127,11 @@ func loadKernel(ports []uint16) (*kernel, error) {
 	if len(ports) > 0 {
 		if err := spec.Variables["filter_ports"].Set(uint8(1)); err != nil {
 			return nil, fmt.Errorf("set filter_ports: %w", err)
+		}
+	}
+	if arrival {
+		if err := spec.Variables["arrival_mode"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set arrival_mode: %w", err)
 		}
 	}
 	k := &kernel{}
@@ -150,33 +162,48 @@ func loadKernel(ports []uint16) (*kernel, error) {
 		}
 		k.links = append(k.links, l)
 	}
-	k.attachRequests()
+	k.attachRequests(arrival)
 	return k, nil
+}
+
+// haveTracepoint says whether the kernel has a tracepoint.
+func haveTracepoint(group, name string) bool {
+	for _, root := range []string{tracefsRoot, "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(root + "/events/" + group + "/" + name); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // attachRequests attaches the request-latency tracepoints. Their failure
 // is reported (requestErr), not fatal: pauses are still captured.
-func (k *kernel) attachRequests() {
+func (k *kernel) attachRequests(arrival bool) {
 	o := &k.objs
 	tps := []struct {
 		name string
 		prog *ebpf.Program
+		// needed with arrival stamps too; the others only for read starts
+		always bool
 	}{
-		{"sys_enter_accept", o.EnterAccept}, {"sys_exit_accept", o.ExitAccept},
-		{"sys_enter_accept4", o.EnterAccept4}, {"sys_exit_accept4", o.ExitAccept4},
-		{"sys_enter_read", o.EnterRead}, {"sys_exit_read", o.ExitRead},
-		{"sys_enter_readv", o.EnterReadv}, {"sys_exit_readv", o.ExitReadv},
-		{"sys_enter_recvfrom", o.EnterRecvfrom}, {"sys_exit_recvfrom", o.ExitRecvfrom},
-		{"sys_enter_recvmsg", o.EnterRecvmsg}, {"sys_exit_recvmsg", o.ExitRecvmsg},
-		{"sys_enter_write", o.EnterWrite}, {"sys_exit_write", o.ExitWrite},
-		{"sys_enter_writev", o.EnterWritev}, {"sys_exit_writev", o.ExitWritev},
-		{"sys_enter_sendto", o.EnterSendto}, {"sys_exit_sendto", o.ExitSendto},
-		{"sys_enter_sendmsg", o.EnterSendmsg}, {"sys_exit_sendmsg", o.ExitSendmsg},
-		{"sys_enter_sendfile64", o.EnterSendfile64}, {"sys_exit_sendfile64", o.ExitSendfile64},
-		{"sys_enter_close", o.EnterClose},
+		{"sys_enter_accept", o.EnterAccept, true}, {"sys_exit_accept", o.ExitAccept, true},
+		{"sys_enter_accept4", o.EnterAccept4, true}, {"sys_exit_accept4", o.ExitAccept4, true},
+		{"sys_enter_read", o.EnterRead, true}, {"sys_exit_read", o.ExitRead, false},
+		{"sys_enter_readv", o.EnterReadv, true}, {"sys_exit_readv", o.ExitReadv, false},
+		{"sys_enter_recvfrom", o.EnterRecvfrom, true}, {"sys_exit_recvfrom", o.ExitRecvfrom, false},
+		{"sys_enter_recvmsg", o.EnterRecvmsg, true}, {"sys_exit_recvmsg", o.ExitRecvmsg, false},
+		{"sys_enter_write", o.EnterWrite, true}, {"sys_exit_write", o.ExitWrite, false},
+		{"sys_enter_writev", o.EnterWritev, true}, {"sys_exit_writev", o.ExitWritev, false},
+		{"sys_enter_sendto", o.EnterSendto, true}, {"sys_exit_sendto", o.ExitSendto, false},
+		{"sys_enter_sendmsg", o.EnterSendmsg, true}, {"sys_exit_sendmsg", o.ExitSendmsg, false},
+		{"sys_enter_sendfile64", o.EnterSendfile64, true}, {"sys_exit_sendfile64", o.ExitSendfile64, false},
+		{"sys_enter_close", o.EnterClose, true},
 	}
 	var links []link.Link
 	for _, tp := range tps {
+		if arrival && !tp.always {
+			continue
+		}
 		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 		if err != nil {
 			closeLinks(links)
@@ -186,7 +213,13 @@ func (k *kernel) attachRequests() {
 		links = append(links, l)
 	}
 	k.requestMethod = "read"
-	if l, err := link.Tracepoint("sock", "sk_data_ready", o.HandleSkDataReady, nil); err == nil {
+	if arrival {
+		l, err := link.Tracepoint("sock", "sk_data_ready", o.HandleSkDataReady, nil)
+		if err != nil {
+			closeLinks(links)
+			k.requestErr = fmt.Errorf("attach tracepoint sock/sk_data_ready: %w", err)
+			return
+		}
 		links = append(links, l)
 		k.requestMethod = "arrival"
 	}

@@ -143,6 +143,7 @@ const (
 	bpfProgJvmVmopBegin           = "jvm_vmop_begin"
 	bpfProgPyGcDone               = "py_gc_done"
 	bpfProgPyGcStart              = "py_gc_start"
+	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 )
@@ -250,6 +251,7 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	ArrivalMode      *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
 	UnusedPwContract *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 }
@@ -307,6 +309,7 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	ArrivalMode      *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
 	UnusedPwContract *ebpf.Variable `ebpf:"unused_pw_contract"`
 }

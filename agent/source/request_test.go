@@ -24,18 +24,19 @@ type connHarness struct {
 	pid uint32
 }
 
-func newConnHarness(t *testing.T) *connHarness {
+func newConnHarness(t *testing.T, arrival bool) *connHarness {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads the BPF programs")
 	}
-	k, err := loadKernel(nil)
+	k, err := loadKernelMode(nil, arrival)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(k.close)
-	if k.requestErr != nil || k.requestMethod != "arrival" {
-		t.Fatalf("request capture: %q %v", k.requestMethod, k.requestErr)
+	want := map[bool]string{true: "arrival", false: "read"}[arrival]
+	if k.requestErr != nil || k.requestMethod != want {
+		t.Fatalf("request capture: %q %v, want %s", k.requestMethod, k.requestErr, want)
 	}
 	h := &connHarness{t: t, k: k, pid: uint32(os.Getpid())}
 	if err := k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
@@ -142,8 +143,22 @@ func (h *connHarness) requests() []bpfPwEvent {
 }
 
 func TestConnStateMachine(t *testing.T) {
-	h := newConnHarness(t)
+	for _, arrival := range []bool{true, false} {
+		t.Run(map[bool]string{true: "arrival", false: "read-start"}[arrival], func(t *testing.T) {
+			testConnStateMachine(t, arrival)
+		})
+	}
+}
+
+func testConnStateMachine(t *testing.T, arrival bool) {
+	h := newConnHarness(t, arrival)
 	ms := time.Millisecond
+	// Where a request queued before the server read it, only arrival
+	// stamps see the queueing.
+	queued := 40 * ms
+	if !arrival {
+		queued = 0
+	}
 	for _, tc := range []struct {
 		name string
 		run  func(c net.Conn, fd int)
@@ -167,7 +182,7 @@ func TestConnStateMachine(t *testing.T) {
 			h.read(fd)
 			h.write(fd, "200")
 			syscall.Close(fd)
-		}, []time.Duration{40 * ms}},
+		}, []time.Duration{queued}},
 		{"partial writes: the request ends at the last one", func(c net.Conn, fd int) {
 			h.send(c, "GET /")
 			h.read(fd)
@@ -221,8 +236,8 @@ func TestConnStateMachine(t *testing.T) {
 				if int(e.Reason) != h.port() {
 					t.Errorf("request %d on port %d, want %d", i, e.Reason, h.port())
 				}
-				if e.Flags&eventFlagReadStart != 0 {
-					t.Errorf("request %d started at its read, not its arrival", i)
+				if (e.Flags&eventFlagReadStart != 0) == arrival {
+					t.Errorf("request %d: read-start flag %v in arrival mode %v", i, e.Flags&eventFlagReadStart != 0, arrival)
 				}
 			}
 		})
@@ -232,7 +247,7 @@ func TestConnStateMachine(t *testing.T) {
 // A request that arrives while the process is stopped carries the rest of
 // that pause: the pause programs' state is what the request programs read.
 func TestRequestCarriesPauseInProgress(t *testing.T) {
-	h := newConnHarness(t)
+	h := newConnHarness(t, true)
 	c, fd := h.connect()
 	// A pause of this process, in progress from 10 ms before the request
 	// arrives until 30 ms after; written as the pause programs would.

@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 # The server on CPU 0, wrk on CPU 1: the agent and the kernel's BPF work
 # compete with whichever they land on, as they would on a node.
-OTEL_SERVICE_NAME=bench taskset -c 0 bin/example-go -listen 127.0.0.1:$PORT -churn-mb 0 >/dev/null 2>&1 &
+OTEL_SERVICE_NAME=bench GOMAXPROCS=1 taskset -c 0 bin/example-go -listen 127.0.0.1:$PORT -churn-mb 0 >/dev/null 2>&1 &
 SRV=$!
 sleep 1
 
@@ -70,6 +70,9 @@ p990=$(cut -d' ' -f2 "$work/without" | median); p991=$(cut -d' ' -f2 "$work/with
 echo
 printf 'median throughput: %.0f -> %.0f req/s   ratio with/without = %.3f  (aim >= 0.97)\n' "$rps0" "$rps1" "$(echo "$rps1/$rps0" | bc -l)"
 printf 'median p99:        %.3f -> %.3f ms    added = %+.1f %%  (aim <= 5 %%)\n' "$p990" "$p991" "$(echo "($p991/$p990-1)*100" | bc -l)"
+spread() { sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f..%.0f", lo, hi}'; }
+printf 'spread of the rounds (noise floor): without %s req/s, with %s req/s\n' \
+	"$(cut -d' ' -f1 "$work/without" | spread)" "$(cut -d' ' -f1 "$work/with" | spread)"
 echo
 echo "BPF run time per program during the last round (kernel.bpf_stats_enabled):"
 python3 - "$work/progs.json" <<'PY'

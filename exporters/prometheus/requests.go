@@ -65,6 +65,11 @@ type requestSeries struct {
 	first, last   time.Time
 	pid           uint32
 	expireAt      time.Time
+	// The series' Prometheus children, resolved once: hashing label
+	// values per request was the exporter's largest cost.
+	durPaused, durUnpaused   prometheus.Observer
+	pauseTotal               prometheus.Counter
+	breachPause, breachOther prometheus.Counter
 }
 
 // recordRequest aggregates one request; x.mu is held.
@@ -85,24 +90,31 @@ func (x *Exporter) recordRequest(e agent.Event) {
 		if x.opts.Objective != nil {
 			s.objective, s.hasObjective = x.opts.Objective(p.Service, e.Port)
 		}
+		procLabels := []string{k.service, k.namespace, k.pod, k.container}
+		if x.opts.PIDLabel {
+			procLabels = append(procLabels, k.pid)
+		}
+		with := func(first ...string) []string { return append(first, procLabels...) }
+		s.durPaused = x.req.duration.WithLabelValues(with(k.runtime, k.port, "true")...)
+		s.durUnpaused = x.req.duration.WithLabelValues(with(k.runtime, k.port, "false")...)
+		s.pauseTotal = x.req.pause.WithLabelValues(with(k.runtime, k.port)...)
+		if s.hasObjective {
+			s.breachPause = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "pause")...)
+			s.breachOther = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "other")...)
+		}
 		x.requests[k] = s
 	}
 	s.expireAt = time.Time{}
 	s.last = e.Start.Add(e.Duration)
 	s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
 
-	procLabels := []string{k.service, k.namespace, k.pod, k.container}
-	if x.opts.PIDLabel {
-		procLabels = append(procLabels, k.pid)
-	}
-	paused := "false"
+	obs := s.durUnpaused
 	if e.PauseInside > 0 {
-		paused = "true"
+		obs = s.durPaused
 		s.paused++
 		s.pauseTime += e.PauseInside
-		x.req.pause.WithLabelValues(append([]string{k.runtime, k.port}, procLabels...)...).Add(e.PauseInside.Seconds())
+		s.pauseTotal.Add(e.PauseInside.Seconds())
 	}
-	obs := x.req.duration.WithLabelValues(append([]string{k.runtime, k.port, paused}, procLabels...)...)
 	if ex := x.pauseExemplar(e); ex != nil {
 		obs.(prometheus.ExemplarObserver).ObserveWithExemplar(e.Duration.Seconds(), ex)
 	} else {
@@ -114,10 +126,11 @@ func (x *Exporter) recordRequest(e agent.Event) {
 	if breached, cause := agent.Breach(e, s.objective); breached {
 		if cause == "pause" {
 			s.pauseBreaches++
+			s.breachPause.Inc()
 		} else {
 			s.otherBreaches++
+			s.breachOther.Inc()
 		}
-		x.req.breaches.WithLabelValues(append([]string{k.runtime, k.port, cause}, procLabels...)...).Inc()
 	}
 }
 
