@@ -254,6 +254,13 @@ static __always_inline int leave(__s64 ret)
 		if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
 			return 0;
 		struct conn c = {.tgid = tgid, .fd = fd, .port = port, .state = CONN_IDLE};
+		/*
+		 * The client often sends its request before the server accepts
+		 * (data waits in the socket with the connection): its arrival
+		 * was not seen, so the request starts now, marked as such.
+		 */
+		if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0)
+			start_request(&c, bpf_ktime_get_ns(), PW_EVENT_F_READ_START);
 		__u64 key = ((__u64)tgid << 32) | fd;
 		if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
 		    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))

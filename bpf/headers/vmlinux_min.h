@@ -109,8 +109,13 @@ struct sock_common {
 	__u16 skc_num; /* local port, host order */
 } __attribute__((preserve_access_index));
 
+struct sk_buff_head {
+	__u32 qlen;
+} __attribute__((preserve_access_index));
+
 struct sock {
 	struct sock_common __sk_common;
+	struct sk_buff_head sk_receive_queue;
 } __attribute__((preserve_access_index));
 
 struct socket {
