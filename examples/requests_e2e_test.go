@@ -204,8 +204,11 @@ func TestRequestLatency(t *testing.T) {
 					if total == 0 || float64(pb) < 0.8*float64(total) {
 						t.Errorf("pause-caused breaches %d of %d, want at least 80%%", pb, total)
 					}
-				} else if pb != 0 {
-					t.Errorf("%d pause-caused breaches with deliberate pauses off, want 0", pb)
+				} else if pb > load.Slow {
+					// Without deliberate pauses only the runtime's own
+					// collections remain; a rare one can still break the
+					// objective, and then the client saw that request slow too.
+					t.Errorf("%d pause-caused breaches with deliberate pauses off, more than the %d slow requests the client saw", pb, load.Slow)
 				}
 				// The server's own view is the client's minus the loopback
 				// and client overhead: never above it (plus HDR's 1 %
