@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,5 +113,41 @@ scrape_configs:
 	// A Go GC pause on this machine: microseconds to a few milliseconds.
 	if p99 < 1e-6 || p99 > 0.1 {
 		t.Errorf("p99 pause %v s from the native histogram is not sane", p99)
+	}
+
+	// Every query of the Grafana dashboard runs on this Prometheus.
+	b, err := os.ReadFile("../deploy/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	vars := strings.NewReplacer("$service", ".*", "$__rate_interval", "1m")
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			q := vars.Replace(tg.Expr)
+			resp, err := http.Get("http://127.0.0.1:19690/api/v1/query?query=" + url.QueryEscape(q))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r struct {
+				Status string `json:"status"`
+				Error  string `json:"error"`
+			}
+			json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if r.Status != "success" {
+				t.Errorf("dashboard panel %q: %s: %s", p.Title, q, r.Error)
+			}
+		}
 	}
 }
