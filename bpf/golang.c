@@ -89,11 +89,9 @@ int go_start_ret(struct pt_regs *ctx)
 	}
 
 	/* Go 1.21: the begin came from go_stop_entry. */
-	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
-	if (!st || !st->in_progress) {
-		count_stat(PW_STAT_UNPAIRED_END);
+	struct pw_pause_state *st = pause_in_progress(tgid);
+	if (!st)
 		return 0;
-	}
 	struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
 	if (e)
 		bpf_ringbuf_submit(e, submit_flags());

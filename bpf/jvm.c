@@ -86,11 +86,9 @@ int jvm_safepoint_end(struct pt_regs *ctx)
 	__u32 tgid = id >> 32;
 	__u64 end = bpf_ktime_get_ns();
 
-	struct pw_pause_state *ps = bpf_map_lookup_elem(&pause_state, &tgid);
-	if (!ps || !ps->in_progress) {
-		count_stat(PW_STAT_UNPAIRED_END);
+	struct pw_pause_state *ps = pause_in_progress(tgid);
+	if (!ps)
 		return 0;
-	}
 	struct jvm_state *st = bpf_map_lookup_elem(&jvm_state, &tgid);
 	__u64 stopping = 0;
 	if (st && st->synced_ns > ps->start_ns && st->synced_ns <= end)

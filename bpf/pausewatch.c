@@ -150,6 +150,21 @@ static __always_inline struct pw_event *pause_end(__u32 tgid, __u32 tid, __u8 ru
 	return e;
 }
 
+/*
+ * pause_in_progress returns the state of tgid's pause that pause_begin
+ * marked, or NULL (counted) when there is none: the end probe fired
+ * without its begin, e.g. the agent attached mid-pause.
+ */
+static __always_inline struct pw_pause_state *pause_in_progress(__u32 tgid)
+{
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st || !st->in_progress) {
+		count_stat(PW_STAT_UNPAIRED_END);
+		return NULL;
+	}
+	return st;
+}
+
 /* Process discovery: exec and exit of every process on the node. */
 
 SEC("tracepoint/sched/sched_process_exec")

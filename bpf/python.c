@@ -34,11 +34,9 @@ int py_gc_done(struct pt_regs *ctx)
 	__u32 tgid = id >> 32;
 	__u64 end = bpf_ktime_get_ns();
 
-	struct pw_pause_state *ps = bpf_map_lookup_elem(&pause_state, &tgid);
-	if (!ps || !ps->in_progress) {
-		count_stat(PW_STAT_UNPAIRED_END);
+	struct pw_pause_state *ps = pause_in_progress(tgid);
+	if (!ps)
 		return 0;
-	}
 	struct pw_event *e = pause_end(tgid, (__u32)id, PW_RUNTIME_PYTHON, ps->start_ns, end, 0, ps->reason);
 	if (!e)
 		return 0;

@@ -308,8 +308,10 @@ func buildChurn(t testing.TB, toolchain string, stripped bool) string {
 	return out
 }
 
-// churnProc is a running churn program, waiting for "go".
-type churnProc struct {
+// workload is a test program that says "ready" on stdout, then waits for
+// "go" on stdin (so the agent is attached before it starts), the shape of
+// all three runtimes' test programs.
+type workload struct {
 	cmd     *exec.Cmd
 	pid     uint32
 	started time.Time
@@ -317,31 +319,40 @@ type churnProc struct {
 	out     *bufio.Scanner
 }
 
-func startChurn(t *testing.T, bin, service, mode string, seconds float64) *churnProc {
+// startWorkload starts cmd with extra environment and waits for "ready".
+func startWorkload(t *testing.T, cmd *exec.Cmd, env ...string) *workload {
 	t.Helper()
-	c := &churnProc{cmd: exec.Command(bin)}
-	c.cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "CHURN_MODE="+mode,
-		fmt.Sprintf("CHURN_SECONDS=%g", seconds), "GOMAXPROCS=2")
-	c.cmd.Stderr = os.Stderr
+	w := &workload{cmd: cmd}
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
 	var err error
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+	if w.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	stdout, err := c.cmd.StdoutPipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.started = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start churn: %v", err)
+	w.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
-	c.pid = uint32(c.cmd.Process.Pid)
-	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
-	c.out = bufio.NewScanner(stdout)
-	if !c.out.Scan() || !strings.HasPrefix(c.out.Text(), "ready") {
-		t.Fatalf("churn did not say ready: %q", c.out.Text())
+	w.pid = uint32(cmd.Process.Pid)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	w.out = bufio.NewScanner(stdout)
+	if !w.out.Scan() || !strings.HasPrefix(w.out.Text(), "ready") {
+		t.Fatalf("%s did not say ready: %q", cmd.Path, w.out.Text())
 	}
-	return c
+	return w
+}
+
+// churnProc is a running churn program, waiting for "go".
+type churnProc struct{ *workload }
+
+func startChurn(t *testing.T, bin, service, mode string, seconds float64) *churnProc {
+	t.Helper()
+	return &churnProc{startWorkload(t, exec.Command(bin), "OTEL_SERVICE_NAME="+service, "CHURN_MODE="+mode,
+		fmt.Sprintf("CHURN_SECONDS=%g", seconds), "GOMAXPROCS=2")}
 }
 
 // run lets the program churn and returns its own account.

@@ -1,9 +1,7 @@
 package examples
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +16,8 @@ import (
 
 // javaProc is a running JavaChurn, waiting for "go".
 type javaProc struct {
-	cmd     *exec.Cmd
-	pid     uint32
-	started time.Time
-	stdin   io.WriteCloser
-	out     *bufio.Scanner
-	log     string
+	*workload
+	log string
 }
 
 func requireJava(t *testing.T) {
@@ -35,30 +29,11 @@ func requireJava(t *testing.T) {
 
 func startJava(t *testing.T, service string, jvmArgs ...string) *javaProc {
 	t.Helper()
-	j := &javaProc{log: filepath.Join(t.TempDir(), "safepoint.log")}
-	args := append([]string{"-Xmx64m", "-Xlog:safepoint=info:file=" + j.log + ":timenanos"}, jvmArgs...)
-	j.cmd = exec.Command("java", append(args, "testdata/JavaChurn.java")...)
-	j.cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
-	j.cmd.Stderr = os.Stderr
-	var err error
-	if j.stdin, err = j.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := j.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.started = time.Now()
-	if err := j.cmd.Start(); err != nil {
-		t.Fatalf("start java: %v", err)
-	}
-	j.pid = uint32(j.cmd.Process.Pid)
-	t.Cleanup(func() { j.cmd.Process.Kill(); j.cmd.Wait() })
-	j.out = bufio.NewScanner(stdout)
-	if !j.out.Scan() || !strings.HasPrefix(j.out.Text(), "ready") {
-		t.Fatalf("java did not say ready: %q", j.out.Text())
-	}
-	return j
+	log := filepath.Join(t.TempDir(), "safepoint.log")
+	args := append([]string{"-Xmx64m", "-Xlog:safepoint=info:file=" + log + ":timenanos"}, jvmArgs...)
+	w := startWorkload(t, exec.Command("java", append(args, "testdata/JavaChurn.java")...),
+		"OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
+	return &javaProc{workload: w, log: log}
 }
 
 func monoNow() int64 {

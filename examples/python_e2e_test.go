@@ -1,10 +1,8 @@
 package examples
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -27,41 +25,15 @@ func pyenvPython(t *testing.T) string {
 	return p
 }
 
-type pyProc struct {
-	cmd     *exec.Cmd
-	pid     uint32
-	started time.Time
-	stdin   io.WriteCloser
-	out     *bufio.Scanner
-}
+type pyProc struct{ *workload }
 
 func startPython(t *testing.T, interp, service string) *pyProc {
 	t.Helper()
 	if _, err := os.Stat(interp); err != nil {
 		t.Skipf("%s not installed", interp)
 	}
-	p := &pyProc{cmd: exec.Command(interp, "testdata/pychurn.py")}
-	p.cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
-	p.cmd.Stderr = os.Stderr
-	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.started = time.Now()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", interp, err)
-	}
-	p.pid = uint32(p.cmd.Process.Pid)
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	p.out = bufio.NewScanner(stdout)
-	if !p.out.Scan() || !strings.HasPrefix(p.out.Text(), "ready") {
-		t.Fatalf("python did not say ready: %q", p.out.Text())
-	}
-	return p
+	return &pyProc{startWorkload(t, exec.Command(interp, "testdata/pychurn.py"),
+		"OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")}
 }
 
 type pyAccount struct {
