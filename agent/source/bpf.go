@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent/usdt"
 )
 
 // cString returns the NUL-terminated prefix of a C char array.
@@ -229,6 +231,67 @@ func (k *kernel) attachRequests(arrival bool) {
 		links = append(links, l)
 	}
 	k.links = append(k.links, links...)
+}
+
+// probeSet collects the uprobes put on one file, so that a failed attach
+// takes back the ones already placed. Every runtime attaches through it.
+type probeSet struct {
+	ex    *link.Executable
+	specs *specAllocator
+	links []link.Link
+}
+
+// add places prog at opts.Address, a file offset; with ret, as a
+// uretprobe on the function that starts there (C code only).
+func (p *probeSet) add(what string, prog *ebpf.Program, ret bool, opts link.UprobeOptions) error {
+	attach := p.ex.Uprobe
+	if ret {
+		attach = p.ex.Uretprobe
+	}
+	l, err := attach(what, prog, &opts)
+	if err != nil {
+		return fmt.Errorf("attach %s at %#x: %w", what, opts.Address, err)
+	}
+	p.links = append(p.links, l)
+	return nil
+}
+
+// withArgs is add for a program that reads arguments: it gets a spec of
+// its own in usdt_specs (an empty one reads as "unknown"), named by the
+// cookie. A shared or default cookie would read another probe's spec.
+func (p *probeSet) withArgs(what string, prog *ebpf.Program, ret bool, opts link.UprobeOptions, args []usdt.Arg) error {
+	cookie, err := p.specs.add(args)
+	if err != nil {
+		return err
+	}
+	opts.Cookie = cookie
+	return p.add(what, prog, ret, opts)
+}
+
+// sites places prog at every site of a USDT probe, semaphore included.
+func (p *probeSet) sites(what string, prog *ebpf.Program, sites []usdt.Probe, readsArgs bool) error {
+	for _, site := range sites {
+		opts := link.UprobeOptions{Address: site.Offset, RefCtrOffset: site.SemaphoreOffset}
+		var err error
+		if readsArgs {
+			err = p.withArgs(what, prog, false, opts, site.Args)
+		} else {
+			err = p.add(what, prog, false, opts)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// result returns the placed links, or takes them all back on err.
+func (p *probeSet) result(err error) ([]link.Link, error) {
+	if err != nil {
+		closeLinks(p.links)
+		return nil, err
+	}
+	return p.links, nil
 }
 
 // stat returns the sum over CPUs of one counter of the stats map.

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -258,45 +257,32 @@ const goCookieHasFinished = 1
 
 // attachGo puts the Go STW probes on one executable. Uprobes bind to the
 // inode, so every process running this file is covered by one attach.
-func attachGo(ex *link.Executable, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
-	var links []link.Link
-	add := func(sym string, prog *ebpf.Program, addr uint64, cookie uint64) error {
-		l, err := ex.Uprobe(sym, prog, &link.UprobeOptions{Address: addr, Cookie: cookie})
-		if err != nil {
-			return fmt.Errorf("uprobe %s at %#x: %w", sym, addr, err)
-		}
-		links = append(links, l)
-		return nil
-	}
+func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
 	var cookie uint64
 	if b.minor >= 23 {
 		cookie = goCookieHasFinished
 	}
+	at := func(addr uint64) link.UprobeOptions { return link.UprobeOptions{Address: addr, Cookie: cookie} }
 	var err error
 	if b.minor >= 22 {
 		for _, r := range b.stopRets {
-			if err = add("runtime.stopTheWorldWithSema", objs.GoStopRet, r, cookie); err != nil {
+			if err = p.add("runtime.stopTheWorldWithSema", objs.GoStopRet, false, at(r)); err != nil {
 				break
 			}
 		}
 		if err == nil {
-			err = add("runtime.startTheWorldWithSema", objs.GoStartEntry, b.startEntry, cookie)
+			err = p.add("runtime.startTheWorldWithSema", objs.GoStartEntry, false, at(b.startEntry))
 		}
 	} else {
-		err = add("runtime.stopTheWorldWithSema", objs.GoStopEntry, b.stopEntry, cookie)
+		err = p.add("runtime.stopTheWorldWithSema", objs.GoStopEntry, false, at(b.stopEntry))
 	}
-	if err == nil {
-		for _, r := range b.startRets {
-			if err = add("runtime.startTheWorldWithSema", objs.GoStartRet, r, cookie); err != nil {
-				break
-			}
+	for _, r := range b.startRets {
+		if err != nil {
+			break
 		}
+		err = p.add("runtime.startTheWorldWithSema", objs.GoStartRet, false, at(r))
 	}
-	if err != nil {
-		closeLinks(links)
-		return nil, err
-	}
-	return links, nil
+	return p.result(err)
 }
 
 func closeLinks(links []link.Link) {

@@ -127,81 +127,42 @@ func (a *specAllocator) add(args []usdt.Arg) (uint64, error) {
 }
 
 // attachJVM puts the safepoint probes on one libjvm.so file.
-func attachJVM(ex *link.Executable, lib *jvmLib, objs *bpfObjects, specs *specAllocator) ([]link.Link, error) {
-	var links []link.Link
-	fail := func(err error) ([]link.Link, error) {
-		closeLinks(links)
-		return nil, err
-	}
-	probe := func(what string, prog *ebpf.Program, off, refCtr, cookie uint64, ret bool) error {
-		opts := &link.UprobeOptions{Address: off, RefCtrOffset: refCtr, Cookie: cookie}
-		var l link.Link
-		var err error
-		if ret {
-			l, err = ex.Uretprobe(what, prog, opts)
-		} else {
-			l, err = ex.Uprobe(what, prog, opts)
-		}
-		if err != nil {
-			return fmt.Errorf("attach %s at %#x: %w", what, off, err)
-		}
-		links = append(links, l)
-		return nil
-	}
-	sites := func(what string, prog *ebpf.Program, ps []usdt.Probe, withArgs bool) error {
-		for _, p := range ps {
-			var cookie uint64
-			if withArgs {
-				var err error
-				if cookie, err = specs.add(p.Args); err != nil {
-					return err
-				}
-			}
-			if err := probe(what, prog, p.Offset, p.SemaphoreOffset, cookie, false); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-
+func attachJVM(p *probeSet, lib *jvmLib, objs *bpfObjects) ([]link.Link, error) {
+	var err error
 	switch lib.method {
 	case MethodUSDT:
-		if err := sites("hs_private:safepoint__begin", objs.JvmSafepointBegin, lib.begin, false); err != nil {
-			return fail(err)
-		}
-		if err := sites("hotspot:vmops__begin", objs.JvmVmopBegin, lib.vmop, true); err != nil {
-			return fail(err)
-		}
-		if err := sites("hotspot:gc__begin", objs.JvmGcBegin, lib.gc, true); err != nil {
-			return fail(err)
-		}
-		if err := sites("hs_private:safepoint__end", objs.JvmSafepointEnd, lib.end, false); err != nil {
-			return fail(err)
+		for _, s := range []struct {
+			what      string
+			prog      *ebpf.Program
+			sites     []usdt.Probe
+			readsArgs bool
+		}{
+			{"hs_private:safepoint__begin", objs.JvmSafepointBegin, lib.begin, false},
+			{"hotspot:vmops__begin", objs.JvmVmopBegin, lib.vmop, true},
+			{"hotspot:gc__begin", objs.JvmGcBegin, lib.gc, true},
+			{"hs_private:safepoint__end", objs.JvmSafepointEnd, lib.end, false},
+		} {
+			if err = p.sites(s.what, s.prog, s.sites, s.readsArgs); err != nil {
+				break
+			}
 		}
 	case MethodUprobe:
-		if err := probe("SafepointSynchronize::begin", objs.JvmSafepointBegin, lib.symBegin, 0, 0, false); err != nil {
-			return fail(err)
-		}
-		if lib.symNotifyGC != 0 {
+		err = p.add("SafepointSynchronize::begin", objs.JvmSafepointBegin, false, link.UprobeOptions{Address: lib.symBegin})
+		if err == nil && lib.symNotifyGC != 0 {
 			// VM_GC_Operation::notify_gc_begin(bool full): this in RDI, full in SIL.
-			cookie, err := specs.add([]usdt.Arg{{Kind: usdt.ArgReg, Size: 1, Reg: "rsi", RegOffset: 104}})
-			if err != nil {
-				return fail(err)
-			}
-			if err := probe("VM_GC_Operation::notify_gc_begin", objs.JvmGcBegin, lib.symNotifyGC, 0, cookie, false); err != nil {
-				return fail(err)
-			}
+			full, _ := usdt.ParseArgs("1@%sil")
+			err = p.withArgs("VM_GC_Operation::notify_gc_begin", objs.JvmGcBegin, false,
+				link.UprobeOptions{Address: lib.symNotifyGC}, full)
 		}
-		if err := probe("SafepointSynchronize::end", objs.JvmSafepointEnd, lib.symEnd, 0, 0, true); err != nil {
-			return fail(err)
+		if err == nil {
+			err = p.add("SafepointSynchronize::end", objs.JvmSafepointEnd, true, link.UprobeOptions{Address: lib.symEnd})
 		}
 	}
-	if lib.symSynced != 0 {
-		if err := probe("RuntimeService::record_safepoint_synchronized", objs.JvmSafepointSynced, lib.symSynced, 0, 0, false); err != nil {
-			return fail(err)
-		}
+	if err == nil && lib.symSynced != 0 {
+		err = p.add("RuntimeService::record_safepoint_synchronized", objs.JvmSafepointSynced, false,
+			link.UprobeOptions{Address: lib.symSynced})
 	}
-	return links, nil
+	return p.result(err)
 }
 
 // Reason flags shared with bpf/jvm.c.

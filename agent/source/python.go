@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/pausewatch/pausewatch/agent/usdt"
@@ -194,54 +193,29 @@ func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
 }
 
 // attachPython puts the collection probes on one interpreter or libpython.
-func attachPython(ex *link.Executable, b *pyBinary, objs *bpfObjects, specs *specAllocator) ([]link.Link, error) {
-	var links []link.Link
-	add := func(what string, prog *ebpf.Program, ret bool, off, refCtr uint64, args []usdt.Arg) error {
-		cookie, err := specs.add(args)
-		if err != nil {
-			return err
-		}
-		attach := ex.Uprobe
-		if ret {
-			attach = ex.Uretprobe
-		}
-		l, err := attach(what, prog, &link.UprobeOptions{Address: off, RefCtrOffset: refCtr, Cookie: cookie})
-		if err != nil {
-			return fmt.Errorf("attach %s at %#x: %w", what, off, err)
-		}
-		links = append(links, l)
-		return nil
-	}
+// Both programs read an argument (generation, objects collected), so each
+// placement gets its own spec, empty where the value cannot be read.
+func attachPython(p *probeSet, b *pyBinary, objs *bpfObjects) ([]link.Link, error) {
 	var err error
 	switch {
 	case b.method == MethodUSDT:
-		for _, p := range b.start {
-			if err = add("python:gc__start", objs.PyGcStart, false, p.Offset, p.SemaphoreOffset, p.Args); err != nil {
-				break
-			}
-		}
-		for _, p := range b.done {
-			if err != nil {
-				break
-			}
-			err = add("python:gc__done", objs.PyGcDone, false, p.Offset, p.SemaphoreOffset, p.Args)
+		if err = p.sites("python:gc__start", objs.PyGcStart, b.start, true); err == nil {
+			err = p.sites("python:gc__done", objs.PyGcDone, b.done, true)
 		}
 	case b.stwStop != 0:
-		if err = add("_PyEval_StopTheWorld", objs.PyGcStart, false, b.stwStop, 0, nil); err == nil {
-			err = add("_PyEval_StartTheWorld", objs.PyGcDone, true, b.stwStart, 0, nil)
+		err = p.withArgs("_PyEval_StopTheWorld", objs.PyGcStart, false, link.UprobeOptions{Address: b.stwStop}, nil)
+		if err == nil {
+			err = p.withArgs("_PyEval_StartTheWorld", objs.PyGcDone, true, link.UprobeOptions{Address: b.stwStart}, nil)
 		}
 	default:
 		// The collector returns the number of objects collected (Py_ssize_t).
 		collected, _ := usdt.ParseArgs("-8@%rax")
-		if err = add(b.fn, objs.PyGcStart, false, b.fnOffset, 0, b.genArg); err == nil {
-			err = add(b.fn, objs.PyGcDone, true, b.fnOffset, 0, collected)
+		err = p.withArgs(b.fn, objs.PyGcStart, false, link.UprobeOptions{Address: b.fnOffset}, b.genArg)
+		if err == nil {
+			err = p.withArgs(b.fn, objs.PyGcDone, true, link.UprobeOptions{Address: b.fnOffset}, collected)
 		}
 	}
-	if err != nil {
-		closeLinks(links)
-		return nil, err
-	}
-	return links, nil
+	return p.result(err)
 }
 
 // pyReason names a collection by its generation.

@@ -156,12 +156,16 @@ type process struct {
 	stop    func() // stops the hsperfdata poller, if any
 }
 
-// Retry delays for a process whose runtime was not visible at exec:
-// the java launcher dlopens libjvm.so and a shared-library Python maps
-// libpython after exec, so the memory maps are read again before giving up.
 // pollInterval bounds how long an event can sit in the ring buffer.
 const pollInterval = 100 * time.Millisecond
 
+// tracked says whether p is a runtime process the agent reports on (not
+// one still waiting for its runtime to show).
+func (p *process) tracked() bool { return p.info.runtime != "" && !p.pending }
+
+// Retry delays for a process whose runtime was not visible at exec:
+// the java launcher dlopens libjvm.so and a shared-library Python maps
+// libpython after exec, so the memory maps are read again before giving up.
 var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 	200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
 
@@ -236,6 +240,13 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	close(s.ready)
 	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
 
+	// send hands an event on, unless the agent is stopping.
+	send := func(ev agent.Event) {
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+		}
+	}
 	retry := make(chan uint32, 256)
 	statsTick := time.NewTicker(time.Second)
 	defer statsTick.Stop()
@@ -256,10 +267,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 		case <-statsTick.C:
 			s.readStats()
 		case e := <-s.polled:
-			select {
-			case out <- e:
-			case <-ctx.Done():
-			}
+			send(e)
 		case e, ok := <-records:
 			if !ok {
 				return nil
@@ -269,28 +277,15 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 				s.inspect(e.Pid, true, retry)
 			case eventExit:
 				if p := s.forget(e.Pid); p != nil {
-					select {
-					case out <- agent.Event{Type: agent.Exit, Process: p.Process}:
-					case <-ctx.Done():
-					}
+					send(agent.Event{Type: agent.Exit, Process: p.Process})
 				}
 			case eventRequest:
-				ev, ok := s.requestEvent(e)
-				if !ok {
-					continue
-				}
-				select {
-				case out <- ev:
-				case <-ctx.Done():
+				if ev, ok := s.requestEvent(e); ok {
+					send(ev)
 				}
 			case eventPause:
-				ev, ok := s.pauseEvent(e)
-				if !ok {
-					continue
-				}
-				select {
-				case out <- ev:
-				case <-ctx.Done():
+				if ev, ok := s.pauseEvent(e); ok {
+					send(ev)
 				}
 			}
 		}
@@ -353,13 +348,14 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return
 	}
 	for _, l := range []struct {
-		match func(string) bool
-		kind  int
-	}{{isLibjvm, fileLibjvm}, {isLibpython, fileLibpython}} {
+		runtime string
+		match   func(string) bool
+		kind    int
+	}{{"jvm", isLibjvm, fileLibjvm}, {"python", isLibpython, fileLibpython}} {
 		if info.runtime != "" {
 			break
 		}
-		if l.kind == fileLibjvm && !s.wants("jvm") || l.kind == fileLibpython && !s.wants("python") {
+		if !s.wants(l.runtime) {
 			continue
 		}
 		if lib, lkey, ok := s.proc.mappedLib(pid, l.match); ok {
@@ -511,9 +507,7 @@ func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
 			// A statically linked interpreter; one that needs libpython
 			// is found through its maps instead.
 			if ef, err := elf.NewFile(f); err == nil && !needsLibpython(ef) {
-				if _, _, err := pyVersion(ef, readlinkOr(path)); err == nil {
-					info = classifyPython(ef, readlinkOr(path))
-				}
+				info = classifyPython(ef, readlinkOr(path))
 			}
 		}
 	case fileLibpython:
@@ -597,14 +591,15 @@ func (s *Source) attach(path string, info *fileInfo) error {
 	if err != nil {
 		return fmt.Errorf("open executable for uprobes: %w", err)
 	}
+	p := &probeSet{ex: ex, specs: s.specs}
 	var links []link.Link
 	switch {
 	case info.golang != nil:
-		links, err = attachGo(ex, info.golang, &s.k.objs)
+		links, err = attachGo(p, info.golang, &s.k.objs)
 	case info.jvm != nil:
-		links, err = attachJVM(ex, info.jvm, &s.k.objs, s.specs)
+		links, err = attachJVM(p, info.jvm, &s.k.objs)
 	case info.python != nil:
-		links, err = attachPython(ex, info.python, &s.k.objs, s.specs)
+		links, err = attachPython(p, info.python, &s.k.objs)
 	default:
 		return errors.New("nothing to attach")
 	}
@@ -637,7 +632,7 @@ func (s *Source) pruneFiles() {
 func (s *Source) trackedCount() int {
 	n := 0
 	for _, p := range s.procs {
-		if p.info.runtime != "" && !p.pending {
+		if p.tracked() {
 			n++
 		}
 	}
@@ -660,7 +655,7 @@ func (s *Source) forget(pid uint32) *process {
 	if s.k != nil {
 		s.k.objs.Traced.Delete(pid)
 	}
-	if p.info.runtime == "" || p.pending {
+	if !p.tracked() {
 		return nil
 	}
 	s.log.Debug("process exited", "pid", pid, "service", p.Service)
@@ -739,20 +734,6 @@ func (s *Source) requestEvent(e bpfPwEvent) (agent.Event, bool) {
 	}, true
 }
 
-// RequestCapture says how request starts are stamped ("arrival" or
-// "read"), or why requests are not captured.
-func (s *Source) RequestCapture() (method string, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cfg.NoRequests {
-		return "", errors.New("disabled by configuration")
-	}
-	if s.k == nil {
-		return "", errors.New("not loaded")
-	}
-	return s.k.requestMethod, s.k.requestErr
-}
-
 // monoToWall converts a CLOCK_MONOTONIC timestamp to wall-clock time. The
 // offset between the clocks is read again at most every 100 ms: one clock
 // read per event was a measurable share of the agent's cost.
@@ -812,7 +793,7 @@ func (s *Source) Status() []ProcessStatus {
 	defer s.mu.Unlock()
 	out := make([]ProcessStatus, 0, len(s.procs))
 	for _, p := range s.procs {
-		if p.info.runtime == "" || p.pending {
+		if !p.tracked() {
 			continue
 		}
 		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version, Since: p.since})
