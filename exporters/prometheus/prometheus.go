@@ -68,6 +68,8 @@ type Exporter struct {
 	series   map[seriesKey]*series
 	requests map[requestKey]*requestSeries
 	recent   map[uint32]*recentPauses // per pid, for exemplars
+
+	lastExpire time.Time
 }
 
 type seriesKey struct {
@@ -81,6 +83,12 @@ type series struct {
 	hdr      *hdrhistogram.Histogram
 	pid      uint32
 	expireAt time.Time // zero while the process runs
+	// The Prometheus children, resolved on first use and kept: hashing
+	// label values on every pause is the exporter's largest cost. They
+	// stay nil until used, so no empty series is exported.
+	duration        prometheus.Observer
+	pauses, seconds prometheus.Counter
+	objects         prometheus.Counter
 }
 
 // New returns an Exporter.
@@ -164,7 +172,11 @@ func (k seriesKey) countLabels(pidLabel bool) []string {
 func (x *Exporter) Record(e agent.Event) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.expire()
+	// Expiry walks every series: once a second is enough, not per event.
+	if now := x.opts.Now(); now.Sub(x.lastExpire) >= time.Second {
+		x.expire()
+		x.lastExpire = now
+	}
 	switch e.Type {
 	case agent.Exit:
 		if !x.opts.PIDLabel {
@@ -203,7 +215,10 @@ func (x *Exporter) Record(e agent.Event) {
 		}
 		if e.Type != agent.PauseTotals {
 			s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
-			x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...).Observe(sec)
+			if s.duration == nil {
+				s.duration = x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...)
+			}
+			s.duration.Observe(sec)
 		}
 		if e.Type != agent.PauseSample {
 			s.total += e.Duration
@@ -211,11 +226,18 @@ func (x *Exporter) Record(e agent.Event) {
 			if e.Type == agent.PauseTotals {
 				n = float64(e.Count)
 			}
-			x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(n)
-			x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(sec)
+			if s.pauses == nil {
+				s.pauses = x.pauses.WithLabelValues(k.countLabels(x.opts.PIDLabel)...)
+				s.seconds = x.seconds.WithLabelValues(k.countLabels(x.opts.PIDLabel)...)
+			}
+			s.pauses.Add(n)
+			s.seconds.Add(sec)
 		}
 		if e.CollectedKnown {
-			x.objects.WithLabelValues(k.countLabels(x.opts.PIDLabel)...).Add(float64(e.Collected))
+			if s.objects == nil {
+				s.objects = x.objects.WithLabelValues(k.countLabels(x.opts.PIDLabel)...)
+			}
+			s.objects.Add(float64(e.Collected))
 		}
 	}
 }
@@ -232,6 +254,13 @@ func (x *Exporter) expire() {
 		x.pauses.DeleteLabelValues(k.countLabels(true)...)
 		x.seconds.DeleteLabelValues(k.countLabels(true)...)
 		x.objects.DeleteLabelValues(k.countLabels(true)...)
+		// A live series of a reused pid may share those children: it
+		// resolves them again on its next pause.
+		for _, other := range x.series {
+			if other.pid == s.pid {
+				other.duration, other.pauses, other.seconds, other.objects = nil, nil, nil, nil
+			}
+		}
 	}
 	for k, s := range x.requests {
 		if s.expireAt.IsZero() || now.Before(s.expireAt) {

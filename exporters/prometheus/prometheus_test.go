@@ -247,3 +247,21 @@ func TestRequestExemplarPointsAtPause(t *testing.T) {
 		t.Errorf("pause breaches %v, want 1", got)
 	}
 }
+
+// A pid reused after its series expired: the new process's pauses are
+// exported, though the old series shared its label children.
+func TestPIDReuseAfterExpiry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	x := New(Options{PIDLabel: true, PIDSeriesTTL: time.Minute, Now: func() time.Time { return now }})
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(10, "checkout", "gc", "GC sweep termination", time.Millisecond))
+	x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: 10}})
+	now = now.Add(30 * time.Second)
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond)) // pid 10 again
+	now = now.Add(40 * time.Second)                                                // the sweep series expires
+	testutil.CollectAndCount(x)
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
+	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "checkout", "", "", "", "10")); got != 1 {
+		t.Errorf("pauses_total of the reused pid = %v, want 1 (counted again from the expiry)", got)
+	}
+}
