@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	buildDir = dir
 	if os.Geteuid() == 0 {
 		for _, b := range churnBuilds {
-			buildChurn(fatalTB{}, b.toolchain, b.stripped)
+			buildChurnMode(fatalTB{}, b.toolchain, b.mode)
 		}
 		if err := buildExamples(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -270,39 +270,77 @@ var (
 	buildDir string
 )
 
+// churnMode is one way users build Go binaries, as `go build` arguments
+// and environment.
+type churnMode struct {
+	name string
+	args []string
+	env  []string
+}
+
+// churnModes are the build modes the tests run under the agent: internal
+// and external linking, cgo, PIE, static, -trimpath, GOEXPERIMENTs, each
+// also stripped of .symtab (-s -w), where the pclntab alone places probes.
+var churnModes = map[string]churnMode{
+	"":                    {},
+	"stripped":            {args: []string{"-ldflags=-s -w"}},
+	"cgo":                 {args: []string{"-tags=churncgo"}, env: []string{"CGO_ENABLED=1"}},
+	"cgo-stripped":        {args: []string{"-tags=churncgo", "-ldflags=-s -w"}, env: []string{"CGO_ENABLED=1"}},
+	"cgo-pie-stripped":    {args: []string{"-tags=churncgo", "-buildmode=pie", "-ldflags=-s -w"}, env: []string{"CGO_ENABLED=1"}},
+	"cgo-static-stripped": {args: []string{"-tags=churncgo", "-ldflags=-s -w -extldflags=-static"}, env: []string{"CGO_ENABLED=1"}},
+	"pie-stripped":        {args: []string{"-buildmode=pie", "-ldflags=-s -w"}, env: []string{"CGO_ENABLED=0"}},
+	"trimpath-stripped":   {args: []string{"-trimpath", "-ldflags=-s -w"}},
+	"nogreenteagc":        {args: []string{"-ldflags=-s -w"}, env: []string{"GOEXPERIMENT=nogreenteagc"}},
+	"staticlockranking":   {args: []string{"-ldflags=-s -w"}, env: []string{"GOEXPERIMENT=staticlockranking"}},
+}
+
 // churnBuilds are built before any test starts an agent: a build runs
 // dozens of Go toolchain processes, which a running agent would inspect,
 // delaying the tests' own processes.
-var churnBuilds = []struct {
-	toolchain string
-	stripped  bool
-}{{"", false}, {"", true}, {"go1.22.12", false}, {"go1.22.12", true}, {"go1.21.13", false}, {"go1.21.13", true}}
+var churnBuilds = []struct{ toolchain, mode string }{
+	{"", ""}, {"", "stripped"}, {"", "cgo"}, {"", "cgo-stripped"}, {"", "cgo-pie-stripped"},
+	{"", "cgo-static-stripped"}, {"", "pie-stripped"}, {"", "trimpath-stripped"},
+	{"", "nogreenteagc"}, {"", "staticlockranking"},
+	{"go1.22.12", ""}, {"go1.22.12", "stripped"}, {"go1.22.12", "cgo-stripped"},
+	{"go1.21.13", ""}, {"go1.21.13", "stripped"}, {"go1.21.13", "cgo-stripped"},
+}
 
 // buildChurn builds testdata/churn with a Go toolchain ("" = the local
 // one), stripped or not, once per test binary.
 func buildChurn(t testing.TB, toolchain string, stripped bool) string {
+	mode := ""
+	if stripped {
+		mode = "stripped"
+	}
+	return buildChurnMode(t, toolchain, mode)
+}
+
+// buildChurnMode builds testdata/churn with a Go toolchain in one of
+// churnModes, once per test binary.
+func buildChurnMode(t testing.TB, toolchain, mode string) string {
 	t.Helper()
-	key := fmt.Sprintf("%s-%v", toolchain, stripped)
+	m, ok := churnModes[mode]
+	if !ok {
+		t.Fatalf("no churn build mode %q", mode)
+	}
+	key := toolchain + "-" + mode
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if p, ok := built[key]; ok {
 		return p
 	}
 	out := filepath.Join(buildDir, "churn-"+strings.NewReplacer(".", "_").Replace(key))
-	args := []string{"build", "-o", out}
-	if stripped {
-		args = append(args, "-ldflags=-s -w")
-	}
+	args := append([]string{"build", "-o", out}, m.args...)
 	cmd := exec.Command("go", append(args, ".")...)
 	cmd.Dir = "testdata/churn"
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	cmd.Env = append(append(os.Environ(), "GOFLAGS=-mod=mod"), m.env...)
 	if toolchain != "" {
 		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+toolchain)
 	} else {
 		cmd.Env = append(cmd.Env, "GOTOOLCHAIN=local")
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build churn with %q: %v\n%s", toolchain, err, b)
+		t.Fatalf("build churn with %q (%s): %v\n%s", toolchain, mode, err, b)
 	}
 	built[key] = out
 	return out
@@ -397,21 +435,17 @@ func compareGC(t *testing.T, a *agentProc, service string, acc account) {
 func TestGoPausesMatchRuntime(t *testing.T) {
 	requireRoot(t)
 	a := startAgent(t, 19471)
-	for _, tc := range []struct {
-		name      string
-		toolchain string
-		stripped  bool
-	}{
-		{"go1.26", "", false},
-		{"go1.26-stripped", "", true},
-		{"go1.22", "go1.22.12", false},
-		{"go1.22-stripped", "go1.22.12", true},
-		{"go1.21", "go1.21.13", false},
-		{"go1.21-stripped", "go1.21.13", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			bin := buildChurn(t, tc.toolchain, tc.stripped)
-			service := "churn-" + tc.name
+	for _, b := range churnBuilds {
+		name := "go1.26"
+		if b.toolchain != "" {
+			name = b.toolchain[:strings.LastIndex(b.toolchain, ".")]
+		}
+		if b.mode != "" {
+			name += "-" + b.mode
+		}
+		t.Run(name, func(t *testing.T) {
+			bin := buildChurnMode(t, b.toolchain, b.mode)
+			service := "churn-" + name
 			c := startChurn(t, bin, service, "gc", 3)
 			// Started after the agent: tracked within 1 s of its exec.
 			p := a.waitTracked(t, c.pid, c.started)

@@ -4,6 +4,7 @@ import (
 	"debug/buildinfo"
 	"debug/elf"
 	"debug/gosym"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +99,11 @@ func (e *unsupportedGoError) Error() string {
 }
 
 // inspectGo reads a Go executable: its version from the build info and the
-// STW functions from .symtab or, for stripped binaries, .gopclntab.
+// STW functions from .symtab or, for stripped binaries, .gopclntab. Every
+// address it returns has been proven to be an instruction boundary of the
+// intended function (see verifyGoFunc); anything that does not add up is an
+// error, and the binary is not probed: a uprobe inside an instruction
+// corrupts the process it sits in.
 func inspectGo(r io.ReaderAt) (*goBinary, error) {
 	bi, err := buildinfo.Read(r)
 	if err != nil {
@@ -118,35 +123,34 @@ func inspectGo(r io.ReaderAt) (*goBinary, error) {
 	if f.Machine != elf.EM_X86_64 {
 		return nil, fmt.Errorf("Go binary for %s: only x86-64 probes are built", f.Machine)
 	}
-	funcs, err := goFuncs(f, "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
+	names := []string{"runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema"}
+	funcs, err := goFuncs(f, names...)
 	if err != nil {
 		return nil, err
 	}
 	b := &goBinary{version: bi.GoVersion, minor: minor}
-	stop, start := funcs[0], funcs[1]
-	if b.stopEntry, err = fileOffset(f, stop.entry); err != nil {
-		return nil, err
-	}
-	if b.startEntry, err = fileOffset(f, start.entry); err != nil {
-		return nil, err
-	}
-	if b.stopRets, err = retOffsets(f, stop); err != nil {
-		return nil, fmt.Errorf("runtime.stopTheWorldWithSema: %w", err)
-	}
-	if b.startRets, err = retOffsets(f, start); err != nil {
-		return nil, fmt.Errorf("runtime.startTheWorldWithSema: %w", err)
+	places := []struct {
+		entry *uint64
+		rets  *[]uint64
+	}{{&b.stopEntry, &b.stopRets}, {&b.startEntry, &b.startRets}}
+	for i, fn := range funcs {
+		if *places[i].entry, *places[i].rets, err = probeSites(f, fn); err != nil {
+			return nil, fmt.Errorf("%s at %#x: %w", names[i], fn.entry, err)
+		}
 	}
 	return b, nil
 }
 
 type funcRange struct{ entry, end uint64 }
 
-// goFuncs finds functions by name, from .symtab when the binary has one and
-// from the pclntab otherwise (stripped with -ldflags=-s -w).
+// goFuncs finds functions by name. With .symtab, the symbols give the
+// addresses and the pclntab, when it can be read, must agree; without it
+// (stripped with -ldflags=-s -w) the pclntab alone does.
 func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	found := 0
-	if syms, err := f.Symbols(); err == nil {
+	syms, symErr := f.Symbols()
+	if symErr == nil {
 		for _, s := range syms {
 			for i, n := range names {
 				if s.Name == n && s.Size > 0 && out[i].entry == 0 {
@@ -155,16 +159,25 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 				}
 			}
 		}
-		if found == len(names) {
-			return out, nil
+	}
+	pcln, pclnErr := goFuncsPclntab(f, names...)
+	if found < len(names) {
+		return pcln, pclnErr
+	}
+	if pclnErr == nil {
+		for i := range out {
+			if out[i].entry != pcln[i].entry {
+				return nil, fmt.Errorf("%s: .symtab says %#x, .gopclntab says %#x", names[i], out[i].entry, pcln[i].entry)
+			}
 		}
 	}
-
-	return goFuncsPclntab(f, names...)
+	return out, nil
 }
 
 // goFuncsPclntab finds functions through the pclntab, which even stripped
-// Go binaries keep (the runtime needs it for tracebacks).
+// Go binaries keep (the runtime needs it for tracebacks). The pclntab holds
+// entries as offsets from the start of Go code (runtime.text), which is not
+// the start of .text when the external linker put C code first (cgo).
 func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	pcln := f.Section(".gopclntab")
@@ -177,13 +190,11 @@ func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read .gopclntab: %w", err)
 	}
-	text := f.Section(".text")
-	if text == nil {
-		return nil, errors.New("no .text section")
+	textStart, err := goTextStart(f, pcln.Addr, data)
+	if err != nil {
+		return nil, err
 	}
-	// textStart = start of .text holds for pure-Go binaries of every
-	// supported version (1.26 dropped the header field that used to hold it).
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
 	if err != nil {
 		return nil, fmt.Errorf("parse .gopclntab: %w", err)
 	}
@@ -197,6 +208,132 @@ func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 	return out, nil
 }
 
+// goTextStart returns the address of runtime.text, from which the pclntab
+// counts function entries: the symbol when .symtab has it, else the text
+// field of the runtime's first moduledata, which the linker writes for the
+// runtime itself and which survives stripping.
+func goTextStart(f *elf.File, pclnAddr uint64, pcln []byte) (uint64, error) {
+	if syms, err := f.Symbols(); err == nil {
+		for _, s := range syms {
+			if s.Name == "runtime.text" {
+				return s.Value, nil
+			}
+		}
+	}
+	md, err := findModuledata(f, pclnAddr, pcln)
+	if err != nil {
+		return 0, fmt.Errorf("start of Go code: %w", err)
+	}
+	return md.text, nil
+}
+
+// moduledata holds the fields of runtime.moduledata this file reads. Their
+// offsets (pcHeader at 0 ... text at 22 words) are the same in every Go
+// version from 1.16 to 1.26 (src/runtime/symtab.go).
+type moduledata struct {
+	funcnametab  uint64
+	nftab        uint64
+	minpc, maxpc uint64
+	text, etext  uint64
+}
+
+// Word indexes of moduledata's fields on a 64-bit target.
+const (
+	mdPcHeader    = 0
+	mdFuncnametab = 1  // slice: ptr, len, cap
+	mdFtab        = 16 // slice: ptr, len, cap
+	mdMinpc       = 20
+	mdMaxpc       = 21
+	mdText        = 22
+	mdEtext       = 23
+	mdWords       = 24
+)
+
+// R_X86_64_RELATIVE: in a PIE the moduledata's pointers are written by the
+// dynamic loader from these relocations, and the file may hold zeros.
+const rX86_64Relative = 8
+
+// findModuledata finds runtime.firstmoduledata: the one place in the
+// writable data whose first word points at the pclntab and whose other
+// fields agree with the pclntab's own header. It fails rather than guess
+// when no candidate, or more than one, fits.
+func findModuledata(f *elf.File, pclnAddr uint64, pcln []byte) (*moduledata, error) {
+	if len(pcln) < 40 {
+		return nil, errors.New(".gopclntab too short for its header")
+	}
+	nfunc := binary.LittleEndian.Uint64(pcln[8:])
+	funcnameOffset := binary.LittleEndian.Uint64(pcln[32:])
+
+	// Relocated words: address -> value the loader writes there.
+	rel := map[uint64]uint64{}
+	if s := f.Section(".rela.dyn"); s != nil && s.Type == elf.SHT_RELA {
+		if d, err := s.Data(); err == nil {
+			for i := 0; i+24 <= len(d); i += 24 {
+				if binary.LittleEndian.Uint64(d[i+8:])&0xffffffff == rX86_64Relative {
+					rel[binary.LittleEndian.Uint64(d[i:])] = binary.LittleEndian.Uint64(d[i+16:])
+				}
+			}
+		}
+	}
+
+	var found []*moduledata
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_W == 0 || p.Filesz == 0 || p.Filesz > 1<<30 {
+			continue
+		}
+		seg := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(seg, 0); err != nil {
+			return nil, fmt.Errorf("read data segment at %#x: %w", p.Vaddr, err)
+		}
+		word := func(addr uint64) (uint64, bool) {
+			if v, ok := rel[addr]; ok {
+				return v, true
+			}
+			if addr < p.Vaddr || addr+8 > p.Vaddr+p.Filesz {
+				return 0, false
+			}
+			return binary.LittleEndian.Uint64(seg[addr-p.Vaddr:]), true
+		}
+		for off := uint64(0); off+8*mdWords <= p.Filesz; off += 8 {
+			addr := p.Vaddr + off
+			if v, _ := word(addr); v != pclnAddr {
+				continue
+			}
+			var w [mdWords]uint64
+			ok := true
+			for i := range w {
+				if w[i], ok = word(addr + 8*uint64(i)); !ok {
+					break
+				}
+			}
+			if !ok {
+				continue
+			}
+			md := &moduledata{
+				funcnametab: w[mdFuncnametab], nftab: w[mdFtab+1],
+				minpc: w[mdMinpc], maxpc: w[mdMaxpc], text: w[mdText], etext: w[mdEtext],
+			}
+			// The ftab has one entry per function plus an end marker.
+			if md.funcnametab != pclnAddr+funcnameOffset || md.nftab != nfunc+1 ||
+				md.text == 0 || md.text > md.minpc || md.minpc >= md.maxpc || md.maxpc > md.etext {
+				continue
+			}
+			if _, err := fileOffset(f, md.text); err != nil {
+				continue
+			}
+			found = append(found, md)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, errors.New("no runtime moduledata points at .gopclntab")
+	case 1:
+		return found[0], nil
+	default:
+		return nil, fmt.Errorf("%d candidate runtime moduledata records", len(found))
+	}
+}
+
 // fileOffset converts a virtual address to the file offset of the
 // executable segment that maps it.
 func fileOffset(f *elf.File, vaddr uint64) (uint64, error) {
@@ -208,48 +345,125 @@ func fileOffset(f *elf.File, vaddr uint64) (uint64, error) {
 	return 0, fmt.Errorf("address %#x is in no executable segment", vaddr)
 }
 
-// retOffsets disassembles a function and returns the file offsets of its
-// RET instructions: uprobes there stand in for uretprobes, which Go's
-// moving stacks do not survive.
-func retOffsets(f *elf.File, fn funcRange) ([]uint64, error) {
+// probeSites reads a function's code and returns the file offsets of its
+// entry and of its RET instructions, once verifyGoFunc has proven them.
+// RET uprobes stand in for uretprobes, which Go's moving stacks do not
+// survive.
+func probeSites(f *elf.File, fn funcRange) (entry uint64, rets []uint64, err error) {
 	if fn.end <= fn.entry || fn.end-fn.entry > 1<<20 {
-		return nil, fmt.Errorf("implausible function range %#x..%#x", fn.entry, fn.end)
+		return 0, nil, fmt.Errorf("implausible function range %#x..%#x", fn.entry, fn.end)
 	}
 	off, err := fileOffset(f, fn.entry)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	code := make([]byte, fn.end-fn.entry)
-	var ra io.ReaderAt
+	read := false
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && off >= p.Off && off < p.Off+p.Filesz {
-			ra = p
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && off >= p.Off && off+uint64(len(code)) <= p.Off+p.Filesz {
 			if _, err := p.ReadAt(code, int64(off-p.Off)); err != nil {
-				return nil, fmt.Errorf("read code: %w", err)
+				return 0, nil, fmt.Errorf("read code: %w", err)
 			}
+			read = true
 			break
 		}
 	}
-	if ra == nil {
-		return nil, fmt.Errorf("code at %#x not in the file", fn.entry)
+	if !read {
+		return 0, nil, fmt.Errorf("code %#x..%#x is not in one executable segment of the file", fn.entry, fn.end)
 	}
-	var rets []uint64
+	pcs, err := verifyGoFunc(code)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, pc := range pcs {
+		rets = append(rets, off+uint64(pc))
+	}
+	return off, rets, nil
+}
+
+// verifyGoFunc proves that code starts at a Go function's first instruction
+// and returns the offsets of its RET instructions. Go puts no data in
+// amd64 code, so a linear sweep from a true entry meets every instruction
+// boundary; what proves the entry true is the function's own shape:
+//   - it opens with the stack-bound check against the goroutine (g in R14):
+//     CMP RSP, 0x10(R14) or, for larger frames, LEA R12, -n(RSP) then
+//     CMP R12, 0x10(R14) (0x18 for system-stack functions);
+//   - the sweep decodes every byte up to the function's end (the padding
+//     after it is INT3);
+//   - its last instruction is the JMP back to the entry that follows the
+//     morestack call, whose target, computed from where the sweep decoded
+//     it, is offset 0.
+//
+// An address that is off by any amount fails one of the three; the caller
+// then refuses to probe the binary.
+func verifyGoFunc(code []byte) ([]int, error) {
+	var (
+		rets       []int
+		prologue   int // instructions of the stack check seen
+		lastJmpTo  = -1
+		lastIsJmp  bool
+		insts      int
+		paddingRun bool
+	)
 	for pc := 0; pc < len(code); {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
-			// Padding after the last instruction may not decode; skip a byte.
-			pc++
+			return nil, fmt.Errorf("no instruction decodes at +%#x: not a verified instruction boundary", pc)
+		}
+		next := pc + inst.Len
+		if code[pc] == 0xcc { // INT3
+			// Padding to the next function; nothing executable follows.
+			paddingRun = true
+			pc = next
 			continue
 		}
-		if inst.Op == x86asm.RET {
-			rets = append(rets, off+uint64(pc))
+		if paddingRun {
+			return nil, fmt.Errorf("code after INT3 padding at +%#x: the range is not one function", pc)
 		}
-		pc += inst.Len
+		switch insts {
+		case 0:
+			if isStackCheck(inst, x86asm.RSP) {
+				prologue = 2
+			} else if inst.Op == x86asm.LEA && inst.Args[0] == x86asm.R12 {
+				prologue = 1
+			}
+		case 1:
+			if prologue == 1 && isStackCheck(inst, x86asm.R12) {
+				prologue = 2
+			}
+		}
+		if insts == 1 && prologue < 2 || insts == 0 && prologue == 0 {
+			return nil, fmt.Errorf("no Go stack-bound check at the entry (%v): not the start of a Go function", inst)
+		}
+		insts++
+		if inst.Op == x86asm.RET {
+			rets = append(rets, pc)
+		}
+		lastIsJmp, lastJmpTo = false, -1
+		if inst.Op == x86asm.JMP {
+			if rel, ok := inst.Args[0].(x86asm.Rel); ok {
+				lastIsJmp, lastJmpTo = true, next+int(rel)
+			}
+		}
+		pc = next
+	}
+	if !lastIsJmp || lastJmpTo != 0 {
+		return nil, errors.New("the function does not end with the morestack jump back to its entry: the entry is not proven")
 	}
 	if len(rets) == 0 {
 		return nil, errors.New("no RET instruction found")
 	}
 	return rets, nil
+}
+
+// isStackCheck matches CMP reg, 0x10(R14) or 0x18(R14): a Go function
+// comparing its stack bound with g.stackguard0 (or stackguard1).
+func isStackCheck(inst x86asm.Inst, reg x86asm.Reg) bool {
+	if inst.Op != x86asm.CMP || inst.Args[0] != reg {
+		return false
+	}
+	m, ok := inst.Args[1].(x86asm.Mem)
+	return ok && m.Base == x86asm.R14 && m.Index == 0 && (m.Disp == 0x10 || m.Disp == 0x18)
 }
 
 // Cookie bits shared with bpf/golang.c.

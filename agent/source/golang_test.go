@@ -3,6 +3,7 @@ package source
 import (
 	"bytes"
 	"debug/elf"
+	"debug/gosym"
 	"errors"
 	"os"
 	"os/exec"
@@ -61,19 +62,61 @@ func TestGoReason(t *testing.T) {
 	}
 }
 
-// buildHello builds testdata/hello with the local toolchain.
-func buildHello(t *testing.T, stripped bool) string {
+// goBuildMode is one way users build Go binaries.
+type goBuildMode struct {
+	name    string
+	pkg     string // under testdata/
+	cgo     bool
+	args    []string
+	ldflags string
+}
+
+var goBuildModes = []goBuildMode{
+	{name: "internal", pkg: "hello"},
+	{name: "stripped", pkg: "hello", ldflags: "-s -w"},
+	{name: "trimpath-stripped", pkg: "hello", args: []string{"-trimpath"}, ldflags: "-s -w"},
+	{name: "pie", pkg: "hello", args: []string{"-buildmode=pie"}},
+	{name: "pie-stripped", pkg: "hello", args: []string{"-buildmode=pie"}, ldflags: "-s -w"},
+	{name: "external", pkg: "hello", cgo: true, ldflags: "-linkmode=external"},
+	{name: "external-stripped", pkg: "hello", cgo: true, ldflags: "-linkmode=external -s -w"},
+	{name: "cgo", pkg: "hellocgo", cgo: true},
+	{name: "cgo-stripped", pkg: "hellocgo", cgo: true, ldflags: "-s -w"},
+	{name: "cgo-pie-stripped", pkg: "hellocgo", cgo: true, args: []string{"-buildmode=pie"}, ldflags: "-s -w"},
+	{name: "cgo-static-stripped", pkg: "hellocgo", cgo: true, ldflags: "-s -w -extldflags=-static"},
+}
+
+// buildGo builds a testdata program in one build mode with the local
+// toolchain; modes that need a C toolchain skip without one.
+func buildGo(t *testing.T, m goBuildMode) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "hello")
-	args := []string{"build", "-o", out}
-	if stripped {
-		args = append(args, "-ldflags=-s -w")
+	if m.cgo {
+		if _, err := exec.LookPath("gcc"); err != nil {
+			t.Skip("cgo build modes need gcc")
+		}
 	}
-	cmd := exec.Command("go", append(args, "./testdata/hello")...)
+	out := filepath.Join(t.TempDir(), m.pkg)
+	args := append([]string{"build", "-o", out}, m.args...)
+	if m.ldflags != "" {
+		args = append(args, "-ldflags="+m.ldflags)
+	}
+	cmd := exec.Command("go", append(args, "./testdata/"+m.pkg)...)
+	cgo := "CGO_ENABLED=0"
+	if m.cgo {
+		cgo = "CGO_ENABLED=1"
+	}
+	cmd.Env = append(os.Environ(), cgo)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
+		t.Fatalf("go build %v: %v\n%s", args, err, b)
 	}
 	return out
+}
+
+// buildHello builds testdata/hello with the local toolchain.
+func buildHello(t *testing.T, stripped bool) string {
+	if stripped {
+		return buildGo(t, goBuildModes[1])
+	}
+	return buildGo(t, goBuildModes[0])
 }
 
 func inspectFile(t *testing.T, path string) (*goBinary, error) {
@@ -86,68 +129,132 @@ func inspectFile(t *testing.T, path string) (*goBinary, error) {
 	return inspectGo(f)
 }
 
-func TestInspectGo(t *testing.T) {
+// symtabEntry returns the file offset of a function's entry from .symtab:
+// the reference that stripped builds must reach through the pclntab alone.
+func symtabEntry(t *testing.T, f *elf.File, name string) uint64 {
+	t.Helper()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatalf("symbols: %v", err)
+	}
+	for _, s := range syms {
+		if s.Name == name {
+			off, err := fileOffset(f, s.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return off
+		}
+	}
+	t.Fatalf("%s not in .symtab", name)
+	return 0
+}
+
+func TestInspectGoBuildModes(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("probe offsets are built for amd64 only")
 	}
-	plain, stripped := buildHello(t, false), buildHello(t, true)
+	for _, m := range goBuildModes {
+		t.Run(m.name, func(t *testing.T) {
+			path := buildGo(t, m)
+			b, err := inspectFile(t, path)
+			if err != nil {
+				t.Fatalf("inspect: %v", err)
+			}
+			if b.version != runtime.Version() || b.minor == 0 {
+				t.Errorf("version %q minor %d, want %q", b.version, b.minor, runtime.Version())
+			}
+			if len(b.stopRets) != 1 || len(b.startRets) != 1 {
+				t.Errorf("RETs: stop %v start %v; every verified version has exactly one each", b.stopRets, b.startRets)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range append(b.stopRets, b.startRets...) {
+				if data[off] != 0xc3 {
+					t.Errorf("byte at RET offset %#x is %#x, want 0xc3", off, data[off])
+				}
+			}
+			// Stripped or not, the entries must be those .symtab gives for
+			// the same program built the same way without -s -w.
+			ref := m
+			ref.ldflags = strings.Join(slices.DeleteFunc(strings.Fields(m.ldflags), func(f string) bool { return f == "-s" || f == "-w" }), " ")
+			ef, err := elf.Open(buildGo(t, ref))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ef.Close()
+			if want := symtabEntry(t, ef, "runtime.stopTheWorldWithSema"); b.stopEntry != want {
+				t.Errorf("stop entry %#x, .symtab of the unstripped build says %#x", b.stopEntry, want)
+			}
+			if want := symtabEntry(t, ef, "runtime.startTheWorldWithSema"); b.startEntry != want {
+				t.Errorf("start entry %#x, .symtab of the unstripped build says %#x", b.startEntry, want)
+			}
+		})
+	}
+}
 
-	a, err := inspectFile(t, plain)
-	if err != nil {
-		t.Fatalf("inspect unstripped: %v", err)
+// TestVerifyGoFuncRefusesShiftedEntries takes the real code of the STW
+// functions and checks that no entry but the true one passes: an address
+// off by any amount (the cgo bug was 256 bytes early) is refused.
+func TestVerifyGoFuncRefusesShiftedEntries(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("probe offsets are built for amd64 only")
 	}
-	b, err := inspectFile(t, stripped)
-	if err != nil {
-		t.Fatalf("inspect stripped: %v", err)
-	}
-	if a.version != runtime.Version() || a.minor == 0 {
-		t.Errorf("version %q minor %d, want %q", a.version, a.minor, runtime.Version())
-	}
-	for _, g := range []*goBinary{a, b} {
-		if len(g.stopRets) != 1 || len(g.startRets) != 1 {
-			t.Errorf("RETs: stop %v start %v; every verified version has exactly one each", g.stopRets, g.startRets)
-		}
-		if g.stopEntry == 0 || g.startEntry == 0 {
-			t.Errorf("entries %#x %#x", g.stopEntry, g.startEntry)
-		}
-	}
-
-	// The same binary through .symtab and through .gopclntab must agree.
-	ef, err := elf.Open(plain)
+	path := buildGo(t, goBuildModes[0])
+	ef, err := elf.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ef.Close()
-	sym, err := goFuncs(ef, "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcln, err := goFuncsPclntab(ef, "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
+	funcs, err := goFuncs(ef, "runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The pclntab's end includes the padding to the next function; the
-	// entries and the RETs found must be the same.
-	for i := range sym {
-		if sym[i].entry != pcln[i].entry {
-			t.Errorf("entry: .symtab %#x != .gopclntab %#x", sym[i].entry, pcln[i].entry)
+	for _, fn := range funcs {
+		off, err := fileOffset(ef, fn.entry)
+		if err != nil {
+			t.Fatal(err)
 		}
-		r1, err1 := retOffsets(ef, sym[i])
-		r2, err2 := retOffsets(ef, pcln[i])
-		if err1 != nil || err2 != nil || !slices.Equal(r1, r2) {
-			t.Errorf("RETs: .symtab %x (%v) != .gopclntab %x (%v)", r1, err1, r2, err2)
+		size := int(fn.end - fn.entry)
+		if _, err := verifyGoFunc(data[off : int(off)+size]); err != nil {
+			t.Fatalf("true entry %#x refused: %v", fn.entry, err)
+		}
+		for shift := -512; shift <= 512; shift++ {
+			if shift == 0 {
+				continue
+			}
+			start := int(off) + shift
+			if _, err := verifyGoFunc(data[start : start+size]); err == nil {
+				t.Errorf("entry %#x%+d accepted; only the true entry may be", fn.entry, shift)
+			}
 		}
 	}
-
-	// Every RET offset must point at a RET (0xC3) byte in the file.
-	data, err := os.ReadFile(stripped)
+	// The cgo case as it was: pclntab offsets counted from the start of
+	// .text instead of runtime.text.
+	cf, err := elf.Open(buildGo(t, goBuildModes[8]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, off := range append(b.stopRets, b.startRets...) {
-		if data[off] != 0xc3 {
-			t.Errorf("byte at RET offset %#x is %#x, want 0xc3", off, data[off])
-		}
+	defer cf.Close()
+	pd, err := cf.Section(".gopclntab").Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(pd, cf.Section(".text").Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := tab.LookupFunc("runtime.stopTheWorldWithSema")
+	if _, _, err := probeSites(cf, funcRange{fn.Entry, fn.End}); err == nil {
+		t.Errorf("entry %#x counted from .text accepted in a cgo binary", fn.Entry)
+	} else {
+		t.Logf("refused as it must be: %v", err)
 	}
 }
 
