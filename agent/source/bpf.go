@@ -239,6 +239,7 @@ type probeSet struct {
 	ex    *link.Executable
 	specs *specAllocator
 	links []link.Link
+	slots []uint64 // usdt_specs slots taken, released with the links
 }
 
 // add places prog at opts.Address, a file offset; with ret, as a
@@ -264,6 +265,7 @@ func (p *probeSet) withArgs(what string, prog *ebpf.Program, ret bool, opts link
 	if err != nil {
 		return err
 	}
+	p.slots = append(p.slots, cookie)
 	opts.Cookie = cookie
 	return p.add(what, prog, ret, opts)
 }
@@ -289,6 +291,8 @@ func (p *probeSet) sites(what string, prog *ebpf.Program, sites []usdt.Probe, re
 func (p *probeSet) result(err error) ([]link.Link, error) {
 	if err != nil {
 		closeLinks(p.links)
+		p.specs.release(p.slots)
+		p.slots = nil
 		return nil, err
 	}
 	return p.links, nil

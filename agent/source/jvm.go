@@ -88,17 +88,36 @@ func inspectJVM(f *elf.File, noUSDT bool) (*jvmLib, error) {
 }
 
 // specAllocator stores USDT argument specs in the usdt_specs map and
-// returns the index to use as the attach cookie.
+// returns the index to use as the attach cookie. Identical specs share a
+// slot; a slot is reference counted and reused once the last probe that
+// used it is gone, so the map's bound is on distinct live specs, not on
+// how many processes ever started.
 type specAllocator struct {
-	m    *ebpf.Map
-	next uint32
-	max  uint32
+	m     specMap
+	max   uint32
+	next  uint32   // slots below next have been handed out once
+	free  []uint32 // released slots, reused first
+	slots map[bpfPwUsdtSpec]*specSlot
+	byIdx map[uint32]*specSlot
 }
 
+type specSlot struct {
+	idx  uint32
+	spec bpfPwUsdtSpec
+	refs int
+}
+
+// specMap is the part of *ebpf.Map the allocator uses.
+type specMap interface {
+	Put(key, value any) error
+}
+
+func newSpecAllocator(m specMap, max uint32) *specAllocator {
+	return &specAllocator{m: m, max: max, slots: map[bpfPwUsdtSpec]*specSlot{}, byIdx: map[uint32]*specSlot{}}
+}
+
+// add returns the slot holding args, storing them if no live slot does.
 func (a *specAllocator) add(args []usdt.Arg) (uint64, error) {
-	if a.next >= a.max {
-		return 0, fmt.Errorf("usdt_specs map full (%d specs)", a.max)
-	}
 	var spec bpfPwUsdtSpec
 	for i, arg := range args {
 		if i >= len(spec.Args) {
@@ -118,13 +137,51 @@ func (a *specAllocator) add(args []usdt.Arg) (uint64, error) {
 			s.IsSigned = 1
 		}
 	}
-	idx := a.next
+	if sl := a.slots[spec]; sl != nil {
+		sl.refs++
+		return uint64(sl.idx), nil
+	}
+	var idx uint32
+	switch {
+	case len(a.free) > 0:
+		idx = a.free[len(a.free)-1]
+	case a.next < a.max:
+		idx = a.next
+	default:
+		return 0, fmt.Errorf("usdt_specs map full (%d distinct argument specs in use)", a.max)
+	}
 	if err := a.m.Put(idx, &spec); err != nil {
 		return 0, fmt.Errorf("store USDT spec: %w", err)
 	}
-	a.next++
+	if len(a.free) > 0 && a.free[len(a.free)-1] == idx {
+		a.free = a.free[:len(a.free)-1]
+	} else {
+		a.next++
+	}
+	sl := &specSlot{idx: idx, spec: spec, refs: 1}
+	a.slots[spec], a.byIdx[idx] = sl, sl
 	return uint64(idx), nil
 }
+
+// release drops one reference to each slot; the caller has closed the
+// probes that used them, so no program reads them any more.
+func (a *specAllocator) release(idxs []uint64) {
+	for _, i := range idxs {
+		sl := a.byIdx[uint32(i)]
+		if sl == nil {
+			continue
+		}
+		if sl.refs--; sl.refs > 0 {
+			continue
+		}
+		delete(a.slots, sl.spec)
+		delete(a.byIdx, sl.idx)
+		a.free = append(a.free, sl.idx)
+	}
+}
+
+// inUse is the number of live slots.
+func (a *specAllocator) inUse() int { return len(a.byIdx) }
 
 // attachJVM puts the safepoint probes on one libjvm.so file.
 func attachJVM(p *probeSet, lib *jvmLib, objs *bpfObjects) ([]link.Link, error) {

@@ -127,6 +127,7 @@ type fileInfo struct {
 	jvm     *jvmLib
 	python  *pyBinary
 	links   []link.Link
+	slots   []uint64 // usdt_specs slots the links read
 	refs    int
 }
 
@@ -182,7 +183,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.k = k
-	s.specs = &specAllocator{m: k.objs.UsdtSpecs, max: k.objs.UsdtSpecs.MaxEntries()}
+	s.specs = newSpecAllocator(k.objs.UsdtSpecs, k.objs.UsdtSpecs.MaxEntries())
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -250,6 +251,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	retry := make(chan uint32, 256)
 	statsTick := time.NewTicker(time.Second)
 	defer statsTick.Stop()
+	ticks := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -266,6 +268,11 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			}
 		case <-statsTick.C:
 			s.readStats()
+			if ticks++; ticks%reconcileEvery == 0 {
+				for _, p := range s.reconcile() {
+					send(agent.Event{Type: agent.Exit, Process: p.Process})
+				}
+			}
 		case e := <-s.polled:
 			send(e)
 		case e, ok := <-records:
@@ -606,7 +613,7 @@ func (s *Source) attach(path string, info *fileInfo) error {
 	if err != nil {
 		return err
 	}
-	info.links = links
+	info.links, info.slots = links, p.slots
 	return nil
 }
 
@@ -616,6 +623,8 @@ func (s *Source) release(p *process) {
 	if p.info.refs <= 0 && p.info.links != nil {
 		closeLinks(p.info.links)
 		p.info.links = nil
+		s.specs.release(p.info.slots)
+		p.info.slots = nil
 		// The next process of this file attaches again.
 		delete(s.files, p.file)
 	}
@@ -637,6 +646,46 @@ func (s *Source) trackedCount() int {
 		}
 	}
 	return n
+}
+
+// reconcileEvery is how many stats ticks (seconds) pass between checks of
+// the process table against /proc.
+const reconcileEvery = 5
+
+// reconcile forgets processes that are gone (or whose pid now belongs to
+// another process) without the agent having seen their exit: exit records
+// are lost when the ring buffer overflows, and each missed one would keep
+// a process listed, with its probes and map entries, for ever. It returns
+// the runtime processes it forgot.
+func (s *Source) reconcile() []*process {
+	s.mu.Lock()
+	var pids []uint32
+	starts := map[uint32]uint64{}
+	for pid, p := range s.procs {
+		pids = append(pids, pid)
+		starts[pid] = p.StartTime
+	}
+	s.mu.Unlock()
+	var gone []*process
+	for _, pid := range pids {
+		start, err := s.proc.startTime(pid)
+		if err == nil && start == starts[pid] {
+			continue
+		}
+		s.mu.Lock()
+		same := s.procs[pid] != nil && s.procs[pid].StartTime == starts[pid]
+		s.mu.Unlock()
+		if !same {
+			continue // exited and replaced meanwhile: the exec path handled it
+		}
+		if p := s.forget(pid); p != nil {
+			gone = append(gone, p)
+		}
+	}
+	if len(gone) > 0 {
+		s.log.Info("forgot processes whose exit was not seen", "count", len(gone))
+	}
+	return gone
 }
 
 // forget removes an exited process and returns it if it was a runtime process.
@@ -783,6 +832,32 @@ func (s *Source) Lost() map[string]uint64 {
 	out := make(map[string]uint64, len(s.lost))
 	for k, v := range s.lost {
 		out[k] = v
+	}
+	return out
+}
+
+// Usage is how much of one bounded resource the source holds: Used of at
+// most Limit (0: no fixed bound).
+type Usage struct{ Used, Limit int }
+
+// Resources reports the per-process resources the source holds, by name:
+// usdt_spec_slots, tracked_processes, attached_files, probe_links. Each is
+// released when the processes that needed it exit (or are found gone).
+func (s *Source) Resources() map[string]Usage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]Usage{"tracked_processes": {s.trackedCount(), s.cfg.MaxProcesses}}
+	files, links := 0, 0
+	for _, f := range s.files {
+		if len(f.links) > 0 {
+			files++
+			links += len(f.links)
+		}
+	}
+	out["attached_files"] = Usage{Used: files}
+	out["probe_links"] = Usage{Used: links}
+	if s.specs != nil {
+		out["usdt_spec_slots"] = Usage{s.specs.inUse(), int(s.specs.max)}
 	}
 	return out
 }

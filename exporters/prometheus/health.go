@@ -12,10 +12,22 @@ type RuntimeMethod struct{ Runtime, Method string }
 type Health struct {
 	processes func() map[RuntimeMethod]int
 	lost      func() map[string]uint64
+	resources func() map[string]Resource
 
 	procDesc, lostDesc, buildDesc *prometheus.Desc
+	usedDesc, limitDesc           *prometheus.Desc
 	version                       string
 }
+
+// Resource is how much of one bounded per-process resource the agent holds
+// (kernel map slots, tracked processes, probes): Used now, of at most
+// Limit (0 when unbounded).
+type Resource struct{ Used, Limit int }
+
+// SetResources adds pausewatch_resource_used and pausewatch_resource_limit,
+// read from f at scrape time, so an operator sees a bound coming before it
+// is reached, and sees usage return to baseline as processes exit.
+func (h *Health) SetResources(f func() map[string]Resource) { h.resources = f }
 
 // NewHealth returns a collector reading the agent's state at scrape time.
 func NewHealth(version string, processes func() map[RuntimeMethod]int, lost func() map[string]uint64) *Health {
@@ -29,6 +41,12 @@ func NewHealth(version string, processes func() map[RuntimeMethod]int, lost func
 		lostDesc: prometheus.NewDesc("pausewatch_events_lost_total",
 			"Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), max_processes (tracking bound), watch (slow watch subscriber).",
 			[]string{"source"}, nil),
+		usedDesc: prometheus.NewDesc("pausewatch_resource_used",
+			"Bounded resources the agent holds for the processes it tracks, by resource: usdt_spec_slots (USDT argument specs in the kernel), tracked_processes, attached_files (executables and libraries with probes), probe_links.",
+			[]string{"resource"}, nil),
+		limitDesc: prometheus.NewDesc("pausewatch_resource_limit",
+			"The bound of each resource in pausewatch_resource_used, where it has one.",
+			[]string{"resource"}, nil),
 		buildDesc: prometheus.NewDesc("pausewatch_build_info",
 			"The agent's version; always 1.", []string{"version"}, nil),
 	}
@@ -39,6 +57,8 @@ func (h *Health) Describe(ch chan<- *prometheus.Desc) {
 	ch <- h.procDesc
 	ch <- h.lostDesc
 	ch <- h.buildDesc
+	ch <- h.usedDesc
+	ch <- h.limitDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -50,4 +70,13 @@ func (h *Health) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(h.lostDesc, prometheus.CounterValue, float64(n), src)
 	}
 	ch <- prometheus.MustNewConstMetric(h.buildDesc, prometheus.GaugeValue, 1, h.version)
+	if h.resources == nil {
+		return
+	}
+	for name, r := range h.resources() {
+		ch <- prometheus.MustNewConstMetric(h.usedDesc, prometheus.GaugeValue, float64(r.Used), name)
+		if r.Limit > 0 {
+			ch <- prometheus.MustNewConstMetric(h.limitDesc, prometheus.GaugeValue, float64(r.Limit), name)
+		}
+	}
 }

@@ -208,23 +208,31 @@ func agentMain(args []string) int {
 		log.Info("OTLP export on")
 	}
 
+	health := promexp.NewHealth(version, func() map[promexp.RuntimeMethod]int {
+		out := map[promexp.RuntimeMethod]int{}
+		for _, p := range src.Status() {
+			out[promexp.RuntimeMethod{Runtime: p.Runtime, Method: p.Method}]++
+		}
+		return out
+	}, func() map[string]uint64 {
+		lost := src.Lost()
+		lost["watch"] = stream.Dropped()
+		if otlpExp != nil {
+			lost["otlp_log_rate"] = otlpExp.LogsDropped()
+		}
+		return lost
+	})
+	health.SetResources(func() map[string]promexp.Resource {
+		out := map[string]promexp.Resource{}
+		for name, u := range src.Resources() {
+			out[name] = promexp.Resource{Used: u.Used, Limit: u.Limit}
+		}
+		return out
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		prom,
-		promexp.NewHealth(version, func() map[promexp.RuntimeMethod]int {
-			out := map[promexp.RuntimeMethod]int{}
-			for _, p := range src.Status() {
-				out[promexp.RuntimeMethod{Runtime: p.Runtime, Method: p.Method}]++
-			}
-			return out
-		}, func() map[string]uint64 {
-			lost := src.Lost()
-			lost["watch"] = stream.Dropped()
-			if otlpExp != nil {
-				lost["otlp_log_rate"] = otlpExp.LogsDropped()
-			}
-			return lost
-		}),
+		health,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

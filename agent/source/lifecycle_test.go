@@ -1,0 +1,128 @@
+package source
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/usdt"
+)
+
+// memSpecMap stands in for the usdt_specs array: the allocator only
+// stores into it, and the test checks what it stored.
+type memSpecMap map[uint32]bpfPwUsdtSpec
+
+func (m memSpecMap) Put(k, v any) error {
+	m[k.(uint32)] = *v.(*bpfPwUsdtSpec)
+	return nil
+}
+
+func TestSpecAllocatorSharesAndReleases(t *testing.T) {
+	m := memSpecMap{}
+	a := newSpecAllocator(m, 4)
+	argsOf := func(n int64) []usdt.Arg {
+		return []usdt.Arg{{Kind: usdt.ArgRegMem, Val: n, RegOffset: 32, Size: 4, Signed: true}}
+	}
+	x1, err := a.add(argsOf(112))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x2, _ := a.add(argsOf(112))
+	if x1 != x2 || a.inUse() != 1 {
+		t.Fatalf("identical specs got slots %d and %d (%d in use), want one shared", x1, x2, a.inUse())
+	}
+	if got := m[uint32(x1)].Args[0].Val; got != 112 {
+		t.Fatalf("stored spec reads offset %d, want 112", got)
+	}
+	a.release([]uint64{x1})
+	if a.inUse() != 1 {
+		t.Fatalf("slot freed while a probe still uses it")
+	}
+	a.release([]uint64{x2})
+	if a.inUse() != 0 {
+		t.Fatalf("%d slots in use after the last release", a.inUse())
+	}
+
+	// Far more short-lived users than slots: each one's slots come back.
+	for i := 0; i < 3000; i++ {
+		var taken []uint64
+		for j := int64(0); j < 3; j++ {
+			idx, err := a.add(argsOf(int64(i)*8 + j))
+			if err != nil {
+				t.Fatalf("user %d: %v", i, err)
+			}
+			if idx >= 4 {
+				t.Fatalf("slot %d beyond the map's 4 entries", idx)
+			}
+			if got := m[uint32(idx)].Args[0].Val; got != int64(i)*8+j {
+				t.Fatalf("slot %d holds %d, want %d", idx, got, int64(i)*8+j)
+			}
+			taken = append(taken, idx)
+		}
+		a.release(taken)
+	}
+	if a.inUse() != 0 {
+		t.Fatalf("%d slots leaked", a.inUse())
+	}
+
+	// More distinct live specs than slots: a clear error, nothing stored.
+	var live []uint64
+	for j := int64(0); j < 4; j++ {
+		idx, err := a.add(argsOf(1000 + j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		live = append(live, idx)
+	}
+	if _, err := a.add(argsOf(2000)); err == nil {
+		t.Fatal("a fifth distinct spec fit in four slots")
+	}
+	a.release(live)
+	if _, err := a.add(argsOf(2000)); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+}
+
+// writeStat writes a /proc/<pid>/stat whose start time is start.
+func writeStat(t *testing.T, root string, pid uint32, start uint64) {
+	t.Helper()
+	dir := filepath.Join(root, fmt.Sprint(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := fmt.Sprintf("%d (x y) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0", pid, start)
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReconcileForgetsUnseenExits(t *testing.T) {
+	root := t.TempDir()
+	s := New(Config{ProcFS: root})
+	info := &fileInfo{runtime: "go", method: MethodUprobe}
+	track := func(pid uint32, start uint64) {
+		p := &process{info: info}
+		p.Process = agent.Process{PID: pid, StartTime: start, Runtime: "go", Method: MethodUprobe, Service: fmt.Sprint("svc", pid)}
+		info.refs++
+		s.procs[pid] = p
+	}
+	track(100, 5000) // alive
+	track(101, 5001) // exited, exit record lost
+	track(102, 5002) // exited, pid reused by another process
+	writeStat(t, root, 100, 5000)
+	writeStat(t, root, 102, 9999)
+
+	gone := s.reconcile()
+	var pids []uint32
+	for _, p := range gone {
+		pids = append(pids, p.PID)
+	}
+	if len(pids) != 2 || s.procs[100] == nil || s.procs[101] != nil || s.procs[102] != nil {
+		t.Fatalf("forgot %v, left %d processes; want 101 and 102 forgotten, 100 kept", pids, len(s.procs))
+	}
+	if info.refs != 1 {
+		t.Fatalf("file references %d, want 1 (the live process)", info.refs)
+	}
+}
