@@ -157,10 +157,10 @@ func (a *agentProc) stop(t *testing.T) {
 }
 
 type processStatus struct {
-	PID     uint32
-	Runtime string
-	Method  string
-	Service string
+	PID     uint32    `json:"pid"`
+	Runtime string    `json:"runtime"`
+	Method  string    `json:"method"`
+	Service string    `json:"service"`
 	Why     string    `json:"why"`
 	Version string    `json:"version"`
 	Since   time.Time `json:"since"`

@@ -338,7 +338,7 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 		}
 	})
 	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, src.Status())
+		writeJSON(w, processesJSON(src.Status()))
 	})
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
@@ -350,6 +350,40 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 		serveEvents(w, r, stream)
 	})
 	return mux
+}
+
+// processJSON is one row of /api/processes. source.ProcessStatus embeds
+// agent.Process, whose fields carry no JSON tags (it is the event model,
+// not a wire type), so encoding it directly gave "PID" and "StartTime"
+// beside "version" and "since". Every JSON API of the agent uses
+// snake_case names with units in the name where there is one.
+type processJSON struct {
+	PID       uint32 `json:"pid"`
+	StartTime uint64 `json:"start_time_ticks"` // /proc/<pid>/stat field 22: tells reused pids apart
+	Runtime   string `json:"runtime"`
+	Method    string `json:"method"`
+	Service   string `json:"service"`
+	Exe       string `json:"exe"`
+	// Kubernetes identity; empty off Kubernetes.
+	ContainerID string    `json:"container_id"`
+	Pod         string    `json:"pod"`
+	Namespace   string    `json:"namespace"`
+	Container   string    `json:"container"`
+	Why         string    `json:"why,omitempty"` // set when method is "none"
+	Version     string    `json:"version,omitempty"`
+	Since       time.Time `json:"since"`
+}
+
+func processesJSON(st []source.ProcessStatus) []processJSON {
+	out := make([]processJSON, 0, len(st))
+	for _, p := range st {
+		out = append(out, processJSON{
+			PID: p.PID, StartTime: p.StartTime, Runtime: p.Runtime, Method: p.Method, Service: p.Service, Exe: p.Exe,
+			ContainerID: p.ContainerID, Pod: p.Pod, Namespace: p.Namespace, Container: p.Container,
+			Why: p.Why, Version: p.Version, Since: p.Since.UTC(),
+		})
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

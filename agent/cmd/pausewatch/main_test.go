@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/source"
+	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
 )
 
 // TestMain lets a test run the command itself: the test binary re-executed
@@ -76,3 +84,51 @@ func firstLine(s string) string {
 	return l
 }
 
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// jsonKeys encodes v and returns its object's keys.
+func jsonKeys(t *testing.T, v any) []string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// TestAPIsAreSnakeCase: every object the JSON APIs serve (/api/processes,
+// /api/pauses, /api/requests, /api/events and watch --json) names its
+// fields in snake_case, and /api/processes carries every field of the
+// process (a field added to agent.Process must be added to processJSON).
+func TestAPIsAreSnakeCase(t *testing.T) {
+	st := source.ProcessStatus{
+		Process: agent.Process{PID: 1, StartTime: 2, Runtime: "go", Method: "none", Service: "s", Exe: "e",
+			ContainerID: "c", Pod: "p", Namespace: "n", Container: "k"},
+		Why: "why", Version: "go1.26", Since: time.Now(),
+	}
+	procs := processesJSON([]source.ProcessStatus{st})
+	keys := jsonKeys(t, procs[0])
+	if want := reflect.TypeFor[agent.Process]().NumField() + 3; len(keys) != want {
+		t.Errorf("/api/processes row has %d fields %v, want %d (every agent.Process field plus why, version, since)", len(keys), keys, want)
+	}
+	for name, v := range map[string]any{
+		"/api/processes": procs[0],
+		"/api/pauses":    promexp.Summary{PID: "1"},
+		"/api/requests":  promexp.RequestSummary{PID: "1", Objective: 1},
+		"/api/events":    pauseJSON{Stopping: 1, Port: 1, Paused: 1},
+	} {
+		for _, k := range jsonKeys(t, v) {
+			if !snakeCase.MatchString(k) {
+				t.Errorf("%s: field %q is not snake_case", name, k)
+			}
+		}
+	}
+}
