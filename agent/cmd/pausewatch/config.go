@@ -353,9 +353,9 @@ func (v logLevelValue) Set(s string) error {
 	return nil
 }
 
-// endpointValue is --otlp-endpoint. The OTel SDK drops an endpoint it
-// cannot parse with no more than a log line, and export then silently
-// goes nowhere, so a bad one is refused here.
+// endpointValue is --otlp-endpoint. The OTel SDK ignores an endpoint it
+// cannot parse (envconfig.WithURL: one log line) and exports to its
+// default, localhost, instead, so a bad one is refused here.
 type endpointValue struct{ p *string }
 
 func (v endpointValue) String() string {

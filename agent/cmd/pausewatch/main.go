@@ -187,7 +187,7 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 		return f, fmt.Errorf("%s: %w", from.of("procfs"), err)
 	}
 	// The SDK reads these itself; a value it cannot parse would leave
-	// export on but going nowhere, with no error. --otlp-endpoint
+	// export on, sending to the SDK's default (localhost), with no error. --otlp-endpoint
 	// replaces the first (agentMain sets it), so it is checked only
 	// when that flag is not given.
 	for i, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
