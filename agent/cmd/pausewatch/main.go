@@ -10,12 +10,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -76,66 +78,124 @@ type agentFlags struct {
 	otlpLogBurst  int
 }
 
-func parseAgentFlags(args []string) (agentFlags, error) {
-	var f agentFlags
+// Bounds of the numeric flags, with why.
+const (
+	maxSeriesLimit = 1_000_000 // each series costs ~2 kB on every scrape
+	maxProcsLimit  = 1 << 22   // PID_MAX_LIMIT: more pids cannot exist
+	maxMemLimitMB  = 1 << 20   // 1 TiB; also keeps MB<<20 far from overflow
+	maxLogRate     = 1_000_000 // OTLP log records per second per process
+)
+
+// newAgentFlagSet declares the agent's flags, bound to f. Parse errors and
+// usage are not printed by the flag package: agentMain prints usage to
+// stdout when asked for it and errors to stderr.
+func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("pausewatch", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pausewatch [flags]        run the agent\n       pausewatch watch [--json]  print pauses (and the requests they slowed) as they happen\n       pausewatch report [--json] per-service latency, pause overlap and SLO breaches\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&f.listen, "listen", ":9464", "address to serve /metrics, /healthz, /readyz and /api/ on")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	f.listen = ":9464"
+	f.pidTTL = 10 * time.Minute
+	f.procFS = "/proc"
+	f.maxSeries, f.maxProcs = 10000, 10000
+	f.logLevel = "info"
+	f.memLimitMB = 256
+	f.runtimes = strings.Join(knownRuntimes, ",")
+	f.otlpLogRate, f.otlpLogBurst = 100, 1000
+	fs.StringVar(&f.listen, "listen", f.listen, "address to serve /metrics, /healthz, /readyz and /api/ on")
 	fs.BoolVar(&f.pidLabel, "pid-label", false, "add a pid label to process series (pids churn: off by default)")
-	fs.DurationVar(&f.pidTTL, "pid-series-ttl", 10*time.Minute, "how long series with a pid label stay after the process exits")
+	fs.Var(durationValue{p: &f.pidTTL, positive: true}, "pid-series-ttl", "how long series with a pid label stay after the process exits (a positive `duration` such as 10m)")
 	fs.BoolVar(&f.skipSelf, "skip-self", false, "do not report the agent's own pauses")
-	fs.StringVar(&f.procFS, "procfs", "/proc", "procfs root (the host's /proc)")
-	fs.IntVar(&f.maxSeries, "max-series", 10000, "bound on pause series; past it new series are dropped and counted")
-	fs.IntVar(&f.maxProcs, "max-processes", 10000, "bound on tracked processes; past it new ones are not tracked and counted")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
+	fs.StringVar(&f.procFS, "procfs", f.procFS, "procfs root (the host's /proc); must be a procfs mount")
+	fs.Var(intValue[int]{p: &f.maxSeries, min: 1, max: maxSeriesLimit}, "max-series", fmt.Sprintf("bound on pause series, `n` from 1 to %d; past it new series are dropped and counted", maxSeriesLimit))
+	fs.Var(intValue[int]{p: &f.maxProcs, min: 1, max: maxProcsLimit}, "max-processes", fmt.Sprintf("bound on tracked processes, `n` from 1 to %d; past it new ones are not tracked and counted", maxProcsLimit))
+	fs.Var(logLevelValue{p: &f.logLevel}, "log-level", "`level`: debug, info, warn or error")
+	fs.Var(intValue[int64]{p: &f.memLimitMB, min: 0, max: maxMemLimitMB}, "memory-limit-mb", fmt.Sprintf("soft memory limit of the agent (GOMEMLIMIT) in `MiB`, 0 to %d, 0 for none; GOMEMLIMIT in the environment wins", maxMemLimitMB))
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
-	fs.StringVar(&f.runtimes, "runtimes", "go,jvm,python", "comma-separated runtimes to capture")
+	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: go, jvm, python")
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
-	fs.Var(&f.ports, "ports", "comma-separated local ports whose requests are measured (default: every port of a tracked process)")
-	fs.DurationVar(&f.slo, "slo", 0, "default latency objective: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
-	fs.StringVar(&f.config, "config", os.Getenv("PAUSEWATCH_CONFIG"), "YAML config file (every flag is a key; plus objectives:); flags override the environment (PAUSEWATCH_<FLAG>), which overrides the file")
-	fs.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP endpoint (sets OTEL_EXPORTER_OTLP_ENDPOINT); OTLP export is on when this or any OTEL_EXPORTER_OTLP_*ENDPOINT is set")
-	fs.StringVar(&f.otlpProtocol, "otlp-protocol", "", "grpc or http/protobuf (sets OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf)")
+	fs.Var(&f.ports, "ports", fmt.Sprintf("comma-separated local `ports` whose requests are measured, at most %d (default: every port of a tracked process)", maxPorts))
+	fs.Var(durationValue{p: &f.slo}, "slo", "default latency objective, a `duration` such as 250ms: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
+	fs.StringVar(&f.config, "config", os.Getenv("PAUSEWATCH_CONFIG"), fmt.Sprintf("YAML config file, at most %d bytes (every flag is a key; plus objectives:); flags override the environment (PAUSEWATCH_<FLAG>), which overrides the file", maxConfigBytes))
+	fs.Var(endpointValue{p: &f.otlpEndpoint}, "otlp-endpoint", "OTLP endpoint `URL` such as http://otel-collector:4318 (sets OTEL_EXPORTER_OTLP_ENDPOINT); OTLP export is on when this or any OTEL_EXPORTER_OTLP_*ENDPOINT is set")
+	fs.Var(choiceValue{p: &f.otlpProtocol, choices: []string{"grpc", "http/protobuf"}}, "otlp-protocol", "`protocol`: grpc or http/protobuf (sets OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf)")
 	fs.BoolVar(&f.otlpExplicit, "otlp-explicit-buckets", false, "export OTLP duration histograms with the explicit Prometheus buckets instead of base-2 exponential ones")
-	fs.DurationVar(&f.otlpThreshold, "otlp-log-threshold", 0, "pauses shorter than this get no OTLP log record (0: every pause)")
-	fs.Float64Var(&f.otlpLogRate, "otlp-log-rate", 100, "OTLP log records per second per process, at most (the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})")
-	fs.IntVar(&f.otlpLogBurst, "otlp-log-burst", 1000, "OTLP log records a process may send in a burst above --otlp-log-rate")
+	fs.Var(durationValue{p: &f.otlpThreshold}, "otlp-log-threshold", "pauses shorter than this `duration` get no OTLP log record (0: every pause)")
+	fs.Var(rateValue{p: &f.otlpLogRate, max: maxLogRate}, "otlp-log-rate", fmt.Sprintf("OTLP log records per second per process, at most (a `rate` above 0, up to %d; the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})", maxLogRate))
+	fs.Var(intValue[int]{p: &f.otlpLogBurst, min: 1, max: maxLogRate}, "otlp-log-burst", fmt.Sprintf("OTLP log records a process may send in a burst above --otlp-log-rate, `n` from 1 to %d", maxLogRate))
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
+	return fs
+}
+
+const agentUsageHead = `Usage: pausewatch [flags]        run the agent
+       pausewatch watch [--json]  print pauses (and the requests they slowed) as they happen
+       pausewatch report [--json] per-service latency, pause overlap and SLO breaches
+       pausewatch version
+
+Flags:
+`
+
+// printUsage writes head and fs's flags to w.
+func printUsage(w io.Writer, head string, fs *flag.FlagSet) {
+	fmt.Fprint(w, head)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// The flag package's errors are plain strings (nothing to unwrap), spell
+// flags with one dash and say "parse error" for a bad boolean. flagError
+// rewrites the two value errors into the form the environment and config
+// file errors have, `--slo "5": want ...`, and points at --help.
+var (
+	badValue = regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -([\w-]+): `)
+	badBool  = regexp.MustCompile(`^invalid boolean value ("(?:[^"\\]|\\.)*") for -([\w-]+): .*$`)
+)
+
+func flagError(cmd string, err error) error {
+	msg := err.Error()
+	switch {
+	case badValue.MatchString(msg):
+		msg = badValue.ReplaceAllString(msg, "--$2 $1: ")
+	case badBool.MatchString(msg):
+		msg = badBool.ReplaceAllString(msg, "--$2 $1: want true or false (or the flag alone)")
+	default:
+		msg += " (see " + cmd + " --help)"
+	}
+	return errors.New(msg)
+}
+
+// parseAgentFlags returns flag.ErrHelp when help was asked for.
+func parseAgentFlags(args []string) (agentFlags, error) {
+	var f agentFlags
+	fs := newAgentFlagSet(&f)
 	if err := fs.Parse(args); err != nil {
-		return f, err
+		if errors.Is(err, flag.ErrHelp) {
+			return f, err
+		}
+		return f, flagError("pausewatch", err)
 	}
 	if fs.NArg() > 0 {
-		return f, fmt.Errorf("unknown subcommand or argument %q", fs.Arg(0))
+		return f, fmt.Errorf("unknown subcommand or argument %q (see pausewatch --help)", fs.Arg(0))
 	}
-	objs, err := applyConfig(fs, f.config)
+	objs, from, err := applyConfig(fs, f.config)
 	if err != nil {
 		return f, err
 	}
-	if f.slo < 0 {
-		return f, fmt.Errorf("--slo must not be negative, got %s", f.slo)
-	}
 	f.objectives = objectives{def: f.slo, list: objs}
-	for _, r := range strings.Split(f.runtimes, ",") {
-		if r != "go" && r != "jvm" && r != "python" {
-			return f, fmt.Errorf("--runtimes: unknown runtime %q (go, jvm, python)", r)
+	if err := checkProcFS(f.procFS); err != nil {
+		return f, fmt.Errorf("%s: %w", from.of("procfs"), err)
+	}
+	// The SDK reads these itself; a value it cannot parse would leave
+	// export on, sending to the SDK's default (localhost), with no error. --otlp-endpoint
+	// replaces the first (agentMain sets it), so it is checked only
+	// when that flag is not given.
+	for i, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
+		if e := os.Getenv(v); e != "" && (i > 0 || f.otlpEndpoint == "") {
+			if err := checkEndpoint(e); err != nil {
+				return f, fmt.Errorf("environment %s=%q: %w", v, e, err)
+			}
 		}
-	}
-	if f.otlpLogRate <= 0 || f.otlpLogBurst <= 0 {
-		return f, errors.New("--otlp-log-rate and --otlp-log-burst must be positive")
-	}
-	if f.otlpProtocol != "" && f.otlpProtocol != "grpc" && f.otlpProtocol != "http/protobuf" {
-		return f, fmt.Errorf("--otlp-protocol %q: supported are grpc and http/protobuf", f.otlpProtocol)
-	}
-	if f.pidTTL <= 0 {
-		return f, fmt.Errorf("--pid-series-ttl must be positive, got %s", f.pidTTL)
-	}
-	if f.maxSeries <= 0 || f.maxProcs <= 0 {
-		return f, errors.New("--max-series and --max-processes must be positive")
 	}
 	return f, nil
 }
@@ -151,6 +211,9 @@ func newLogger(level string) (*slog.Logger, error) {
 func agentMain(args []string) int {
 	f, err := parseAgentFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
+		// Asked for: the answer goes to stdout (pausewatch --help | less).
+		var unused agentFlags
+		printUsage(os.Stdout, agentUsageHead, newAgentFlagSet(&unused))
 		return 0
 	}
 	if err != nil {
@@ -283,7 +346,7 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 		}
 	})
 	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, src.Status())
+		writeJSON(w, processesJSON(src.Status()))
 	})
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
@@ -295,6 +358,40 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 		serveEvents(w, r, stream)
 	})
 	return mux
+}
+
+// processJSON is one row of /api/processes. source.ProcessStatus embeds
+// agent.Process, whose fields carry no JSON tags (it is the event model,
+// not a wire type), so encoding it directly gave "PID" and "StartTime"
+// beside "version" and "since". Every JSON API of the agent uses
+// snake_case names with units in the name where there is one.
+type processJSON struct {
+	PID       uint32 `json:"pid"`
+	StartTime uint64 `json:"start_time_ticks"` // /proc/<pid>/stat field 22: tells reused pids apart
+	Runtime   string `json:"runtime"`
+	Method    string `json:"method"`
+	Service   string `json:"service"`
+	Exe       string `json:"exe"`
+	// Kubernetes identity; empty off Kubernetes.
+	ContainerID string    `json:"container_id"`
+	Pod         string    `json:"pod"`
+	Namespace   string    `json:"namespace"`
+	Container   string    `json:"container"`
+	Why         string    `json:"why,omitempty"` // set when method is "none"
+	Version     string    `json:"version,omitempty"`
+	Since       time.Time `json:"since"`
+}
+
+func processesJSON(st []source.ProcessStatus) []processJSON {
+	out := make([]processJSON, 0, len(st))
+	for _, p := range st {
+		out = append(out, processJSON{
+			PID: p.PID, StartTime: p.StartTime, Runtime: p.Runtime, Method: p.Method, Service: p.Service, Exe: p.Exe,
+			ContainerID: p.ContainerID, Pod: p.Pod, Namespace: p.Namespace, Container: p.Container,
+			Why: p.Why, Version: p.Version, Since: p.Since.UTC(),
+		})
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,14 +14,30 @@ import (
 	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
 )
 
+const reportUsageHead = `Usage: pausewatch report [flags]
+
+Prints, per service and port, what the running agent measured: requests,
+p50/p99/p99.9, the share a pause overlapped, SLO breaches by cause, and the
+share of wall time paused (see docs/api.md, /api/requests).
+
+Flags:
+`
+
 // reportMain prints, per service and port, what the running agent has
 // measured: requests, latency quantiles, how many a pause overlapped,
 // breaches by cause, and the share of time paused.
 func reportMain(args []string) int {
 	fs := flag.NewFlagSet("pausewatch report", flag.ContinueOnError)
-	agentURL := fs.String("agent", "http://127.0.0.1:9464", "the agent to ask")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	agentURL := fs.String("agent", "http://127.0.0.1:9464", "the agent to ask, a `URL`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(os.Stdout, reportUsageHead, fs)
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "pausewatch report:", flagError("pausewatch report", err))
 		return 2
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -53,11 +70,13 @@ func reportMain(args []string) int {
 
 func printReport(w io.Writer, rows []promexp.RequestSummary) {
 	ms := func(s float64) string { return fmt.Sprintf("%.2fms", s*1e3) }
-	fmt.Fprintf(w, "%-20s %-6s %-7s %9s %9s %9s %9s %8s %9s %9s %8s\n",
-		"SERVICE", "PORT", "RUNTIME", "REQUESTS", "P50", "P99", "P99.9", "PAUSED", "BR:PAUSE", "BR:OTHER", "%PAUSED")
+	// fit, not %-20.20s: service names come from the processes and may
+	// hold wide runes or terminal controls (see fit).
+	fmt.Fprintf(w, "%s %s %s %9s %9s %9s %9s %8s %9s %9s %8s\n",
+		fit("SERVICE", 20), fit("PORT", 6), fit("RUNTIME", 7), "REQUESTS", "P50", "P99", "P99.9", "PAUSED", "BR:PAUSE", "BR:OTHER", "%PAUSED")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-20.20s %-6s %-7s %9d %9s %9s %9s %7.1f%% %9d %9d %7.2f%%\n",
-			r.Service, r.Port, r.Runtime, r.Requests, ms(r.P50), ms(r.P99), ms(r.P999),
+		fmt.Fprintf(w, "%s %s %s %9d %9s %9s %9s %7.1f%% %9d %9d %7.2f%%\n",
+			fit(r.Service, 20), fit(r.Port, 6), fit(r.Runtime, 7), r.Requests, ms(r.P50), ms(r.P99), ms(r.P999),
 			100*r.PausedShare, r.PauseBreaches, r.OtherBreaches, 100*r.WallPausedShare)
 	}
 	if len(rows) == 0 {

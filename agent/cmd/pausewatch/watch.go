@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/source"
@@ -82,42 +85,38 @@ func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 	}
 }
 
+const watchUsageHead = `Usage: pausewatch watch [flags]
+
+Prints pauses as they happen, and under each the requests it slowed. Follows
+the agent at --agent when one answers; otherwise loads the probes itself
+(root needed). Ctrl-C ends it.
+
+Flags:
+`
+
 func watchMain(args []string) int {
 	fs := flag.NewFlagSet("pausewatch watch", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	agentURL := fs.String("agent", "http://127.0.0.1:9464", "follow the agent at this address when one answers; otherwise run the probes here")
+	agentURL := fs.String("agent", "http://127.0.0.1:9464", "follow the agent at this `URL` when one answers; otherwise run the probes here")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(os.Stdout, watchUsageHead, fs)
 			return 0
 		}
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", flagError("pausewatch watch", err))
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	print := printer(os.Stdout, *asJSON)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *agentURL+"/api/events", nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pausewatch watch: --agent:", err)
-		return 2
+	if code, followed := follow(ctx, *agentURL, print, os.Stderr); followed {
+		return code
 	}
-	if resp, err := http.DefaultClient.Do(req); err == nil && resp.StatusCode == http.StatusOK {
-		defer resp.Body.Close()
-		fmt.Fprintf(os.Stderr, "following the agent at %s\n", *agentURL)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			var p pauseJSON
-			if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
-				fmt.Fprintln(os.Stderr, "pausewatch watch: bad line from agent:", err)
-				continue
-			}
-			print(p)
-		}
-		if ctx.Err() != nil {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "pausewatch watch: agent stream ended")
-		return 1
+	if ctx.Err() != nil {
+		return 0 // interrupted before any agent answered
 	}
 
 	fmt.Fprintln(os.Stderr, "no agent answering; running the probes in this process (needs root)")
@@ -134,6 +133,56 @@ func watchMain(args []string) int {
 	return 0
 }
 
+// maxEventLine bounds one line of the agent's stream; bufio.Scanner's
+// default (64 KiB) would end the stream at the first event whose strings
+// are longer, and an agent that does not cap them may send such lines.
+const maxEventLine = 1 << 20
+
+// follow prints the agent's event stream. followed is false when no agent
+// answered at agentURL (the caller then runs the probes itself). The exit
+// code is 0 when ctx ended (Ctrl-C), 1 when the stream did, 2 when
+// agentURL is not a URL.
+func follow(ctx context.Context, agentURL string, print func(pauseJSON), stderr io.Writer) (code int, followed bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/api/events", nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "pausewatch watch: --agent:", err)
+		return 2, true
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	fmt.Fprintf(stderr, "following the agent at %s\n", agentURL)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxEventLine)
+	for sc.Scan() {
+		var p pauseJSON
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			if ctx.Err() != nil {
+				// Ctrl-C cut the read short: the scanner hands over the
+				// partial last line, which is not the agent's fault.
+				return 0, true
+			}
+			fmt.Fprintln(stderr, "pausewatch watch: bad line from agent:", err)
+			continue
+		}
+		print(p)
+	}
+	if ctx.Err() != nil {
+		return 0, true
+	}
+	if err := sc.Err(); err != nil {
+		fmt.Fprintln(stderr, "pausewatch watch: agent stream:", err)
+		return 1, true
+	}
+	fmt.Fprintln(stderr, "pausewatch watch: agent stream ended")
+	return 1, true
+}
+
 type exporterFunc func(agent.Event)
 
 func (f exporterFunc) Record(e agent.Event) { f(e) }
@@ -143,17 +192,69 @@ func printer(w io.Writer, asJSON bool) func(pauseJSON) {
 		enc := json.NewEncoder(w)
 		return func(p pauseJSON) { enc.Encode(p) }
 	}
-	fmt.Fprintf(w, "%-15s %7s %-20s %-7s %-7s %-28s %s\n", "TIME", "PID", "SERVICE", "RUNTIME", "WHAT", "REASON / PORT", "DURATION")
+	fmt.Fprintf(w, "%-15s %7s %s %s %s %s %s\n", "TIME", "PID", fit("SERVICE", 20), fit("RUNTIME", 7), fit("WHAT", 7), fit("REASON / PORT", 28), "DURATION")
 	return func(p pauseJSON) {
 		d := time.Duration(p.Duration * 1e9).Round(100 * time.Nanosecond)
 		if p.Type == "request" {
 			// A request that a pause slowed, under the pause it follows.
-			fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-7s %-28s %s (%s of it paused)\n",
-				p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, "request",
-				fmt.Sprintf("port %d", p.Port), d, time.Duration(p.Paused*1e9).Round(100*time.Nanosecond))
+			fmt.Fprintf(w, "%-15s %7d %s %s %s %s %s (%s of it paused)\n",
+				p.Time.Local().Format("15:04:05.000000"), p.PID, fit(p.Service, 20), fit(p.Runtime, 7), fit("request", 7),
+				fit(fmt.Sprintf("port %d", p.Port), 28), d, time.Duration(p.Paused*1e9).Round(100*time.Nanosecond))
 			return
 		}
-		fmt.Fprintf(w, "%-15s %7d %-20.20s %-7s %-7s %-28.28s %s\n",
-			p.Time.Local().Format("15:04:05.000000"), p.PID, p.Service, p.Runtime, p.Kind, p.Reason, d)
+		fmt.Fprintf(w, "%-15s %7d %s %s %s %s %s\n",
+			p.Time.Local().Format("15:04:05.000000"), p.PID, fit(p.Service, 20), fit(p.Runtime, 7), fit(p.Kind, 7), fit(p.Reason, 28), d)
 	}
+}
+
+// fit makes s exactly width terminal columns: cut, or padded with spaces.
+// Strings come from the processes watched (service, reason) through an
+// agent that may be of another version, so fit does not rely on them
+// being clean: a rune that does not print (ESC, other controls, U+202E
+// and the other bidi overrides, invalid UTF-8) becomes '?', so nothing
+// reaches the operator's terminal that it would act on; East Asian wide
+// runes count two columns and combining marks none, so columns stay
+// aligned (fmt's %-20.20s counts runes, not columns).
+func fit(s string, width int) string {
+	var b strings.Builder
+	cols := 0
+	for _, r := range s {
+		// utf8.RuneError (what ranging yields for invalid UTF-8) is a
+		// printable symbol, so it is named here too.
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			r = '?'
+		}
+		w := runeWidth(r)
+		if cols+w > width {
+			break
+		}
+		b.WriteRune(r)
+		cols += w
+	}
+	for ; cols < width; cols++ {
+		b.WriteByte(' ')
+	}
+	return b.String()
+}
+
+// runeWidth is the columns a printable rune takes in a terminal: 0 for
+// combining marks, 2 for East Asian wide and fullwidth runes and emoji
+// (the ranges of Markus Kuhn's wcwidth), else 1.
+func runeWidth(r rune) int {
+	switch {
+	case unicode.In(r, unicode.Mn, unicode.Me):
+		return 0
+	case r >= 0x1100 && r <= 0x115f, // Hangul Jamo initials
+		r >= 0x2e80 && r <= 0xa4cf && r != 0x303f, // CJK .. Yi
+		r >= 0xac00 && r <= 0xd7a3,                // Hangul syllables
+		r >= 0xf900 && r <= 0xfaff,                // CJK compatibility ideographs
+		r >= 0xfe30 && r <= 0xfe4f,                // CJK compatibility forms
+		r >= 0xff00 && r <= 0xff60,                // fullwidth forms
+		r >= 0xffe0 && r <= 0xffe6,                // fullwidth signs
+		r >= 0x1f300 && r <= 0x1f64f,              // pictographs, emoticons
+		r >= 0x1f900 && r <= 0x1f9ff,              // supplemental symbols
+		r >= 0x20000 && r <= 0x3fffd:              // CJK extensions
+		return 2
+	}
+	return 1
 }

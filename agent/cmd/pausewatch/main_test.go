@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/source"
+	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
+)
+
+// TestMain lets a test run the command itself: the test binary re-executed
+// with PAUSEWATCH_TEST_MAIN=1 is pausewatch, with real stdout, stderr and
+// exit code, and no build step.
+func TestMain(m *testing.M) {
+	if os.Getenv("PAUSEWATCH_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runCommand(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "PAUSEWATCH_TEST_MAIN=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// TestHelpGoesToStdout: help that was asked for is the answer, on stdout
+// with exit 0 (so `pausewatch --help | less` works); a usage error goes to
+// stderr with exit 2 and names the flag and the expected format.
+func TestHelpGoesToStdout(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, "Usage: pausewatch [flags]"},
+		{[]string{"-h"}, "-memory-limit-mb MiB"},
+		{[]string{"watch", "--help"}, "Usage: pausewatch watch"},
+		{[]string{"report", "-help"}, "Usage: pausewatch report"},
+	} {
+		stdout, stderr, code := runCommand(t, tc.args...)
+		if code != 0 || stderr != "" || !strings.Contains(stdout, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q..., stderr %q; want exit 0 and %q on stdout only",
+				tc.args, code, firstLine(stdout), stderr, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--slo", "5"}, `pausewatch: --slo "5": want a Go duration such as 50ms or 1.5s`},
+		{[]string{"watch", "--jsn"}, "pausewatch watch: flag provided but not defined: -jsn (see pausewatch watch --help)"},
+		{[]string{"report", "--json=perhaps"}, `pausewatch report: --json "perhaps": want true or false`},
+	} {
+		stdout, stderr, code := runCommand(t, tc.args...)
+		if code != 2 || stdout != "" || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and %q on stderr only", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// jsonKeys encodes v and returns its object's keys.
+func jsonKeys(t *testing.T, v any) []string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// TestAPIsAreSnakeCase: every object the JSON APIs serve (/api/processes,
+// /api/pauses, /api/requests, /api/events and watch --json) names its
+// fields in snake_case, and /api/processes carries every field of the
+// process (a field added to agent.Process must be added to processJSON).
+func TestAPIsAreSnakeCase(t *testing.T) {
+	st := source.ProcessStatus{
+		Process: agent.Process{PID: 1, StartTime: 2, Runtime: "go", Method: "none", Service: "s", Exe: "e",
+			ContainerID: "c", Pod: "p", Namespace: "n", Container: "k"},
+		Why: "why", Version: "go1.26", Since: time.Now(),
+	}
+	procs := processesJSON([]source.ProcessStatus{st})
+	keys := jsonKeys(t, procs[0])
+	if want := reflect.TypeFor[agent.Process]().NumField() + 3; len(keys) != want {
+		t.Errorf("/api/processes row has %d fields %v, want %d (every agent.Process field plus why, version, since)", len(keys), keys, want)
+	}
+	for name, v := range map[string]any{
+		"/api/processes": procs[0],
+		"/api/pauses":    promexp.Summary{PID: "1"},
+		"/api/requests":  promexp.RequestSummary{PID: "1", Objective: 1},
+		"/api/events":    pauseJSON{Stopping: 1, Port: 1, Paused: 1},
+	} {
+		for _, k := range jsonKeys(t, v) {
+			if !snakeCase.MatchString(k) {
+				t.Errorf("%s: field %q is not snake_case", name, k)
+			}
+		}
+	}
+}

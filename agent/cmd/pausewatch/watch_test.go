@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// TestFollowInterrupted: Ctrl-C while the agent is in the middle of a line
+// ends watch quietly, exit 0, with the whole lines before it printed.
+// Before, the scanner's partial last line was reported as "bad line from
+// agent: unexpected end of JSON input".
+func TestFollowInterrupted(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		// One whole event, then the start of the next, then nothing
+		// until the client goes away: the read is cut mid-line.
+		w.Write([]byte(`{"type":"pause","pid":7,"service":"svc","runtime":"go","kind":"gc","duration_seconds":0.001}` + "\n"))
+		w.Write([]byte(`{"type":"pause","pid":7,"serv`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []pauseJSON
+	print := func(p pauseJSON) {
+		mu.Lock()
+		got = append(got, p)
+		mu.Unlock()
+		cancel() // the operator presses Ctrl-C after the first event
+	}
+	var stderr bytes.Buffer
+	done := make(chan struct{})
+	var code int
+	var followed bool
+	go func() {
+		code, followed = follow(ctx, srv.URL, print, &stderr)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not return after the context ended")
+	}
+	if !followed || code != 0 {
+		t.Errorf("followed %v, exit %d; want true, 0", followed, code)
+	}
+	if len(got) != 1 || got[0].Service != "svc" {
+		t.Errorf("printed %+v, want the one whole event", got)
+	}
+	if s := stderr.String(); strings.Contains(s, "bad line") || strings.Count(s, "\n") != 1 {
+		t.Errorf("stderr %q; want only the 'following' line", s)
+	}
+}
+
+// TestFollowStreamEnded: an agent that goes away is reported, exit 1.
+func TestFollowStreamEnded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"type":"pause","pid":7}` + "\n" + `not json` + "\n"))
+	}))
+	defer srv.Close()
+	var stderr bytes.Buffer
+	n := 0
+	code, followed := follow(context.Background(), srv.URL, func(pauseJSON) { n++ }, &stderr)
+	if !followed || code != 1 || n != 1 {
+		t.Errorf("followed %v, exit %d, %d events; want true, 1, 1", followed, code, n)
+	}
+	if s := stderr.String(); !strings.Contains(s, "bad line from agent") || !strings.Contains(s, "agent stream ended") {
+		t.Errorf("stderr %q", s)
+	}
+}
+
+// TestFit: cells are exactly their width in terminal columns whatever the
+// string, and nothing a terminal would act on gets through.
+func TestFit(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"svc", "svc     "},
+		{"exactly8", "exactly8"},
+		{"longer-than-eight", "longer-t"},
+		{"a\x1b[2Jb", "a?[2Jb  "},         // ESC: clear screen
+		{"evil\u202egnp.exe", "evil?gnp"}, // right-to-left override
+		{"bad\xffutf8", "bad?utf8"},
+		{"tab\there", "tab?here"},
+		{"新しいサービス", "新しいサ"},                        // 2 columns each: four fit in 8
+		{"ab新しい", "ab新しい"},                         // 2 + 3*2 = 8
+		{"abc新しい", "abc新し "},                       // a wide rune that would cross the edge is left out
+		{"e\u0301e\u0301", "e\u0301e\u0301      "}, // combining accents take no column
+		{"", "        "},
+	} {
+		got := fit(tc.in, 8)
+		if got != tc.want {
+			t.Errorf("fit(%q, 8) = %q, want %q", tc.in, got, tc.want)
+		}
+		for _, r := range got {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u202e' {
+				t.Errorf("fit(%q) kept %U", tc.in, r)
+			}
+		}
+		if !utf8.ValidString(got) {
+			t.Errorf("fit(%q) = %q is not valid UTF-8", tc.in, got)
+		}
+	}
+}
+
+// TestPrinterColumns: a pause line of a hostile service name has the same
+// layout as one of a plain name: the columns after SERVICE start at the
+// same place.
+func TestPrinterColumns(t *testing.T) {
+	var b bytes.Buffer
+	print := printer(&b, false)
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, svc := range []string{"plain", "サービス名がとても長いサービス", "x\x1b]0;pwned\x07y", strings.Repeat("z", 10000)} {
+		print(pauseJSON{Type: "pause", Time: at, PID: 1, Service: svc, Runtime: "go", Kind: "gc", Reason: "GC", Duration: 0.001})
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("%d lines:\n%s", len(lines), b.String())
+	}
+	col := func(l string) int { // display column where RUNTIME starts
+		i := strings.Index(l, " go ")
+		if i < 0 {
+			i = strings.Index(l, " RUNTIME ")
+		}
+		return columns(l[:i])
+	}
+	for _, l := range lines[1:] {
+		if strings.ContainsAny(l, "\x1b\x07") {
+			t.Errorf("terminal control in %q", l)
+		}
+		if c, want := col(l), col(lines[0]); c != want {
+			t.Errorf("RUNTIME at column %d in %q, want %d", c, l, want)
+		}
+	}
+}
+
+func columns(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeWidth(r)
+	}
+	return n
+}
