@@ -301,9 +301,23 @@ func (p procFS) nsPID(pid uint32) (string, error) {
 	return "", errors.New("status: no NSpid line")
 }
 
-// cmdline returns /proc/<pid>/cmdline (NUL-separated).
+// maxCmdline bounds what is read of a command line (the kernel allows
+// tens of MiB with a large stack limit). 256 KiB holds the longest real
+// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
+const maxCmdline = 256 << 10
+
+// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
+// bytes, ending at an argument's end (a cut argument is left out).
 func (p procFS) cmdline(pid uint32) []byte {
-	b, _ := os.ReadFile(p.path(pid, "cmdline"))
+	f, err := os.Open(p.path(pid, "cmdline"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
+	if len(b) > maxCmdline {
+		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
+	}
 	return b
 }
 

@@ -147,20 +147,6 @@ func TestPerfEvents(t *testing.T) {
 	}
 }
 
-func TestJavaService(t *testing.T) {
-	for _, tc := range []struct{ cmd, want string }{
-		{"java\x00-Xmx64m\x00Server.java\x00", "Server"},
-		{"java\x00-cp\x00/app/lib/*\x00com.example.Main\x00--port\x008080\x00", "Main"},
-		{"/usr/bin/java\x00-XX:+UseG1GC\x00-jar\x00/opt/app/billing-1.2.jar\x00", "billing-1.2"},
-		{"java\x00--module-path\x00mods\x00-m\x00com.example/com.example.App\x00", "App"},
-		{"java\x00-version\x00", ""},
-	} {
-		if got := javaService([]byte(tc.cmd)); got != tc.want {
-			t.Errorf("javaService(%q) = %q, want %q", tc.cmd, got, tc.want)
-		}
-	}
-}
-
 func TestJVMReason(t *testing.T) {
 	for _, tc := range []struct {
 		flags        uint32

@@ -415,7 +415,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.Method = info.method
 	p.Service = s.proc.serviceName(pid)
 	if p.Service == "" && info.runtime == "jvm" {
-		p.Service = javaService(s.proc.cmdline(pid))
+		p.Service = javaService(p.Exe, s.proc.cmdline(pid))
 	}
 	if p.Service == "" && info.runtime == "python" {
 		p.Service = pythonService(s.proc.cmdline(pid))
@@ -423,6 +423,8 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if p.Service == "" {
 		p.Service = p.Exe
 	}
+	// Whatever its source, the name is the process's to choose.
+	p.Service = labelValue(p.Service)
 	if pid == s.self {
 		p.Service = "pausewatch"
 	}
