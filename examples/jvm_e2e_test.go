@@ -193,3 +193,73 @@ func TestJVMSymbolFallback(t *testing.T) {
 	checkMethod(t, a.waitTracked(t, j.pid, j.started), "uprobe")
 	runJava(t, a, j, "jvm-symbols", "uprobe")
 }
+
+// startJavaPidNS starts JavaChurn as pid 1 of a new pid namespace whose
+// /tmp is tmp (bind-mounted in a private mount namespace, so JVMs of other
+// tests on the machine, which may be pid 1 of their own namespace too,
+// cannot take /tmp/hsperfdata_root/1 first). It returns the JVM's pid
+// as the agent sees it, and the path of its JVM warnings log.
+func startJavaPidNS(t *testing.T, tmp, name, service string) (*javaProc, string) {
+	t.Helper()
+	// Inside, the host's tmp is /tmp: the logs are written there.
+	args := []string{"--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c",
+		`mount --bind "$0" /tmp && exec java "$@"`, tmp,
+		"-Xmx64m", "-Xlog:disable", "-Xlog:all=warning:file=/tmp/" + name + "-warnings.log",
+		"-Xlog:safepoint=info:file=/tmp/" + name + "-safepoint.log:timenanos",
+		"-XX:+UseG1GC", "testdata/JavaChurn.java"}
+	w := startWorkload(t, exec.Command("unshare", args...), "OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
+	if got := w.out.Text(); got != "ready 1" {
+		t.Fatalf("%s: %q, want the JVM to be pid 1 in its namespace", name, got)
+	}
+	// The JVM is the child unshare forked (sh exec'd it).
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", w.pid, w.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		t.Fatalf("children of unshare %q: %v", b, err)
+	}
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); filepath.Base(exe) != "java" {
+		t.Fatalf("pid %d runs %q, want java", pid, exe)
+	}
+	w.pid = uint32(pid)
+	return &javaProc{workload: w, log: filepath.Join(tmp, name+"-safepoint.log")}, filepath.Join(tmp, name+"-warnings.log")
+}
+
+// Two JVMs, each pid 1 of its own pid namespace, sharing /tmp: the second
+// cannot create /tmp/hsperfdata_root/1 (the first holds it) and keeps its
+// counters in private memory. It must not be credited with the first's
+// safepoints (issue 16 case 2): it has no hsperfdata, so method none.
+func TestJVMHsperfdataSharedTmpPidNamespaces(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare not installed")
+	}
+	tmp := t.TempDir()
+	a := startAgent(t, 19486, "--no-jvm-probes")
+	first, _ := startJavaPidNS(t, tmp, "first", "jvm-ns-first")
+	checkMethod(t, a.waitTracked(t, first.pid, first.started), "hsperfdata")
+	second, warnings := startJavaPidNS(t, tmp, "second", "jvm-ns-second")
+	b, err := os.ReadFile(warnings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "/tmp/hsperfdata_root/1 because it is locked by another process") {
+		t.Fatalf("the second JVM did not find the first's file locked; its warnings: %q", b)
+	}
+	p := a.waitTracked(t, second.pid, second.started)
+	t.Logf("second JVM: %+v", p)
+	checkMethod(t, p, "none")
+	if !strings.Contains(p.Why, "no hsperfdata file in its memory maps") {
+		t.Errorf("why = %q, want it to say the JVM has no hsperfdata file mapped", p.Why)
+	}
+
+	runJava(t, a, first, "jvm-ns-first", "hsperfdata")
+	mfs := a.metrics(t)
+	if n := counter(mfs, "pausewatch_pauses_total", map[string]string{"service": "jvm-ns-second"}); n != 0 {
+		t.Errorf("second JVM credited with %v safepoints, want 0 (the first's are not its own)", n)
+	}
+	second.stdin.Close()
+}

@@ -7,10 +7,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pausewatch/pausewatch/agent"
 )
@@ -100,21 +104,182 @@ func parseHsperfdata(b []byte) (*perfData, error) {
 	return d, nil
 }
 
-// hsperfdataPath finds the process's hsperfdata file: in its own /tmp
-// (through /proc/<pid>/root, for containers), named by its pid in its
-// own pid namespace.
-func (p procFS) hsperfdataPath(pid uint32) (string, error) {
+// maxPerfDataSize bounds what is read of an hsperfdata file: the JVM's
+// -XX:PerfDataMemorySize cannot exceed 2 MiB, and the file is written by
+// the process we watch, so its header is not trusted past that.
+const maxPerfDataSize = 2 << 20
+
+// errNoPerfMapping is why a JVM has no hsperfdata to read. The JVM maps its
+// file while it starts, so the caller retries for a while before reporting it.
+var errNoPerfMapping = errors.New("no hsperfdata file in its memory maps (-XX:-UsePerfData, " +
+	"-XX:+PerfDisableSharedMem, or the JVM could not create /tmp/hsperfdata_<user>/<pid>, e.g. because " +
+	"a JVM in another pid namespace sharing /tmp holds a file of that name: the JVM then keeps its " +
+	"counters in private memory)")
+
+// perfMapping is a process's own hsperfdata file as its memory maps show it.
+//
+// The path is never guessed from the pid: JVMs in different pid namespaces
+// that share /tmp have the same pid inside (often 1), and the second one
+// cannot create /tmp/hsperfdata_root/1 ("locked by another process") and
+// keeps its counters in anonymous memory. Reading the file by its name
+// would credit it with the first JVM's safepoints. The JVM mmaps its file
+// MAP_SHARED and closes the descriptor (no fd stays open, so
+// /proc/<pid>/fd cannot tell), so the mapping is the proof of ownership.
+type perfMapping struct {
+	mapFile  string // /proc/<pid>/map_files/<start>-<end>: the mapped file itself, even if deleted
+	rootPath string // the mapped path under /proc/<pid>/root ("" if deleted)
+	path     string // the path as the process sees it
+	major    uint32 // device and inode of the mapped file, from the maps line
+	minor    uint32
+	ino      uint64
+}
+
+// hsperfdataMapping finds the hsperfdata file a process has mapped.
+func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
 	nspid, err := p.nsPID(pid)
 	if err != nil {
-		return "", err
+		return perfMapping{}, err
 	}
-	matches, _ := filepath.Glob(filepath.Join(p.path(pid, "root"), "tmp", "hsperfdata_*", nspid))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && fi.Mode().IsRegular() {
-			return m, nil
+	f, err := os.Open(p.path(pid, "maps"))
+	if err != nil {
+		return perfMapping{}, fmt.Errorf("read maps: %w", err)
+	}
+	defer f.Close()
+	m, err := findPerfMapping(f, nspid)
+	if err != nil {
+		return perfMapping{}, err
+	}
+	m.mapFile = p.path(pid, "map_files", m.mapFile)
+	if m.rootPath != "" {
+		m.rootPath = filepath.Join(p.path(pid, "root"), m.rootPath)
+	}
+	return m, nil
+}
+
+// findPerfMapping picks the hsperfdata mapping out of /proc/<pid>/maps: a
+// shared mapping of hsperfdata_<user>/<nspid>, the name a JVM gives the
+// file it creates for itself (its pid as it sees it). Anything else, or
+// more than one candidate, is not provably the process's own counters.
+func findPerfMapping(maps io.Reader, nspid string) (perfMapping, error) {
+	var found []perfMapping
+	sc := bufio.NewScanner(maps)
+	for sc.Scan() {
+		// start-end perms offset major:minor inode   path
+		fields := strings.SplitN(sc.Text(), " ", 6)
+		if len(fields) < 6 || len(fields[1]) < 4 || fields[1][3] != 's' {
+			continue
+		}
+		path := strings.TrimLeft(fields[5], " ")
+		live, deleted := strings.CutSuffix(path, " (deleted)")
+		if !strings.HasPrefix(filepath.Base(filepath.Dir(live)), "hsperfdata_") || filepath.Base(live) != nspid {
+			continue
+		}
+		var m perfMapping
+		if _, err := fmt.Sscanf(fields[3], "%x:%x", &m.major, &m.minor); err != nil {
+			continue
+		}
+		ino, err := strconv.ParseUint(fields[4], 10, 64)
+		if err != nil || ino == 0 {
+			continue
+		}
+		m.mapFile, m.path, m.ino = fields[0], live, ino
+		if !deleted {
+			m.rootPath = live
+		}
+		// A JVM maps its file once; a process mapping the same file
+		// twice is not ambiguous, two different files are.
+		if len(found) == 0 || found[0].ino != m.ino || found[0].major != m.major || found[0].minor != m.minor {
+			found = append(found, m)
 		}
 	}
-	return "", errors.New("no hsperfdata file (-XX:-UsePerfData, -XX:+PerfDisableSharedMem, or a private /tmp)")
+	if err := sc.Err(); err != nil {
+		return perfMapping{}, fmt.Errorf("read maps: %w", err)
+	}
+	switch len(found) {
+	case 0:
+		return perfMapping{}, errNoPerfMapping
+	case 1:
+		return found[0], nil
+	}
+	return perfMapping{}, fmt.Errorf("%d different hsperfdata files mapped (%s, %s): not provably its own",
+		len(found), found[0].path, found[1].path)
+}
+
+// open opens the mapped file and checks it is the very file in the maps
+// line. /proc/<pid>/map_files needs CAP_SYS_ADMIN; without it the path is
+// tried under the process's root, which only passes the check if it still
+// names the mapped inode (not after the file was replaced, and not through
+// overlayfs, whose inodes differ from the mapped ones: then it is an error).
+func (m perfMapping) open() (*os.File, error) {
+	f, err := os.Open(m.mapFile)
+	if err != nil && m.rootPath != "" {
+		f, err = os.Open(m.rootPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", m.path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", m.path, err)
+	}
+	if st.Ino != m.ino || unix.Major(st.Dev) != m.major || unix.Minor(st.Dev) != m.minor {
+		f.Close()
+		return nil, fmt.Errorf("%s (dev %d:%d inode %d) is not the file the process has mapped (dev %d:%d inode %d)",
+			f.Name(), unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, m.major, m.minor, m.ino)
+	}
+	if !(st.Mode&unix.S_IFMT == unix.S_IFREG) {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", m.path)
+	}
+	return f, nil
+}
+
+// perfReader reads the used part of an hsperfdata file, no more: the
+// process can make the file as big (or sparse) as it likes.
+type perfReader struct {
+	r   io.ReaderAt
+	buf []byte // the last read; its length is the next read's first guess
+}
+
+// read returns the file's first `used` bytes, as its prologue declares.
+// The JVM grows `used` as it adds counters (at startup), so a read that
+// finds it grew is done again, a few times at most.
+func (pr *perfReader) read() ([]byte, error) {
+	want := max(len(pr.buf), perfPrologueSize)
+	for range 3 {
+		if cap(pr.buf) < want {
+			pr.buf = make([]byte, want)
+		}
+		b := pr.buf[:want]
+		n, err := pr.r.ReadAt(b, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("hsperfdata: read: %w", err)
+		}
+		b = b[:n]
+		if n < perfPrologueSize {
+			return nil, fmt.Errorf("hsperfdata: %d bytes, shorter than the prologue", n)
+		}
+		if m := binary.BigEndian.Uint32(b); m != perfMagic {
+			return nil, fmt.Errorf("hsperfdata: bad magic %#x", m)
+		}
+		var bo binary.ByteOrder = binary.BigEndian
+		if b[4] == 1 {
+			bo = binary.LittleEndian
+		}
+		used := int64(int32(bo.Uint32(b[8:])))
+		switch {
+		case used < perfPrologueSize || used > maxPerfDataSize:
+			return nil, fmt.Errorf("hsperfdata: prologue declares %d bytes used, want %d to %d", used, perfPrologueSize, maxPerfDataSize)
+		case int(used) <= n:
+			pr.buf = b[:used]
+			return pr.buf, nil
+		case n < want:
+			return nil, fmt.Errorf("hsperfdata: file ends at %d bytes, prologue declares %d used", n, used)
+		}
+		want = int(used)
+	}
+	return nil, errors.New("hsperfdata: used size kept growing over 3 reads")
 }
 
 // nsPID returns the process's pid in its innermost pid namespace.
@@ -136,9 +301,23 @@ func (p procFS) nsPID(pid uint32) (string, error) {
 	return "", errors.New("status: no NSpid line")
 }
 
-// cmdline returns /proc/<pid>/cmdline (NUL-separated).
+// maxCmdline bounds what is read of a command line (the kernel allows
+// tens of MiB with a large stack limit). 256 KiB holds the longest real
+// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
+const maxCmdline = 256 << 10
+
+// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
+// bytes, ending at an argument's end (a cut argument is left out).
 func (p procFS) cmdline(pid uint32) []byte {
-	b, _ := os.ReadFile(p.path(pid, "cmdline"))
+	f, err := os.Open(p.path(pid, "cmdline"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
+	if len(b) > maxCmdline {
+		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
+	}
 	return b
 }
 
@@ -252,19 +431,26 @@ func perfEvents(p agent.Process, prev, cur perfCounters, now time.Time) []agent.
 // refreshes its sampled counters every 50 ms.
 const hsperfdataInterval = 100 * time.Millisecond
 
-// startHsperfdata polls a JVM's hsperfdata file until the process exits;
-// s.mu is held.
-func (s *Source) startHsperfdata(p *process, path string) {
+// startHsperfdata opens a JVM's mapped hsperfdata file and polls it until
+// the process exits; s.mu is held. The file stays open so every poll reads
+// the same inode, whatever happens to its name.
+func (s *Source) startHsperfdata(p *process, m perfMapping) error {
+	f, err := m.open()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	p.stop = cancel
 	proc := p.Process
 	proc.Method = MethodHsperfdata
 	go func() {
+		defer f.Close()
+		pr := &perfReader{r: f}
 		var prev *perfCounters
 		t := time.NewTicker(hsperfdataInterval)
 		defer t.Stop()
 		for {
-			b, err := os.ReadFile(path)
+			b, err := pr.read()
 			var cur perfCounters
 			if err == nil {
 				var d *perfData
@@ -273,9 +459,7 @@ func (s *Source) startHsperfdata(p *process, path string) {
 				}
 			}
 			if err != nil {
-				if !errors.Is(err, os.ErrNotExist) {
-					s.log.Debug("hsperfdata poll", "pid", proc.PID, "err", err)
-				}
+				s.log.Debug("hsperfdata poll", "pid", proc.PID, "file", m.path, "err", err)
 			} else {
 				if prev != nil {
 					for _, e := range perfEvents(proc, *prev, cur, time.Now()) {
@@ -295,4 +479,5 @@ func (s *Source) startHsperfdata(p *process, path string) {
 			}
 		}
 	}()
+	return nil
 }

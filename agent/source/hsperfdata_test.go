@@ -3,10 +3,15 @@ package source
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pausewatch/pausewatch/agent"
 )
@@ -142,20 +147,6 @@ func TestPerfEvents(t *testing.T) {
 	}
 }
 
-func TestJavaService(t *testing.T) {
-	for _, tc := range []struct{ cmd, want string }{
-		{"java\x00-Xmx64m\x00Server.java\x00", "Server"},
-		{"java\x00-cp\x00/app/lib/*\x00com.example.Main\x00--port\x008080\x00", "Main"},
-		{"/usr/bin/java\x00-XX:+UseG1GC\x00-jar\x00/opt/app/billing-1.2.jar\x00", "billing-1.2"},
-		{"java\x00--module-path\x00mods\x00-m\x00com.example/com.example.App\x00", "App"},
-		{"java\x00-version\x00", ""},
-	} {
-		if got := javaService([]byte(tc.cmd)); got != tc.want {
-			t.Errorf("javaService(%q) = %q, want %q", tc.cmd, got, tc.want)
-		}
-	}
-}
-
 func TestJVMReason(t *testing.T) {
 	for _, tc := range []struct {
 		flags        uint32
@@ -171,5 +162,218 @@ func TestJVMReason(t *testing.T) {
 		if r != tc.reason || k != tc.kind {
 			t.Errorf("jvmReason(%d, %q) = %q/%q", tc.flags, tc.op, r, k)
 		}
+	}
+}
+
+// Lines from /proc/<pid>/maps of real JVMs (OpenJDK 17, Debian).
+const jvmMapsHead = "55d4c5a3e000-55d4c5a3f000 r--p 00000000 fe:00 1837346                    /usr/lib/jvm/java-17-openjdk-amd64/bin/java\n" +
+	"7f3b74e00000-7f3b75a80000 r-xp 00200000 fe:00 1837501                    /usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so\n"
+
+func TestFindPerfMapping(t *testing.T) {
+	own := "7f3b75172000-7f3b7517a000 rw-s 00000000 fe:00 9986049                    /tmp/hsperfdata_root/1\n"
+	for _, tc := range []struct {
+		name, maps, nspid string
+		want              perfMapping // zero: an error is wanted
+	}{
+		{"its own file", jvmMapsHead + own, "1",
+			perfMapping{mapFile: "7f3b75172000-7f3b7517a000", rootPath: "/tmp/hsperfdata_root/1", path: "/tmp/hsperfdata_root/1", major: 0xfe, ino: 9986049}},
+		{"deleted: only map_files reaches it", jvmMapsHead + strings.Replace(own, "/1\n", "/1 (deleted)\n", 1), "1",
+			perfMapping{mapFile: "7f3b75172000-7f3b7517a000", path: "/tmp/hsperfdata_root/1", major: 0xfe, ino: 9986049}},
+		{"a path with spaces", "7f00-7f08 rw-s 00000000 08:11 42 /srv/my tmp/hsperfdata_app user/77\n", "77",
+			perfMapping{mapFile: "7f00-7f08", rootPath: "/srv/my tmp/hsperfdata_app user/77", path: "/srv/my tmp/hsperfdata_app user/77", major: 8, minor: 0x11, ino: 42}},
+		{"the same file twice", jvmMapsHead + own + own, "1",
+			perfMapping{mapFile: "7f3b75172000-7f3b7517a000", rootPath: "/tmp/hsperfdata_root/1", path: "/tmp/hsperfdata_root/1", major: 0xfe, ino: 9986049}},
+		// The JVM that found /tmp/hsperfdata_root/1 locked by another
+		// pid namespace's pid 1 keeps its counters in anonymous memory.
+		{"no file mapped (second JVM with the same nspid)", jvmMapsHead + "7f3b75172000-7f3b7517a000 rw-p 00000000 00:00 0 \n", "1", perfMapping{}},
+		{"another pid's file", jvmMapsHead + own, "2", perfMapping{}},
+		{"private mapping", jvmMapsHead + strings.Replace(own, "rw-s", "rw-p", 1), "1", perfMapping{}},
+		{"not an hsperfdata dir", jvmMapsHead + strings.Replace(own, "hsperfdata_root", "data", 1), "1", perfMapping{}},
+		{"two different files", jvmMapsHead + own + strings.Replace(own, "9986049", "9986050", 1), "1", perfMapping{}},
+		{"garbage", "\xff\xfe rw-s zz:yy -1 /tmp/hsperfdata_x/1\n" + strings.Repeat("x", 300) + "\n", "1", perfMapping{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := findPerfMapping(strings.NewReader(tc.maps), tc.nspid)
+			if tc.want == (perfMapping{}) {
+				if err == nil {
+					t.Fatalf("found %+v, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := findPerfMapping(strings.NewReader(jvmMapsHead), "1"); err != errNoPerfMapping {
+		t.Errorf("no mapping: err = %v, want errNoPerfMapping (the retried, documented why)", err)
+	}
+}
+
+// countingReaderAt counts the bytes asked of the file.
+type countingReaderAt struct {
+	r    io.ReaderAt
+	read int64
+}
+
+func (c *countingReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	c.read += int64(len(b))
+	return c.r.ReadAt(b, off)
+}
+
+func TestPerfReader(t *testing.T) {
+	good := readPerfFixture(t)
+	used := int(binary.LittleEndian.Uint32(good[8:]))
+	c := &countingReaderAt{r: bytes.NewReader(good)}
+	pr := &perfReader{r: c}
+	for i := range 3 {
+		b, err := pr.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) != used {
+			t.Fatalf("read %d bytes, want the %d used", len(b), used)
+		}
+		if _, err := parseHsperfdata(b); err != nil {
+			t.Fatal(err)
+		}
+		// The first poll reads the prologue and then the used part; the
+		// next ones the used part only (the file is 32 KiB).
+		if want := int64(perfPrologueSize + (i+1)*used); c.read != want {
+			t.Errorf("poll %d: %d bytes asked of the file, want %d", i, c.read, want)
+		}
+	}
+
+	mut := func(f func(b []byte)) []byte {
+		b := bytes.Clone(good)
+		f(b)
+		return b
+	}
+	for name, b := range map[string][]byte{
+		"used past 2 MiB":        mut(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 512<<20) }),
+		"used negative":          mut(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 1<<31) }),
+		"used under the header":  mut(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 8) }),
+		"file shorter than used": good[:used-1],
+		"bad magic":              mut(func(b []byte) { b[0] = 0 }),
+		"empty":                  nil,
+	} {
+		if _, err := (&perfReader{r: bytes.NewReader(b)}).read(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// A hostile process's 512 MiB sparse "hsperfdata" file: never read whole.
+func TestPerfReaderSparse(t *testing.T) {
+	good := readPerfFixture(t)
+	f, err := os.Create(t.TempDir() + "/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(512 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, used := range []uint32{512 << 20, maxPerfDataSize + 1} {
+		hdr := bytes.Clone(good[:perfPrologueSize])
+		binary.LittleEndian.PutUint32(hdr[8:], used)
+		if _, err := f.WriteAt(hdr, 0); err != nil {
+			t.Fatal(err)
+		}
+		c := &countingReaderAt{r: f}
+		_, err := (&perfReader{r: c}).read()
+		if err == nil || !strings.Contains(err.Error(), "declares") {
+			t.Errorf("used %d: err = %v, want the declared size refused", used, err)
+		}
+		if c.read > perfPrologueSize {
+			t.Errorf("used %d: %d bytes read, want the prologue only", used, c.read)
+		}
+	}
+	// A sane header on the big file: only the used part is read.
+	if _, err := f.WriteAt(good, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := &countingReaderAt{r: f}
+	if _, err := (&perfReader{r: c}).read(); err != nil || c.read > int64(len(good)) {
+		t.Errorf("sane header: err %v, %d bytes read", err, c.read)
+	}
+}
+
+// The whole path on a real mapping: this test process maps an hsperfdata
+// file named by its own pid, MAP_SHARED like the JVM, and the agent finds,
+// opens (map_files as root, the path under /proc/<pid>/root otherwise) and
+// reads it; once unmapped, it is no longer the process's.
+func TestHsperfdataMappingSelf(t *testing.T) {
+	good := readPerfFixture(t)
+	pid := uint32(os.Getpid())
+	dir := filepath.Join(t.TempDir(), "hsperfdata_test")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, strconv.Itoa(int(pid)))
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, len(good), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	f.Close() // like the JVM: the mapping stays, the descriptor does not
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := true
+	defer func() {
+		if mapped {
+			unix.Munmap(mem)
+		}
+	}()
+
+	m, err := procFS("/proc").hsperfdataMapping(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.path != path {
+		t.Errorf("path %q, want %q", m.path, path)
+	}
+	open := func(m perfMapping) {
+		t.Helper()
+		pf, err := m.open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pf.Close()
+		b, err := (&perfReader{r: pf}).read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parseHsperfdata(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open(m)
+	// Without map_files (no CAP_SYS_ADMIN): the path under the root.
+	noMapFiles := m
+	noMapFiles.mapFile = "/nonexistent"
+	open(noMapFiles)
+	// The name now points at another file: refused, not read.
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := noMapFiles.open(); err == nil || !strings.Contains(err.Error(), "not the file the process has mapped") {
+		t.Errorf("replaced file: err = %v, want the inode mismatch", err)
+	}
+	if os.Geteuid() == 0 {
+		open(m) // map_files still reaches the mapped inode
+	}
+
+	unix.Munmap(mem)
+	mapped = false
+	if _, err := procFS("/proc").hsperfdataMapping(pid); err != errNoPerfMapping {
+		t.Errorf("after munmap: err = %v, want errNoPerfMapping", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -274,36 +275,136 @@ func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fil
 	return "", fileKey{}, false
 }
 
-// javaService derives a service name from a java command line: the main
-// class, the jar, or the source file; nothing else of it is kept.
-func javaService(cmdline []byte) string {
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	// Options whose value is the next argument.
-	withValue := map[string]bool{"-cp": true, "-classpath": true, "--class-path": true, "-p": true,
-		"--module-path": true, "--add-modules": true, "--add-opens": true, "--add-exports": true,
-		"--add-reads": true, "--limit-modules": true, "--upgrade-module-path": true, "--source": true}
-	for i := 1; i < len(args); i++ {
-		a := args[i]
+// javaOptsWithValue are the java launcher's options whose value is the
+// next argument (java --help and --help-extra, JDK 17 to 25); any other
+// option is one argument ("-Dk=v", "-Xlog:...", "--add-opens=m/p=ALL-UNNAMED").
+var javaOptsWithValue = map[string]bool{
+	"-cp": true, "-classpath": true, "--class-path": true,
+	"-p": true, "--module-path": true, "--upgrade-module-path": true,
+	"--add-modules": true, "--add-reads": true, "--add-exports": true, "--add-opens": true,
+	"--limit-modules": true, "--patch-module": true, "--enable-native-access": true,
+	"-d": true, "--describe-module": true, "--source": true, "--finalization": true,
+}
+
+// javaLaunchers names programs whose main class (or -m module) says what
+// the program is but not in its simple name: every Tomcat is "Bootstrap",
+// every Maven "Launcher". The name is the product's, the same for every
+// instance and version (instances are told apart by OTEL_SERVICE_NAME,
+// or the pod and container labels). Kept small: docs/jvm.md lists it.
+var javaLaunchers = map[string]string{
+	"org.apache.catalina.startup.Bootstrap":             "tomcat",
+	"kafka.Kafka":                                       "kafka",
+	"org.apache.zookeeper.server.quorum.QuorumPeerMain": "zookeeper",
+	"org.elasticsearch.bootstrap.Elasticsearch":         "elasticsearch",
+	"org.apache.cassandra.service.CassandraDaemon":      "cassandra",
+	"com.sun.tools.javac.Main":                          "javac",
+	"jdk.compiler":                                      "javac", // java -m jdk.compiler
+	"jdk.jshell":                                        "jshell",
+	"org.codehaus.plexus.classworlds.launcher.Launcher": "maven",
+	"org.apache.maven.wrapper.MavenWrapperMain":         "maven",
+	"org.gradle.wrapper.GradleWrapperMain":              "gradle",
+	"org.gradle.launcher.GradleMain":                    "gradle",
+	"org.gradle.launcher.daemon.bootstrap.GradleDaemon": "gradle-daemon",
+}
+
+// jarVersion is a release number at the end of a jar's name
+// (billing-1.2.jar, app-0.0.1-SNAPSHOT.jar, guava-33.0.0-jre.jar): left
+// out of the service name so its series go on across releases.
+var jarVersion = regexp.MustCompile(`^(.+?)-\d+(?:\.\d+)+(?:[.-][0-9A-Za-z]+)*$`)
+
+// javaService derives a service name from the command line of a JVM whose
+// executable is exe (a base name): the main class, the module, the jar or
+// the source file; nothing else of it is kept. The command line is the
+// process's to write: any bytes, any length; the work is one pass over it.
+func javaService(exe string, cmdline []byte) string {
+	if exe != "java" {
+		// javac, jshell, jar, keytool and programs embedding a JVM: their
+		// own executable names them, and their options are not java's
+		// (javac -d DIR would make DIR the class). "" = the exe name.
+		return ""
+	}
+	rest := cmdline
+	next := func() (string, bool) {
+		if len(rest) == 0 {
+			return "", false
+		}
+		a, r, _ := bytes.Cut(rest, []byte{0})
+		rest = r
+		return string(a), true
+	}
+	next() // argv[0]
+	for {
+		a, ok := next()
+		if !ok {
+			return ""
+		}
 		switch {
-		case a == "-jar" && i+1 < len(args):
-			return strings.TrimSuffix(filepath.Base(args[i+1]), ".jar")
-		case (a == "-m" || a == "--module") && i+1 < len(args):
-			m := args[i+1]
-			if j := strings.LastIndexByte(m, '/'); j >= 0 {
-				m = m[j+1:]
-			}
-			return lastDot(m)
-		case withValue[a]:
-			i++
-		case strings.HasPrefix(a, "-"):
+		case a == "-jar":
+			f, _ := next()
+			return jarService(f)
+		case a == "-m" || a == "--module":
+			m, _ := next()
+			return moduleService(m)
+		case strings.HasPrefix(a, "--module="):
+			return moduleService(a[len("--module="):])
+		case javaOptsWithValue[a]:
+			next()
+		case a == "" || a[0] == '-' || a[0] == '@':
+			// An option with its value attached, or an @argfile: the
+			// launcher expands those, but they are files of the process
+			// (maybe in another mount namespace): not read. A main class
+			// only named inside one leaves the exe name.
 		default:
-			if strings.HasSuffix(a, ".java") {
-				return strings.TrimSuffix(filepath.Base(a), ".java")
-			}
-			return lastDot(a)
+			return mainService(a)
 		}
 	}
-	return ""
+}
+
+// jarService: the jar's base name without .jar and without a version.
+func jarService(path string) string {
+	name := strings.TrimSuffix(fileBase(path), ".jar")
+	if m := jarVersion.FindStringSubmatch(name); m != nil {
+		name = m[1]
+	}
+	return labelValue(name)
+}
+
+// moduleService: "module/main.Class" names the class, "module" alone the
+// module (its descriptor's main class is inside the image, not read).
+func moduleService(m string) string {
+	if mod, class, ok := strings.Cut(m, "/"); ok {
+		if class == "" {
+			m = mod
+		} else {
+			return mainService(class)
+		}
+	}
+	if name, ok := javaLaunchers[m]; ok {
+		return name
+	}
+	return labelValue(lastDot(m))
+}
+
+// mainService: a source file (java Server.java, or a shebang script with
+// --source) by its base name, a class by the launcher table or its simple
+// name.
+func mainService(a string) string {
+	if strings.HasSuffix(a, ".java") || strings.ContainsRune(a, '/') {
+		return labelValue(strings.TrimSuffix(fileBase(a), ".java"))
+	}
+	if name, ok := javaLaunchers[a]; ok {
+		return name
+	}
+	return labelValue(lastDot(a))
+}
+
+// fileBase is the last element of a path, "" when there is none ("", "/").
+func fileBase(path string) string {
+	b := filepath.Base(path)
+	if b == "." || b == "/" {
+		return ""
+	}
+	return b
 }
 
 func lastDot(s string) string {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // procFS reads what the agent needs to know about a process from a procfs
@@ -68,6 +69,26 @@ func parseServiceName(environ []byte) string {
 		}
 	}
 	return ""
+}
+
+// maxServiceLen bounds a service name taken from a process (its
+// environment, command line or executable): label values are kept in
+// every series and sent with every event.
+const maxServiceLen = 128
+
+// labelValue makes a process-supplied name a valid label value: Prometheus
+// refuses (and client_golang's WithLabelValues panics on) invalid UTF-8,
+// so bad bytes become U+FFFD, and the length is bounded at a rune boundary.
+func labelValue(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxServiceLen {
+		return s
+	}
+	cut := maxServiceLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // exeName returns the base name of the process's executable.

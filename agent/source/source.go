@@ -385,10 +385,12 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	// A JVM without probes is read through hsperfdata, which the JVM
 	// creates a little after it maps libjvm.so: wait for it like for a
 	// runtime that is not mapped yet.
-	var hsperf string
+	var hsperf perfMapping
 	var hsperfErr error
+	hsperfLooked := false
 	if info.runtime == "jvm" && info.method == MethodNone {
-		hsperf, hsperfErr = s.proc.hsperfdataPath(pid)
+		hsperf, hsperfErr = s.proc.hsperfdataMapping(pid)
+		hsperfLooked = true
 	}
 	canRetry := fromExec && retry != nil && p.retries < len(retryDelays)
 	if info.runtime == "" || (hsperfErr != nil && canRetry) {
@@ -420,7 +422,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.Method = info.method
 	p.Service = s.proc.serviceName(pid)
 	if p.Service == "" && info.runtime == "jvm" {
-		p.Service = javaService(s.proc.cmdline(pid))
+		p.Service = javaService(p.Exe, s.proc.cmdline(pid))
 	}
 	if p.Service == "" && info.runtime == "python" {
 		p.Service = pythonService(s.proc.cmdline(pid))
@@ -428,6 +430,8 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if p.Service == "" {
 		p.Service = p.Exe
 	}
+	// Whatever its source, the name is the process's to choose.
+	p.Service = labelValue(p.Service)
 	if pid == s.self {
 		p.Service = "pausewatch"
 	}
@@ -450,12 +454,14 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	}
 	if p.Method == MethodNone && info.runtime == "jvm" {
 		// No probes: the JVM's own counters are the next best thing.
-		if hsperfErr == nil && hsperf == "" {
-			hsperf, hsperfErr = s.proc.hsperfdataPath(pid) // the probes' attach failed
+		if !hsperfLooked {
+			hsperf, hsperfErr = s.proc.hsperfdataMapping(pid) // the probes' attach failed
+		}
+		if hsperfErr == nil {
+			hsperfErr = s.startHsperfdata(p, hsperf)
 		}
 		if hsperfErr == nil {
 			p.Method = MethodHsperfdata
-			s.startHsperfdata(p, hsperf)
 		} else {
 			why += "; hsperfdata: " + hsperfErr.Error()
 		}
