@@ -49,6 +49,7 @@ struct {
  * collection: nested ones, and automatic ones before the generation is known. */
 struct py_call {
 	__u64 start_ns;
+	__u64 sp;      /* stack pointer at the outermost call's entry */
 	__u32 depth;   /* collector frames of this thread on the stack */
 	__u32 pending; /* automatic call, generation not chosen yet */
 };

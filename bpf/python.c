@@ -35,16 +35,19 @@ int py_gc_start(struct pt_regs *ctx)
 	__u64 now = bpf_ktime_get_ns();
 
 	struct py_call *c = bpf_map_lookup_elem(&py_calls, &id);
-	if (c && c->depth > 0) {
-		/* Nested: the outer call holds the "collecting" flag, this one
-		 * returns without collecting. */
+	/* Nested: the outer call holds the "collecting" flag, this one
+	 * returns without collecting. A nested call's frame is below the
+	 * outer one's (the stack grows down); a call at or above it means the
+	 * recorded call returned unseen (its probes were detached and placed
+	 * again meanwhile), and this one is outermost. */
+	if (c && c->depth > 0 && ctx->sp < c->sp) {
 		c->depth++;
 		return 0;
 	}
 	__u64 gen = PY_GEN_UNKNOWN;
 	if (usdt_arg(ctx, 0, &gen))
 		gen = PY_GEN_UNKNOWN;
-	struct py_call call = { .start_ns = now, .depth = 1 };
+	struct py_call call = { .start_ns = now, .sp = ctx->sp, .depth = 1 };
 	if ((__s64)gen == -1) {
 		/* GENERATION_AUTO (3.13+): a pause only once one is chosen. */
 		call.pending = 1;

@@ -86,6 +86,7 @@ type bpfPwUsdtSpec struct {
 type bpfPyCall struct {
 	_       structs.HostLayout
 	StartNs uint64
+	Sp      uint64
 	Depth   uint32
 	Pending uint32
 }

@@ -350,32 +350,40 @@ func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
 func attachPython(p *probeSet, b *pyBinary, objs *bpfObjects) ([]link.Link, error) {
 	var err error
 	switch {
+	// In every case the end probes go in before the begin probes: a begin
+	// seen without its end would leave the thread "inside the collector"
+	// for good (py_calls), and every later call would read as nested.
 	case b.method == MethodUSDT:
-		if err = p.sites("python:gc__start", objs.PyGcStart, b.start, true); err == nil {
-			err = p.sites("python:gc__done", objs.PyGcDone, b.done, true)
+		if err = p.sites("python:gc__done", objs.PyGcDone, b.done, true); err == nil {
+			err = p.sites("python:gc__start", objs.PyGcStart, b.start, true)
 		}
 	case b.stwStop != 0:
-		err = p.withArgs("_PyEval_StopTheWorld", objs.PyGcStart, false, link.UprobeOptions{Address: b.stwStop}, nil)
+		err = p.withArgs("_PyEval_StartTheWorld", objs.PyGcDone, true, link.UprobeOptions{Address: b.stwStart}, nil)
 		if err == nil {
-			err = p.withArgs("_PyEval_StartTheWorld", objs.PyGcDone, true, link.UprobeOptions{Address: b.stwStart}, nil)
+			err = p.withArgs("_PyEval_StopTheWorld", objs.PyGcStart, false, link.UprobeOptions{Address: b.stwStop}, nil)
 		}
 	default:
+		// A uretprobe only catches calls entered after it was placed.
+		// Choosers, then returns, then entries: a call the entry probe
+		// sees has its return and its chooser probed.
+		for _, c := range b.choosers {
+			if err = p.withArgs(c.sym, objs.PyGcGen, false, link.UprobeOptions{Address: c.offset}, c.gen); err != nil {
+				break
+			}
+		}
 		// The collector returns the number of objects collected (Py_ssize_t).
 		collected, _ := usdt.ParseArgs("-8@%rax")
 		for _, c := range b.collectors {
-			opts := link.UprobeOptions{Address: c.offset}
-			if err = p.withArgs(c.sym, objs.PyGcStart, false, opts, c.gen); err != nil {
-				break
-			}
-			if err = p.withArgs(c.sym, objs.PyGcDone, true, opts, collected); err != nil {
-				break
-			}
-		}
-		for _, c := range b.choosers {
 			if err != nil {
 				break
 			}
-			err = p.withArgs(c.sym, objs.PyGcGen, false, link.UprobeOptions{Address: c.offset}, c.gen)
+			err = p.withArgs(c.sym, objs.PyGcDone, true, link.UprobeOptions{Address: c.offset}, collected)
+		}
+		for _, c := range b.collectors {
+			if err != nil {
+				break
+			}
+			err = p.withArgs(c.sym, objs.PyGcStart, false, link.UprobeOptions{Address: c.offset}, c.gen)
 		}
 	}
 	return p.result(err)
