@@ -45,6 +45,24 @@ struct {
 	__type(value, struct pw_pause_state);
 } pause_state SEC(".maps");
 
+/* One thread's call of the collector, for the calls that are not (yet) a
+ * collection: nested ones, and automatic ones before the generation is known. */
+struct py_call {
+	__u64 start_ns;
+	__u64 sp;      /* stack pointer at the outermost call's entry */
+	__u32 depth;   /* collector frames of this thread on the stack */
+	__u32 pending; /* automatic call, generation not chosen yet */
+};
+
+/* Here, not in python.c, so handle_exit can drop an exiting thread's entry:
+ * a killed process may die inside its collector, and its tid come back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct py_call);
+} py_calls SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PW_STAT_MAX);
@@ -179,6 +197,7 @@ int handle_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
+	bpf_map_delete_elem(&py_calls, &id);
 	/* Only the thread group leader's exit ends the process for us. */
 	if ((__u32)id != tgid)
 		return 0;

@@ -83,6 +83,14 @@ type bpfPwUsdtSpec struct {
 	}
 }
 
+type bpfPyCall struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Sp      uint64
+	Depth   uint32
+	Pending uint32
+}
+
 type bpfSysArgs struct {
 	_  structs.HostLayout
 	Ts uint64
@@ -100,6 +108,7 @@ const (
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
 	bpfMapPauseState              = "pause_state"
+	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
 	bpfMapSysArgs                 = "sys_args"
 	bpfMapTraced                  = "traced"
@@ -142,6 +151,7 @@ const (
 	bpfProgJvmSafepointSynced     = "jvm_safepoint_synced"
 	bpfProgJvmVmopBegin           = "jvm_vmop_begin"
 	bpfProgPyGcDone               = "py_gc_done"
+	bpfProgPyGcGen                = "py_gc_gen"
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
@@ -227,6 +237,7 @@ type bpfProgramSpecs struct {
 	JvmSafepointSynced     *ebpf.ProgramSpec `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.ProgramSpec `ebpf:"jvm_vmop_begin"`
 	PyGcDone               *ebpf.ProgramSpec `ebpf:"py_gc_done"`
+	PyGcGen                *ebpf.ProgramSpec `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.ProgramSpec `ebpf:"py_gc_start"`
 }
 
@@ -240,6 +251,7 @@ type bpfMapSpecs struct {
 	GoStartArgs *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState    *ebpf.MapSpec `ebpf:"jvm_state"`
 	PauseState  *ebpf.MapSpec `ebpf:"pause_state"`
+	PyCalls     *ebpf.MapSpec `ebpf:"py_calls"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	SysArgs     *ebpf.MapSpec `ebpf:"sys_args"`
 	Traced      *ebpf.MapSpec `ebpf:"traced"`
@@ -282,6 +294,7 @@ type bpfMaps struct {
 	GoStartArgs *ebpf.Map `ebpf:"go_start_args"`
 	JvmState    *ebpf.Map `ebpf:"jvm_state"`
 	PauseState  *ebpf.Map `ebpf:"pause_state"`
+	PyCalls     *ebpf.Map `ebpf:"py_calls"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	SysArgs     *ebpf.Map `ebpf:"sys_args"`
 	Traced      *ebpf.Map `ebpf:"traced"`
@@ -297,6 +310,7 @@ func (m *bpfMaps) Close() error {
 		m.GoStartArgs,
 		m.JvmState,
 		m.PauseState,
+		m.PyCalls,
 		m.Stats,
 		m.SysArgs,
 		m.Traced,
@@ -355,6 +369,7 @@ type bpfPrograms struct {
 	JvmSafepointSynced     *ebpf.Program `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.Program `ebpf:"jvm_vmop_begin"`
 	PyGcDone               *ebpf.Program `ebpf:"py_gc_done"`
+	PyGcGen                *ebpf.Program `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.Program `ebpf:"py_gc_start"`
 }
 
@@ -397,6 +412,7 @@ func (p *bpfPrograms) Close() error {
 		p.JvmSafepointSynced,
 		p.JvmVmopBegin,
 		p.PyGcDone,
+		p.PyGcGen,
 		p.PyGcStart,
 	)
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -25,26 +26,84 @@ const (
 var errNotPython = errors.New("not CPython")
 
 // pyCollectors lists, per minor version, the functions that bracket one
-// collection, in order of preference, with the register holding the
-// generation at entry (SysV ABI; "" when the function has none).
+// collection, in order of preference, with where the generation is at
+// their entry when they carry their plain name (SysV ABI: second argument).
+// Checked against the disassembly of pyenv's 3.8.18, 3.9.18, 3.10.13,
+// 3.11.7, 3.12.1 and 3.13.0 builds.
 func pyCollectors(minor int) []pyFunc {
 	switch {
-	case minor >= 8 && minor <= 10:
+	case minor >= 8 && minor <= 9:
 		// collect(state|tstate, int generation, ...)
-		return []pyFunc{{"collect", "esi"}}
-	case minor >= 11 && minor <= 13:
-		// gc_collect_main(tstate, int generation, ...); 3.13t adds the
-		// stop-the-world inside it, so it covers free-threaded builds too.
-		return []pyFunc{{"gc_collect_main", "esi"}}
+		return []pyFunc{{"collect", "-4@%esi"}}
+	case minor >= 10 && minor <= 13:
+		// gc_collect_main(tstate, int generation, ...): 3.10 renamed
+		// collect. 3.13t adds the stop-the-world inside it, so it covers
+		// free-threaded builds too.
+		return []pyFunc{{"gc_collect_main", "-4@%esi"}}
 	case minor == 14:
 		// 3.14.0's incremental GC enters through _PyGC_Collect(tstate, int
 		// generation, reason); later 3.14.x went back to gc_collect_main.
-		return []pyFunc{{"_PyGC_Collect", "esi"}, {"gc_collect_main", "esi"}}
+		return []pyFunc{{"_PyGC_Collect", "-4@%esi"}, {"gc_collect_main", "-4@%esi"}}
 	}
 	return nil
 }
 
-type pyFunc struct{ name, genReg string }
+// pyChooser is the function through which a collector that is passed
+// GENERATION_AUTO (-1; 3.13+) says which generation it collects: every
+// collection calls invoke_gc_callback(tstate, "start", generation, ...)
+// once it has chosen (the value gc.callbacks report), and a call that finds
+// nothing to collect returns before it. nil before 3.13: the generation is
+// always an argument there.
+func pyChooser(minor int) *pyFunc {
+	if minor >= 13 {
+		return &pyFunc{"invoke_gc_callback", "-4@%edx"}
+	}
+	return nil
+}
+
+// pyFunc is a function by its source name and the argument spec (USDT
+// syntax) of the generation at its entry under the SysV ABI.
+type pyFunc struct{ name, gen string }
+
+// pyClone is a compiler clone (.constprop, .isra, .part) of a collector
+// function whose calling convention was read from its disassembly in one
+// build: GCC may drop, reorder or constant-fold a clone's parameters, so
+// the ABI says nothing about where its generation is.
+type pyClone struct {
+	sym  string
+	addr uint64 // its st_value in that build: the name alone proves nothing
+	gen  string // USDT argument spec of the generation at entry
+	why  string // what the disassembly showed
+}
+
+// pyVerifiedClones are the clones proven by objdump -d, by GNU build ID.
+// Any other build with a clone of a collector is refused (method "none"):
+// a probe at a clone read with the wrong convention counts collections
+// under the wrong generation, which is worse than saying "not captured".
+var pyVerifiedClones = map[string][]pyClone{
+	// pyenv 3.8.18 (gcc 12, Debian 12): collect() exists only as clones.
+	"ff2a4988bea9e9bbbb8004eb6e74cc0792734c3b": {
+		{"collect.constprop.1", 0x1d43d0, "-4@%edi",
+			"(generation, n_collected*, n_uncollectable*): the state pointer and nofail=0 propagated; " +
+				"EDI is spilled and indexes the generation heads; called by gc.collect() and the automatic path"},
+		{"collect.constprop.0", 0x1d52f0, "-4@$2",
+			"(n_collected*, n_uncollectable*, nofail): generation 2 propagated, the body merges " +
+				"generations 0 and 1 into 2 with constant offsets; called by PyGC_Collect and _PyGC_CollectNoFail"},
+	},
+	// pyenv 3.13.0: invoke_gc_callback(tstate, phase, generation, ...)
+	// with tstate replaced by tstate->interp; generation stays third.
+	"d11d13fb0f82d32f3da1221ffd551ab179afb423": {
+		{"invoke_gc_callback.isra.0", 0x25c3f0, "-4@%edx",
+			"(interp, phase, generation, collected, uncollectable): both call sites in gc_collect_main load EDX from the generation's stack slot"},
+	},
+}
+
+// pyProbe is one function to place a probe at.
+type pyProbe struct {
+	sym    string
+	offset uint64     // file offset of its first instruction
+	gen    []usdt.Arg // where the generation is at entry
+}
 
 // pyBinary is what the probes need from one interpreter or libpython.
 type pyBinary struct {
@@ -53,20 +112,21 @@ type pyBinary struct {
 	method  string // MethodUSDT or MethodUprobe
 	// USDT (method usdt).
 	start, done []usdt.Probe
-	// Function uprobe (method uprobe): entry = begin, return = end.
-	fn       string // the symbol found, e.g. "gc_collect_main.lto_priv.0"
-	fnOffset uint64
-	genArg   []usdt.Arg // empty when the generation cannot be read
+	// Function uprobes (method uprobe): entry = begin, return = end, at
+	// every variant of the collector.
+	collectors []pyProbe
+	// Where a collector passed GENERATION_AUTO names its choice (3.13+).
+	choosers []pyProbe
 	// Free-threaded builds without the collector symbols: the
 	// interpreter's own stop-the-world.
 	stwStop, stwStart uint64
 }
 
-var pyFileRe = regexp.MustCompile(`(?:^|/)(?:lib)?python3\.(\d+)`)
+var pyFileRe = regexp.MustCompile(`(?:^|/)(?:lib)?python([23])\.(\d+)`)
 
 // pyVersion reads the interpreter version: Py_Version (3.11+, exported),
-// else the file name (python3.X, libpython3.X.so).
-func pyVersion(f *elf.File, name string) (string, int, error) {
+// else the file name (python3.X, libpython3.X.so, libpython2.7.so).
+func pyVersion(f *elf.File, name string) (string, int, int, error) {
 	if syms, err := f.DynamicSymbols(); err == nil {
 		for _, s := range syms {
 			if s.Name != "Py_Version" || s.Size < 4 {
@@ -83,24 +143,32 @@ func pyVersion(f *elf.File, name string) (string, int, error) {
 				hex := f.ByteOrder.Uint32(b)
 				major, minor, micro := hex>>24, (hex>>16)&0xff, (hex>>8)&0xff
 				if major == 3 {
-					return fmt.Sprintf("3.%d.%d", minor, micro), int(minor), nil
+					return fmt.Sprintf("3.%d.%d", minor, micro), 3, int(minor), nil
 				}
 			}
 		}
 	}
 	if m := pyFileRe.FindStringSubmatch(name); m != nil {
-		minor, _ := strconv.Atoi(m[1])
-		return "3." + m[1], minor, nil
+		major, _ := strconv.Atoi(m[1])
+		minor, _ := strconv.Atoi(m[2])
+		return m[1] + "." + m[2], major, minor, nil
 	}
-	return "", 0, errNotPython
+	return "", 0, 0, errNotPython
 }
 
 // inspectPython finds how to probe one CPython executable or libpython.
 // name is the file's path (for the version when Py_Version is missing).
 func inspectPython(f *elf.File, name string) (*pyBinary, error) {
-	version, minor, err := pyVersion(f, name)
+	version, major, minor, err := pyVersion(f, name)
 	if err != nil {
 		return nil, err
+	}
+	// Below 3.8 nothing is verified (and 2.7's collector has neither the
+	// 3.x names nor the same callers): refused even with USDT, so a
+	// process is either captured as verified or plainly listed as not.
+	if major != 3 || minor < pyMinMinor {
+		return nil, fmt.Errorf("CPython %s is older than the supported 3.%d-3.%d: its collections are not captured",
+			version, pyMinMinor, pyMaxMinor)
 	}
 	b := &pyBinary{version: version, minor: minor}
 	if probes, err := usdt.ReadFile(f); err == nil {
@@ -111,7 +179,7 @@ func inspectPython(f *elf.File, name string) (*pyBinary, error) {
 			return b, nil
 		}
 	}
-	if minor < pyMinMinor || minor > pyMaxMinor {
+	if minor > pyMaxMinor {
 		return nil, fmt.Errorf("CPython %s has no USDT probes, and its collector functions are not verified for this version (3.%d-3.%d are)",
 			version, pyMinMinor, pyMaxMinor)
 	}
@@ -119,20 +187,28 @@ func inspectPython(f *elf.File, name string) (*pyBinary, error) {
 	if err != nil || len(syms) == 0 {
 		return nil, fmt.Errorf("CPython %s has no USDT probes and no .symtab (stripped): its collector cannot be found", version)
 	}
+	id := gnuBuildID(f)
 	for _, want := range pyCollectors(minor) {
-		if s, ok := findPySymbol(syms, want.name); ok {
-			if b.fnOffset, err = fileOffset(f, s.Value); err != nil {
-				return nil, err
-			}
-			b.method, b.fn = MethodUprobe, s.Name
-			// A clone whose signature the compiler changed (.isra,
-			// .constprop, .part) may not hold the generation where the
-			// ABI says: better unknown than wrong.
-			if want.genReg != "" && !abiChanged(s.Name) {
-				b.genArg, _ = usdt.ParseArgs("-4@%" + want.genReg)
-			}
-			return b, nil
+		probes, err := pyProbes(f, syms, want, id)
+		if err != nil {
+			return nil, fmt.Errorf("CPython %s: %w", version, err)
 		}
+		if len(probes) == 0 {
+			continue
+		}
+		if ch := pyChooser(minor); ch != nil {
+			// Without it an automatic call that collects cannot be told
+			// from one that does not, nor its generation known.
+			if b.choosers, err = pyProbes(f, syms, *ch, id); err != nil {
+				return nil, fmt.Errorf("CPython %s: %w", version, err)
+			}
+			if len(b.choosers) == 0 {
+				return nil, fmt.Errorf("CPython %s: %s is in .symtab but %s, which names the generation of automatic collections, is not",
+					version, want.name, ch.name)
+			}
+		}
+		b.method, b.collectors = MethodUprobe, probes
+		return b, nil
 	}
 	stop, ok1 := findPySymbol(syms, "_PyEval_StopTheWorld")
 	start, ok2 := findPySymbol(syms, "_PyEval_StartTheWorld")
@@ -144,7 +220,6 @@ func inspectPython(f *elf.File, name string) (*pyBinary, error) {
 			return nil, err
 		}
 		b.method = MethodUprobe
-		b.fn = "_PyEval_StopTheWorld"
 		return b, nil
 	}
 	names := []string{}
@@ -152,6 +227,74 @@ func inspectPython(f *elf.File, name string) (*pyBinary, error) {
 		names = append(names, c.name)
 	}
 	return nil, fmt.Errorf("CPython %s has no USDT probes and none of %v in .symtab", version, names)
+}
+
+// pyProbes returns a probe for every variant of fn in syms: the function by
+// its name (or a plain LTO rename, gc_collect_main.lto_priv.0), and every
+// compiler clone, each a separate entry point that callers use instead of
+// the original. A clone is accepted only when pyVerifiedClones proves its
+// convention for this very build; an unproven one fails the whole
+// interpreter, since probing the others alone would miss collections.
+func pyProbes(f *elf.File, syms []elf.Symbol, fn pyFunc, buildID string) ([]pyProbe, error) {
+	var out []pyProbe
+	seen := map[uint64]bool{}
+	for _, s := range pySymbols(syms, fn.name) {
+		if seen[s.Value] {
+			continue // an alias of a variant already taken
+		}
+		seen[s.Value] = true
+		spec := fn.gen
+		if abiChanged(s.Name) {
+			c, ok := verifiedClone(buildID, s)
+			if !ok {
+				return nil, fmt.Errorf("%s is a compiler clone whose calling convention is not verified for this build (build ID %q): "+
+					"where it keeps the generation is unknown, so no probe is placed", s.Name, buildID)
+			}
+			spec = c.gen
+		}
+		gen, err := usdt.ParseArgs(spec)
+		if err != nil {
+			return nil, fmt.Errorf("generation of %s: %w", s.Name, err)
+		}
+		off, err := fileOffset(f, s.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		out = append(out, pyProbe{sym: s.Name, offset: off, gen: gen})
+	}
+	return out, nil
+}
+
+// verifiedClone finds the proven convention of clone s in the build id.
+func verifiedClone(buildID string, s elf.Symbol) (pyClone, bool) {
+	for _, c := range pyVerifiedClones[buildID] {
+		if c.sym == s.Name && c.addr == s.Value {
+			return c, true
+		}
+	}
+	return pyClone{}, false
+}
+
+// ntGNUBuildID is NT_GNU_BUILD_ID (debug/elf has no name for it).
+const ntGNUBuildID = 3
+
+// gnuBuildID returns the file's GNU build ID in hex, "" when it has none.
+func gnuBuildID(f *elf.File) string {
+	sec := f.Section(".note.gnu.build-id")
+	if sec == nil {
+		return ""
+	}
+	b, err := sec.Data()
+	// Elf64_Nhdr: namesz, descsz, type, then "GNU\0" and the ID.
+	if err != nil || len(b) < 16 {
+		return ""
+	}
+	namesz, descsz := f.ByteOrder.Uint32(b[0:]), f.ByteOrder.Uint32(b[4:])
+	off := 12 + (uint64(namesz)+3)&^3
+	if f.ByteOrder.Uint32(b[8:]) != ntGNUBuildID || off+uint64(descsz) > uint64(len(b)) {
+		return ""
+	}
+	return hex.EncodeToString(b[off : off+uint64(descsz)])
 }
 
 // abiChanged says whether a compiler clone's suffix allows a changed
@@ -166,11 +309,12 @@ func abiChanged(sym string) bool {
 	return false
 }
 
-// findPySymbol finds a function by name, or by the names optimising
-// compilers give its clones (gc_collect_main.lto_priv.0), never a .cold part.
-func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
-	var best elf.Symbol
-	found := false
+// pySymbols returns the function called name and its variants: the names
+// optimising compilers give its renames and clones (collect.constprop.0,
+// gc_collect_main.lto_priv.0), never a .cold part (the unlikely branches
+// split off the body: not an entry point).
+func pySymbols(syms []elf.Symbol, name string) []elf.Symbol {
+	var out []elf.Symbol
 	for _, s := range syms {
 		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 {
 			continue
@@ -181,38 +325,65 @@ func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
 		if strings.Contains(s.Name, ".cold") {
 			continue
 		}
-		// The exact name beats a clone; among clones, the first.
+		out = append(out, s)
+	}
+	return out
+}
+
+// findPySymbol finds a function by name, or else its first variant.
+func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
+	all := pySymbols(syms, name)
+	for _, s := range all {
 		if s.Name == name {
 			return s, true
 		}
-		if !found {
-			best, found = s, true
-		}
 	}
-	return best, found
+	if len(all) > 0 {
+		return all[0], true
+	}
+	return elf.Symbol{}, false
 }
 
 // attachPython puts the collection probes on one interpreter or libpython.
-// Both programs read an argument (generation, objects collected), so each
+// The programs read an argument (generation, objects collected), so each
 // placement gets its own spec, empty where the value cannot be read.
 func attachPython(p *probeSet, b *pyBinary, objs *bpfObjects) ([]link.Link, error) {
 	var err error
 	switch {
+	// In every case the end probes go in before the begin probes: a begin
+	// seen without its end would leave the thread "inside the collector"
+	// for good (py_calls), and every later call would read as nested.
 	case b.method == MethodUSDT:
-		if err = p.sites("python:gc__start", objs.PyGcStart, b.start, true); err == nil {
-			err = p.sites("python:gc__done", objs.PyGcDone, b.done, true)
+		if err = p.sites("python:gc__done", objs.PyGcDone, b.done, true); err == nil {
+			err = p.sites("python:gc__start", objs.PyGcStart, b.start, true)
 		}
 	case b.stwStop != 0:
-		err = p.withArgs("_PyEval_StopTheWorld", objs.PyGcStart, false, link.UprobeOptions{Address: b.stwStop}, nil)
+		err = p.withArgs("_PyEval_StartTheWorld", objs.PyGcDone, true, link.UprobeOptions{Address: b.stwStart}, nil)
 		if err == nil {
-			err = p.withArgs("_PyEval_StartTheWorld", objs.PyGcDone, true, link.UprobeOptions{Address: b.stwStart}, nil)
+			err = p.withArgs("_PyEval_StopTheWorld", objs.PyGcStart, false, link.UprobeOptions{Address: b.stwStop}, nil)
 		}
 	default:
+		// A uretprobe only catches calls entered after it was placed.
+		// Choosers, then returns, then entries: a call the entry probe
+		// sees has its return and its chooser probed.
+		for _, c := range b.choosers {
+			if err = p.withArgs(c.sym, objs.PyGcGen, false, link.UprobeOptions{Address: c.offset}, c.gen); err != nil {
+				break
+			}
+		}
 		// The collector returns the number of objects collected (Py_ssize_t).
 		collected, _ := usdt.ParseArgs("-8@%rax")
-		err = p.withArgs(b.fn, objs.PyGcStart, false, link.UprobeOptions{Address: b.fnOffset}, b.genArg)
-		if err == nil {
-			err = p.withArgs(b.fn, objs.PyGcDone, true, link.UprobeOptions{Address: b.fnOffset}, collected)
+		for _, c := range b.collectors {
+			if err != nil {
+				break
+			}
+			err = p.withArgs(c.sym, objs.PyGcDone, true, link.UprobeOptions{Address: c.offset}, collected)
+		}
+		for _, c := range b.collectors {
+			if err != nil {
+				break
+			}
+			err = p.withArgs(c.sym, objs.PyGcStart, false, link.UprobeOptions{Address: c.offset}, c.gen)
 		}
 	}
 	return p.result(err)

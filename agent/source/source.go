@@ -140,8 +140,10 @@ const (
 
 func isLibjvm(base string) bool { return base == "libjvm.so" }
 
+// isLibpython: libpython3.X.so, and libpython2.7.so so that Python 2 is
+// listed (as not captured, with why) rather than not seen at all.
 func isLibpython(base string) bool {
-	return strings.HasPrefix(base, "libpython3.") && strings.Contains(base, ".so")
+	return strings.HasPrefix(base, "libpython") && strings.Contains(base, ".so")
 }
 
 // process is one tracked (or deliberately untracked) runtime process.
