@@ -166,6 +166,10 @@ func TestJVMReason(t *testing.T) {
 		{jvmReasonGC | jvmReasonFull, "G1CollectFull", "G1CollectFull", "gc"},
 		{0, "Cleanup", "Cleanup", "other"},
 		{0, "", "safepoint", "other"},
+		// Read from the JVM's memory: sanitised, and one that sanitises to
+		// nothing is an unnamed safepoint.
+		{0, "Op\x1b[2J\xff", "Op[2J\uFFFD", "other"},
+		{0, "\n\u202e", "safepoint", "other"},
 	} {
 		r, k := jvmReason(tc.flags, tc.op)
 		if r != tc.reason || k != tc.kind {
