@@ -89,13 +89,19 @@ func (p Process) Sanitized() Process {
 }
 
 // Sanitized returns e with its process and every string field passed
-// through LabelValue. Sources build events from sanitised values already;
-// exporters call this too, so a value that slipped past a source (or an
-// event built by hand) can never make an exporter panic or emit a broken
-// label.
+// through LabelValue, and its durations made non-negative. Sources build
+// events from sanitised strings already; exporters call this too, so a
+// value that slipped past a source (or an event built by hand) can never
+// make an exporter panic or emit a broken label. Durations are clamped
+// because a process controls what they are computed from (the Go
+// runtime's clock reads, hsperfdata counters and their frequency), and a
+// negative one would make a Prometheus counter panic.
 func (e Event) Sanitized() Event {
 	e.Process = e.Process.Sanitized()
 	e.Kind = LabelValue(e.Kind)
 	e.Reason = LabelValue(e.Reason)
+	e.Duration = max(e.Duration, 0)
+	e.Stopping = max(e.Stopping, 0)
+	e.PauseInside = max(e.PauseInside, 0)
 	return e
 }

@@ -80,13 +80,13 @@ func TestLabelValueCleanDoesNotAllocate(t *testing.T) {
 
 func TestEventSanitized(t *testing.T) {
 	e := Event{
-		Type: Pause, Kind: "gc\n", Reason: "G1\x1b[2J",
+		Type: Pause, Kind: "gc\n", Reason: "G1\x1b[2J", Duration: -1, Stopping: -2, PauseInside: 3,
 		Process: Process{PID: 7, Runtime: "jvm\xff", Method: "usdt", Service: "svc\u202e", Exe: "java\r",
 			ContainerID: "id\x00", Pod: "p\u0085", Namespace: "n\u2028", Container: strings.Repeat("c", 300)},
 	}
 	got := e.Sanitized()
 	want := Event{
-		Type: Pause, Kind: "gc", Reason: "G1[2J",
+		Type: Pause, Kind: "gc", Reason: "G1[2J", Duration: 0, Stopping: 0, PauseInside: 3,
 		Process: Process{PID: 7, Runtime: "jvm\uFFFD", Method: "usdt", Service: "svc", Exe: "java",
 			ContainerID: "id", Pod: "p", Namespace: "n", Container: strings.Repeat("c", MaxLabelBytes)},
 	}
