@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pausewatch/pausewatch/agent"
 	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
 )
 
@@ -34,6 +35,14 @@ func reportMain(args []string) int {
 	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
 		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", *agentURL, err)
 		return 1
+	}
+	// The rows come from whatever answers --agent, and both outputs reach
+	// a terminal (encoding/json leaves U+202E as is): strings only through
+	// agent.LabelValue.
+	for i := range rows {
+		r := &rows[i]
+		r.Runtime, r.Service, r.Port, r.PID = agent.LabelValue(r.Runtime), agent.LabelValue(r.Service),
+			agent.LabelValue(r.Port), agent.LabelValue(r.PID)
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].Service != rows[j].Service {
