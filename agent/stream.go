@@ -25,6 +25,9 @@ func (s *Stream) Record(e Event) {
 	if e.Type != Pause && e.Type != PauseSample && !(e.Type == Request && e.PauseInside > 0) {
 		return
 	}
+	// Subscribers print what they get to a terminal: sanitised again here,
+	// whatever the source did.
+	e = e.Sanitized()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.subs {

@@ -417,9 +417,11 @@ func perfEvents(p agent.Process, prev, cur perfCounters, now time.Time) []agent.
 		if !ok || !c.hasEntryExit || c.invocations-pc.invocations != 1 || c.lastExit < c.lastEntry {
 			continue
 		}
-		reason := cur.lastCause
+		// Both names are strings of the JVM's hsperfdata file, which any
+		// process can write: sanitised before they become a label.
+		reason := agent.LabelValue(cur.lastCause)
 		if reason == "" || reason == "No GC" {
-			reason = c.name
+			reason = agent.LabelValue(c.name)
 		}
 		out = append(out, agent.Event{Type: agent.PauseSample, Process: p, Kind: agent.KindGC, Reason: reason,
 			Duration: tick(c.lastExit - c.lastEntry), Start: now})

@@ -131,6 +131,13 @@ func TestPerfEvents(t *testing.T) {
 		}), []agent.Event{
 			{Type: agent.PauseTotals, Process: p, Kind: "gc", Count: 2, Duration: 5 * time.Millisecond, Start: now},
 		}},
+		{"names from the file are sanitised (any process can write it); a cause of nothing gives the collector's name", next(func(c *perfCounters) {
+			c.safepoints, c.stopped, c.gcCount, c.gcTime, c.lastCause = 101, 5e8+3e6, 41, 4e8+3e6, "\x1b\u202e\n"
+			c.collectors["0"] = collector{name: "G1\xff young", invocations: 31, lastEntry: 1000, lastExit: 3_001_000, hasEntryExit: true}
+		}), []agent.Event{
+			{Type: agent.PauseTotals, Process: p, Kind: "gc", Count: 1, Duration: 3 * time.Millisecond, Start: now},
+			{Type: agent.PauseSample, Process: p, Kind: "gc", Reason: "G1\uFFFD young", Duration: 3 * time.Millisecond, Start: now},
+		}},
 		{"counters went back (new JVM): nothing", next(func(c *perfCounters) { c.safepoints = 3 }), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,6 +164,10 @@ func TestJVMReason(t *testing.T) {
 		{jvmReasonGC | jvmReasonFull, "G1CollectFull", "G1CollectFull", "gc"},
 		{0, "Cleanup", "Cleanup", "other"},
 		{0, "", "safepoint", "other"},
+		// Read from the JVM's memory: sanitised, and one that sanitises to
+		// nothing is an unnamed safepoint.
+		{0, "Op\x1b[2J\xff", "Op[2J\uFFFD", "other"},
+		{0, "\n\u202e", "safepoint", "other"},
 	} {
 		r, k := jvmReason(tc.flags, tc.op)
 		if r != tc.reason || k != tc.kind {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/usdt"
 )
 
@@ -239,6 +240,9 @@ func jvmReason(flags uint32, op string) (reason, kind string) {
 	if flags&jvmReasonGC != 0 {
 		kind = "gc"
 	}
+	// The name is read from the JVM's memory: sanitised like any string
+	// a process hands us, before it is counted against maxJVMReasons.
+	op = agent.LabelValue(op)
 	if op == "" {
 		op = "safepoint" // no operation seen (symbol fallback, or none ran)
 	}

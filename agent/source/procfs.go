@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 // procFS reads what the agent needs to know about a process from a procfs
@@ -53,6 +55,8 @@ func parseStartTime(stat []byte) (uint64, error) {
 const serviceEnv = "OTEL_SERVICE_NAME"
 
 // serviceName returns OTEL_SERVICE_NAME from the process environment, or "".
+// Like every string read from a process, it comes back through
+// agent.LabelValue: whoever starts the process chooses its bytes.
 func (p procFS) serviceName(pid uint32) string {
 	b, err := os.ReadFile(p.path(pid, "environ"))
 	if err != nil {
@@ -65,7 +69,7 @@ func parseServiceName(environ []byte) string {
 	prefix := []byte(serviceEnv + "=")
 	for kv := range bytes.SplitSeq(environ, []byte{0}) {
 		if v, ok := bytes.CutPrefix(kv, prefix); ok {
-			return string(v)
+			return agent.LabelValue(string(v))
 		}
 	}
 	return ""
@@ -97,7 +101,7 @@ func (p procFS) exeName(pid uint32) string {
 	if err != nil {
 		return ""
 	}
-	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
+	return agent.LabelValue(filepath.Base(strings.TrimSuffix(target, " (deleted)")))
 }
 
 var containerIDRe = regexp.MustCompile(`([0-9a-f]{64})(?:\.scope)?$`)
@@ -125,7 +129,9 @@ func parseContainerID(cgroup []byte) string {
 			path = parts[2]
 		}
 		if m := containerIDRe.FindStringSubmatch(path); m != nil {
-			return m[1]
+			// The pattern admits hex digits only; the gate is passed all
+			// the same, so a change of pattern cannot let bytes through.
+			return agent.LabelValue(m[1])
 		}
 	}
 	return ""

@@ -35,6 +35,10 @@ func TestParseServiceName(t *testing.T) {
 		{"PATH=/bin\x00OTEL_SERVICE_NAME=checkout\x00SECRET=x\x00", "checkout"},
 		{"MY_OTEL_SERVICE_NAME=nope\x00", ""},
 		{"OTEL_SERVICE_NAME=\x00", ""},
+		// A process picks its own environment: the name is sanitised here,
+		// at the source, before it reaches any label (issue 9).
+		{"OTEL_SERVICE_NAME=bad\xff\x00", "bad\uFFFD"},
+		{"OTEL_SERVICE_NAME=a\nb\x1b[0m\u202e\x00", "ab[0m"},
 		{"", ""},
 	} {
 		if got := parseServiceName([]byte(tc.env)); got != tc.want {

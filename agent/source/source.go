@@ -422,12 +422,15 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	}
 	p.Runtime = info.runtime
 	p.Method = info.method
+	// Every name below is chosen by whoever runs the process: each passes
+	// agent.LabelValue (serviceName and exeName do it themselves), and a
+	// name that sanitises to nothing falls through to the next.
 	p.Service = s.proc.serviceName(pid)
 	if p.Service == "" && info.runtime == "jvm" {
-		p.Service = javaService(p.Exe, s.proc.cmdline(pid))
+		p.Service = agent.LabelValue(javaService(p.Exe, s.proc.cmdline(pid)))
 	}
 	if p.Service == "" && info.runtime == "python" {
-		p.Service = pythonService(s.proc.cmdline(pid))
+		p.Service = agent.LabelValue(pythonService(s.proc.cmdline(pid)))
 	}
 	if p.Service == "" {
 		p.Service = p.Exe
@@ -879,7 +882,9 @@ func (s *Source) Status() []ProcessStatus {
 		if !p.tracked() {
 			continue
 		}
-		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: p.info.version, Since: p.since})
+		// The version comes from the file (a Go binary's build info):
+		// another string a process chooses.
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: agent.LabelValue(p.info.version), Since: p.since})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out

@@ -45,6 +45,10 @@ type Options struct {
 	Objective func(service string, port uint16) (time.Duration, bool)
 	// Version is the agent's version, for the resource.
 	Version string
+	// MetricReader and LogProcessor, when set, take the place of the OTLP
+	// metric and log pipelines: tests read what was recorded from them.
+	MetricReader sdkmetric.Reader
+	LogProcessor sdklog.Processor
 }
 
 // Enabled reports whether the environment names an OTLP endpoint: only
@@ -117,31 +121,40 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		return nil, fmt.Errorf("otlp resource: %w", err)
 	}
 
-	mp, err := protocol("METRICS")
-	if err != nil {
-		return nil, err
+	reader := opts.MetricReader
+	if reader == nil {
+		mp, err := protocol("METRICS")
+		if err != nil {
+			return nil, err
+		}
+		var mexp sdkmetric.Exporter
+		if mp == "grpc" {
+			mexp, err = otlpmetricgrpc.New(ctx)
+		} else {
+			mexp, err = otlpmetrichttp.New(ctx)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("otlp metric exporter (%s): %w", mp, err)
+		}
+		// OTEL_METRIC_EXPORT_INTERVAL is read by the periodic reader itself.
+		reader = sdkmetric.NewPeriodicReader(mexp)
 	}
-	var mexp sdkmetric.Exporter
-	if mp == "grpc" {
-		mexp, err = otlpmetricgrpc.New(ctx)
-	} else {
-		mexp, err = otlpmetrichttp.New(ctx)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("otlp metric exporter (%s): %w", mp, err)
-	}
-	lp, err := protocol("LOGS")
-	if err != nil {
-		return nil, err
-	}
-	var lexp sdklog.Exporter
-	if lp == "grpc" {
-		lexp, err = otlploggrpc.New(ctx)
-	} else {
-		lexp, err = otlploghttp.New(ctx)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("otlp log exporter (%s): %w", lp, err)
+	logProc := opts.LogProcessor
+	if logProc == nil {
+		lp, err := protocol("LOGS")
+		if err != nil {
+			return nil, err
+		}
+		var lexp sdklog.Exporter
+		if lp == "grpc" {
+			lexp, err = otlploggrpc.New(ctx)
+		} else {
+			lexp, err = otlploghttp.New(ctx)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("otlp log exporter (%s): %w", lp, err)
+		}
+		logProc = sdklog.NewBatchProcessor(lexp)
 	}
 
 	var agg sdkmetric.Aggregation = sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}
@@ -150,11 +163,10 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	}
 	durations := sdkmetric.NewView(sdkmetric.Instrument{Kind: sdkmetric.InstrumentKindHistogram},
 		sdkmetric.Stream{Aggregation: agg})
-	// OTEL_METRIC_EXPORT_INTERVAL is read by the periodic reader itself.
 	x := &Exporter{opts: opts, buckets: map[uint32]*bucket{}}
 	x.meters = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithView(durations),
-		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(mexp)))
-	x.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(lexp)))
+		sdkmetric.WithReader(reader))
+	x.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(logProc))
 	x.logger = x.logs.Logger("github.com/pausewatch/pausewatch")
 
 	m := x.meters.Meter("github.com/pausewatch/pausewatch")
@@ -208,6 +220,10 @@ func (x *Exporter) processAttrs(p agent.Process) []attribute.KeyValue {
 
 // Record implements agent.Exporter.
 func (x *Exporter) Record(e agent.Event) {
+	// Attribute values come from the watched processes; sources sanitise
+	// them, and this (free for clean values) makes sure no event built
+	// elsewhere sends invalid UTF-8 or terminal controls to a collector.
+	e = e.Sanitized()
 	ctx := context.Background()
 	pa := x.processAttrs(e.Process)
 	switch e.Type {

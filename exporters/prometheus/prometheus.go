@@ -170,6 +170,11 @@ func (k seriesKey) countLabels(pidLabel bool) []string {
 
 // Record implements agent.Exporter.
 func (x *Exporter) Record(e agent.Event) {
+	// client_golang panics on a label value that is not valid UTF-8, and
+	// the values come from the watched processes. Sources sanitise them
+	// already; doing it again here (free for clean values) means no event,
+	// however built, can take the agent down.
+	e = e.Sanitized()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	// Expiry walks every series: once a second is enough, not per event.

@@ -246,12 +246,21 @@ func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
 	if bestOverlap <= 0 {
 		return nil
 	}
-	reason := best.reason
-	if len(reason) > 48 { // exemplar labels are limited to 128 runes in all
-		reason = reason[:48]
-	}
 	return prometheus.Labels{
-		"pause_reason": reason,
+		// Exemplar labels are limited to 128 runes in all, names included,
+		// and an invalid one panics: cut on a rune, never inside one.
+		"pause_reason": firstRunes(best.reason, 48),
 		"pause_start":  strconv.FormatFloat(float64(best.start.UnixNano())/1e9, 'f', 6, 64),
 	}
+}
+
+// firstRunes returns the first n runes of s.
+func firstRunes(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
 }

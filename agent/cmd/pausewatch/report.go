@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pausewatch/pausewatch/agent"
 	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
 )
 
@@ -52,6 +53,7 @@ func reportMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", *agentURL, err)
 		return 1
 	}
+	rows = sanitizeRows(rows)
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].Service != rows[j].Service {
 			return rows[i].Service < rows[j].Service
@@ -66,6 +68,18 @@ func reportMain(args []string) int {
 	}
 	printReport(os.Stdout, rows)
 	return 0
+}
+
+// sanitizeRows passes the rows' strings through agent.LabelValue: they
+// come from whatever answers --agent, and both outputs reach a terminal
+// (encoding/json leaves U+202E as is).
+func sanitizeRows(rows []promexp.RequestSummary) []promexp.RequestSummary {
+	for i := range rows {
+		r := &rows[i]
+		r.Runtime, r.Service, r.Port, r.PID = agent.LabelValue(r.Runtime), agent.LabelValue(r.Service),
+			agent.LabelValue(r.Port), agent.LabelValue(r.PID)
+	}
+	return rows
 }
 
 func printReport(w io.Writer, rows []promexp.RequestSummary) {

@@ -187,13 +187,26 @@ type exporterFunc func(agent.Event)
 
 func (f exporterFunc) Record(e agent.Event) { f(e) }
 
+// sanitized passes the line's strings through agent.LabelValue: the line
+// may come from another agent (an older one, or anything answering on
+// --agent), and what is printed reaches a terminal, which must never see
+// an escape sequence or a bidi override. encoding/json escapes neither
+// U+202E nor, once decoded, the ESC a "\u001b" stands for.
+func (p pauseJSON) sanitized() pauseJSON {
+	for _, s := range []*string{&p.Type, &p.Service, &p.Runtime, &p.Method, &p.Kind, &p.Reason} {
+		*s = agent.LabelValue(*s)
+	}
+	return p
+}
+
 func printer(w io.Writer, asJSON bool) func(pauseJSON) {
 	if asJSON {
 		enc := json.NewEncoder(w)
-		return func(p pauseJSON) { enc.Encode(p) }
+		return func(p pauseJSON) { enc.Encode(p.sanitized()) }
 	}
 	fmt.Fprintf(w, "%-15s %7s %s %s %s %s %s\n", "TIME", "PID", fit("SERVICE", 20), fit("RUNTIME", 7), fit("WHAT", 7), fit("REASON / PORT", 28), "DURATION")
 	return func(p pauseJSON) {
+		p = p.sanitized()
 		d := time.Duration(p.Duration * 1e9).Round(100 * time.Nanosecond)
 		if p.Type == "request" {
 			// A request that a pause slowed, under the pause it follows.
