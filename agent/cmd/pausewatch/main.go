@@ -62,6 +62,7 @@ type agentFlags struct {
 	noJVMProbe bool
 	noRequests bool
 	noJVMUSDT  bool
+	uprobes    string
 	runtimes   string
 	ports      portList
 	slo        time.Duration
@@ -94,6 +95,7 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	fs.Int64Var(&f.memLimitMB, "memory-limit-mb", 256, "soft memory limit of the agent (GOMEMLIMIT), 0 for none; GOMEMLIMIT in the environment wins")
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
+	fs.StringVar(&f.uprobes, "uprobes", "auto", "how uprobes are attached: auto (uprobe_multi links where the kernel has them and allows it, else perf-PMU uprobes), uprobe_multi or perf_uprobe")
 	fs.StringVar(&f.runtimes, "runtimes", "go,jvm,python", "comma-separated runtimes to capture")
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", "comma-separated local ports whose requests are measured (default: every port of a tracked process)")
@@ -124,6 +126,13 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 		if r != "go" && r != "jvm" && r != "python" {
 			return f, fmt.Errorf("--runtimes: unknown runtime %q (go, jvm, python)", r)
 		}
+	}
+	switch f.uprobes {
+	case "auto":
+		f.uprobes = ""
+	case source.CaptureUprobeMulti, source.CapturePerfUprobe:
+	default:
+		return f, fmt.Errorf("--uprobes %q: auto, uprobe_multi or perf_uprobe", f.uprobes)
 	}
 	if f.otlpLogRate <= 0 || f.otlpLogBurst <= 0 {
 		return f, errors.New("--otlp-log-rate and --otlp-log-burst must be positive")
@@ -172,7 +181,7 @@ func agentMain(args []string) int {
 
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
-		NoRequests: f.noRequests, Ports: f.ports})
+		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
@@ -225,6 +234,7 @@ func agentMain(args []string) int {
 			}
 			return lost
 		}),
+		captureCollector{src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -269,10 +279,22 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-src.Ready():
-			fmt.Fprintln(w, "ready")
 		default:
 			http.Error(w, "probes loading", http.StatusServiceUnavailable)
+			return
 		}
+		// Ready means every configured runtime can be captured by at least
+		// one method; an agent that cannot capture some runtime at all (no
+		// uprobes: no Go, no Python) must not look healthy.
+		if cp := src.Capture(); cp != nil && len(cp.Unready) > 0 {
+			http.Error(w, fmt.Sprintf("not ready: no capture method for %s; missing: %s",
+				strings.Join(cp.Unready, ", "), strings.Join(cp.Missing, "; ")), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/api/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, src.Capture())
 	})
 	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, src.Status())
@@ -294,4 +316,28 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
+	"1 when a capture method works with the agent's privileges and kernel, else 0 (/api/status and the start-up log say why): "+
+		"uprobe_multi and perf_uprobe (Go, Python, JVM probes), hsperfdata (JVM counters), requests (request tracepoints).",
+	[]string{"method"}, nil)
+
+// captureCollector exports what the start-up trials found.
+type captureCollector struct{ src *source.Source }
+
+func (c captureCollector) Describe(ch chan<- *prometheus.Desc) { ch <- captureDesc }
+
+func (c captureCollector) Collect(ch chan<- prometheus.Metric) {
+	cp := c.src.Capture()
+	if cp == nil {
+		return // not loaded yet: nothing known
+	}
+	for m, why := range cp.Methods {
+		v := 0.0
+		if why == "" {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(captureDesc, prometheus.GaugeValue, v, m)
+	}
 }
