@@ -204,7 +204,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	// Name what is missing rather than let the first bpf() call fail with
 	// a bare "operation not permitted".
 	if miss := missingLoadCaps(caps); miss != "" {
-		return fmt.Errorf("missing %s: no BPF program or map can be created, so nothing can be captured "+
+		return fmt.Errorf("missing %s: the agent's BPF maps and programs (tracepoints, uprobes) cannot be loaded, so nothing can be captured "+
 			"(effective capabilities %#x; see docs/deploy.md)", miss, uint64(caps))
 	}
 	memlockErr := liftMemlock()
