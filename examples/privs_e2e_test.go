@@ -156,7 +156,7 @@ func TestLeastPrivilegeAgent(t *testing.T) {
 	bin := nobodyAgentBin(t)
 
 	t.Run("uprobe_multi", func(t *testing.T) {
-		a := launchAgent(t, 19495, prefix, bin, nil)
+		a := launchAgent(t, 19711, prefix, bin, nil)
 		a.waitReady(t)
 		checkCreds(t, a.cmd.Process.Pid, caps)
 		mfs := a.metrics(t)
@@ -183,11 +183,16 @@ func TestLeastPrivilegeAgent(t *testing.T) {
 	})
 
 	t.Run("perf-uprobes-not-ready", func(t *testing.T) {
-		a := launchAgent(t, 19496, prefix, bin, nil, "--uprobes=perf_uprobe")
+		a := launchAgent(t, 19712, prefix, bin, nil, "--uprobes=perf_uprobe")
 		var body string
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) && !strings.Contains(body, "not ready") {
-			time.Sleep(100 * time.Millisecond)
+			select {
+			case err := <-a.done:
+				// Not our agent answering, or ours gone: either way no verdict.
+				t.Fatalf("agent exited: %v", err)
+			case <-time.After(100 * time.Millisecond):
+			}
 			resp, err := http.Get(a.url + "/readyz")
 			if err != nil {
 				continue
@@ -232,4 +237,27 @@ func gauge(mfs map[string]*dto.MetricFamily, name string, want map[string]string
 		}
 	}
 	return -1
+}
+
+// TestGoPythonPerfUprobes checks the attach path of kernels without
+// uprobe_multi (one perf-PMU uprobe per address), forced here as root:
+// Go pauses and Python USDT collections (semaphores) as exact as with
+// uprobe_multi links.
+func TestGoPythonPerfUprobes(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, 19713, "--uprobes=perf_uprobe")
+	mfs := a.metrics(t)
+	if v := gauge(mfs, "pausewatch_capture_available", map[string]string{"method": "perf_uprobe"}); v != 1 {
+		t.Fatalf("pausewatch_capture_available{method=perf_uprobe} = %v, want 1 as root", v)
+	}
+	c := startChurn(t, buildChurn(t, "", false), "churn-perf", "gc", 2)
+	if st := a.waitTracked(t, c.pid, c.started); st.Method != "uprobe" {
+		t.Fatalf("Go status %+v", st)
+	}
+	compareGC(t, a, "churn-perf", c.run(t))
+	p := startPython(t, "/usr/bin/python3.11", "py-perf")
+	if st := a.waitTracked(t, p.pid, p.started); st.Method != "usdt" {
+		t.Fatalf("Python status %+v", st)
+	}
+	runPython(t, a, p, "py-perf", "usdt")
 }
