@@ -104,9 +104,19 @@ func startAgent(t *testing.T, port int, args ...string) *agentProc {
 // startAgentEnv is startAgent with extra environment variables.
 func startAgentEnv(t *testing.T, port int, env []string, args ...string) *agentProc {
 	t.Helper()
+	a := launchAgent(t, port, nil, agentBin, env, args...)
+	a.waitReady(t)
+	return a
+}
+
+// launchAgent starts bin as the agent, behind a command prefix (such as
+// setpriv) when one is given, and stops it when the test ends.
+func launchAgent(t *testing.T, port int, prefix []string, bin string, env []string, args ...string) *agentProc {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	a := &agentProc{url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
-	a.cmd = exec.Command(agentBin, append([]string{"--listen", addr, "--log-level", "debug"}, args...)...)
+	argv := append(append(append([]string{}, prefix...), bin, "--listen", addr, "--log-level", "debug"), args...)
+	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
 	a.cmd.Env = append(os.Environ(), env...)
 	if err := a.cmd.Start(); err != nil {
@@ -119,13 +129,19 @@ func startAgentEnv(t *testing.T, port int, env []string, args ...string) *agentP
 			t.Logf("agent log:\n%s", a.logs.String())
 		}
 	})
+	return a
+}
+
+// waitReady polls /readyz until the agent says ready.
+func (a *agentProc) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(a.url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return a
+				return
 			}
 		}
 		select {
@@ -135,7 +151,6 @@ func startAgentEnv(t *testing.T, port int, env []string, args ...string) *agentP
 		}
 	}
 	t.Fatalf("agent not ready after 20s\n%s", a.logs.String())
-	return nil
 }
 
 // stop sends SIGTERM and waits for a clean exit.

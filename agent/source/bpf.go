@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -81,6 +83,9 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 type kernel struct {
 	objs  bpfObjects
 	links []link.Link
+	// uprobes is how uprobes are attached (the uprobe programs were loaded
+	// for that mode).
+	uprobes uprobeMode
 	// requestMethod says how request starts are stamped: "arrival"
 	// (sock:sk_data_ready), "read" (the first read, older kernels), or ""
 	// when request capture failed (requestErr says why).
@@ -93,8 +98,13 @@ const tracefsRoot = "/sys/kernel/tracing"
 // ensureTracefs mounts tracefs where the kernel exposes it if nothing is
 // mounted there yet: the tracepoint attach reads event ids from it.
 func ensureTracefs() error {
-	if _, err := os.Stat(tracefsRoot + "/events"); err == nil {
+	_, err := os.Stat(tracefsRoot + "/events")
+	if err == nil {
 		return nil
+	}
+	if errors.Is(err, os.ErrPermission) {
+		// tracefs is root-only (0700): mounting over it would not help.
+		return fmt.Errorf("tracefs at %s is not readable: an agent that is not uid 0 needs CAP_DAC_READ_SEARCH: %w", tracefsRoot, err)
 	}
 	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
 		return nil
@@ -105,26 +115,47 @@ func ensureTracefs() error {
 	return nil
 }
 
+// liftMemlock raises RLIMIT_MEMLOCK for BPF maps and programs. Kernels
+// since 5.11 charge BPF memory to the memory cgroup and ignore the limit
+// (then this changes nothing and needs no privilege); older ones need it
+// raised, which takes CAP_SYS_RESOURCE. Not fatal: where the limit matters
+// and could not be raised, the load fails with a message saying so.
+func liftMemlock() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("remove memlock rlimit (needs CAP_SYS_RESOURCE on kernels before 5.11): %w", err)
+	}
+	return nil
+}
+
 // loadKernel loads the BPF collection and attaches the discovery and
 // request tracepoints. ports, if any, limits request capture to those
-// local ports.
-func loadKernel(ports []uint16) (*kernel, error) {
-	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready"))
+// local ports; uprobes says how the uprobe programs will be attached.
+func loadKernel(ports []uint16, uprobes uprobeMode) (*kernel, error) {
+	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready"), uprobes)
 }
 
 // loadKernelMode is loadKernel with the request start stamp chosen: at
 // arrival (sk_data_ready) or at the first read (what older kernels get;
 // tests force it to check that path too).
-func loadKernelMode(ports []uint16, arrival bool) (*kernel, error) {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
-	}
+func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
 	spec, err := loadBpf()
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	if uprobes == uprobeMulti {
+		// A program serves one attach path only: the kernel refuses a
+		// uprobe_multi link for a program not loaded with this attach type
+		// and a perf link for one that was (EINVAL both ways), and
+		// bpf_get_attach_cookie reads the cookie from a different place in
+		// each. So the uprobe programs are loaded for the one mode in use.
+		for _, ps := range spec.Programs {
+			if ps.Type == ebpf.Kprobe && strings.HasPrefix(ps.SectionName, "uprobe") {
+				ps.AttachType = ebpf.AttachTraceUprobeMulti
+			}
+		}
 	}
 	if len(ports) > 0 {
 		if err := spec.Variables["filter_ports"].Set(uint8(1)); err != nil {
@@ -136,7 +167,7 @@ func loadKernelMode(ports []uint16, arrival bool) (*kernel, error) {
 			return nil, fmt.Errorf("set arrival_mode: %w", err)
 		}
 	}
-	k := &kernel{}
+	k := &kernel{uprobes: uprobes}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -235,16 +266,38 @@ func (k *kernel) attachRequests(arrival bool) {
 
 // probeSet collects the uprobes put on one file, so that a failed attach
 // takes back the ones already placed. Every runtime attaches through it.
+// With perf-PMU uprobes each address is attached (and is one link) at
+// once; with uprobe_multi the addresses are gathered per program and
+// direction and attached by result, one link each: a handful of links per
+// file instead of one per address, and one unregister (a few RCU grace
+// periods) per link at shutdown instead of per address.
 type probeSet struct {
-	ex    *link.Executable
-	specs *specAllocator
-	links []link.Link
-	slots []uint64 // usdt_specs slots taken, released with the links
+	ex     *link.Executable
+	specs  *specAllocator
+	multi  bool
+	links  []link.Link
+	slots  []uint64      // usdt_specs slots taken, released with the links
+	groups []*multiGroup // multi: in the order first added
+}
+
+// multiGroup is what one uprobe_multi link will carry.
+type multiGroup struct {
+	what    []string // distinct probe names, for errors
+	prog    *ebpf.Program
+	ret     bool
+	addrs   []uint64
+	cookies []uint64
+	refCtrs []uint64
+	anyRef  bool
 }
 
 // add places prog at opts.Address, a file offset; with ret, as a
 // uretprobe on the function that starts there (C code only).
 func (p *probeSet) add(what string, prog *ebpf.Program, ret bool, opts link.UprobeOptions) error {
+	if p.multi {
+		p.group(what, prog, ret).addSite(what, opts)
+		return nil
+	}
 	attach := p.ex.Uprobe
 	if ret {
 		attach = p.ex.Uretprobe
@@ -255,6 +308,47 @@ func (p *probeSet) add(what string, prog *ebpf.Program, ret bool, opts link.Upro
 	}
 	p.links = append(p.links, l)
 	return nil
+}
+
+// group returns the pending uprobe_multi link of prog in direction ret.
+func (p *probeSet) group(what string, prog *ebpf.Program, ret bool) *multiGroup {
+	for _, g := range p.groups {
+		if g.prog == prog && g.ret == ret {
+			return g
+		}
+	}
+	g := &multiGroup{prog: prog, ret: ret}
+	p.groups = append(p.groups, g)
+	return g
+}
+
+func (g *multiGroup) addSite(what string, opts link.UprobeOptions) {
+	if !slices.Contains(g.what, what) {
+		g.what = append(g.what, what)
+	}
+	g.addrs = append(g.addrs, opts.Address)
+	g.cookies = append(g.cookies, opts.Cookie)
+	// 0 means "no semaphore" to the kernel, per address.
+	g.refCtrs = append(g.refCtrs, opts.RefCtrOffset)
+	g.anyRef = g.anyRef || opts.RefCtrOffset != 0
+}
+
+// attach creates the group's uprobe_multi link.
+func (g *multiGroup) attach(ex *link.Executable) (link.Link, error) {
+	opts := &link.UprobeMultiOptions{Addresses: g.addrs, Cookies: g.cookies}
+	if g.anyRef {
+		opts.RefCtrOffsets = g.refCtrs
+	}
+	attach := ex.UprobeMulti
+	if g.ret {
+		attach = ex.UretprobeMulti
+	}
+	l, err := attach(nil, g.prog, opts)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s (%d addresses, first %#x) as uprobe_multi: %w",
+			strings.Join(g.what, ", "), len(g.addrs), g.addrs[0], err)
+	}
+	return l, nil
 }
 
 // withArgs is add for a program that reads arguments: it gets a spec of
@@ -287,8 +381,19 @@ func (p *probeSet) sites(what string, prog *ebpf.Program, sites []usdt.Probe, re
 	return nil
 }
 
-// result returns the placed links, or takes them all back on err.
+// result attaches the gathered uprobe_multi links and returns every placed
+// link, or takes them all back on err (the caller's or an attach's).
 func (p *probeSet) result(err error) ([]link.Link, error) {
+	if err == nil {
+		for _, g := range p.groups {
+			var l link.Link
+			if l, err = g.attach(p.ex); err != nil {
+				break
+			}
+			p.links = append(p.links, l)
+		}
+	}
+	p.groups = nil
 	if err != nil {
 		closeLinks(p.links)
 		p.specs.release(p.slots)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
@@ -499,8 +500,28 @@ func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
 	return p.result(err)
 }
 
+// closeLinks closes links concurrently. Taking a uprobe off waits for RCU
+// grace periods (tens of milliseconds each, more on a busy machine): one
+// after another, a few hundred links took many seconds at shutdown, while
+// concurrent closes share their grace periods.
 func closeLinks(links []link.Link) {
-	for _, l := range links {
-		l.Close()
+	if len(links) <= 1 {
+		for _, l := range links {
+			l.Close()
+		}
+		return
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrentCloses)
+	for _, l := range links {
+		sem <- struct{}{}
+		wg.Go(func() {
+			l.Close()
+			<-sem
+		})
+	}
+	wg.Wait()
 }
+
+// maxConcurrentCloses bounds the goroutines closeLinks starts.
+const maxConcurrentCloses = 64

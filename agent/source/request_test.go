@@ -30,7 +30,11 @@ func newConnHarness(t *testing.T, arrival bool) *connHarness {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads the BPF programs")
 	}
-	k, err := loadKernelMode(nil, arrival)
+	if err := liftMemlock(); err != nil {
+		t.Log(err) // only kernels before 5.11 need it
+	}
+	// No uprobes here: the request programs are tracepoints.
+	k, err := loadKernelMode(nil, arrival, uprobeNone)
 	if err != nil {
 		t.Fatal(err)
 	}

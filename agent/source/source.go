@@ -45,6 +45,10 @@ type Config struct {
 	NoRequests bool
 	// Ports limits request capture to these local ports (all when empty).
 	Ports []uint16
+	// Uprobes forces one way of attaching uprobes, "uprobe_multi" or
+	// "perf_uprobe"; empty: uprobe_multi where it works, else perf-PMU
+	// uprobes. Forcing perf_uprobe tests what older kernels get.
+	Uprobes string
 }
 
 // Method names, the `method` label.
@@ -77,6 +81,7 @@ type Source struct {
 	procs   map[uint32]*process
 	files   map[fileKey]*fileInfo
 	k       *kernel
+	capture *Capture // what can be captured, set once the probes are loaded
 	specs   *specAllocator
 	ctx     context.Context  // Run's, for pollers
 	polled  chan agent.Event // from hsperfdata pollers
@@ -109,8 +114,27 @@ func New(cfg Config) *Source {
 }
 
 // Ready is closed once the BPF programs are loaded and the first /proc pass
-// has been attached.
+// has been attached. That the agent can capture anything is Capture's to say.
 func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Capture says what the agent can capture with its privileges and kernel;
+// nil until the probes are loaded.
+func (s *Source) Capture() *Capture {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.capture
+}
+
+// logCapture says at start what is missing and what that disables.
+func (s *Source) logCapture(cp *Capture, caps capSet) {
+	s.log.Info("capture methods", "uprobes", cp.Uprobes, "uid", os.Geteuid(), "capabilities", fmt.Sprintf("%#x", uint64(caps)))
+	for _, m := range cp.Missing {
+		s.log.Warn("missing: " + m)
+	}
+	if len(cp.Unready) > 0 {
+		s.log.Error("no capture method for these runtimes; /readyz reports not ready", "runtimes", strings.Join(cp.Unready, ","))
+	}
+}
 
 // fileKey identifies an executable by inode: uprobes bind to inodes, so one
 // attach covers every process (in any container) running that file.
@@ -176,25 +200,50 @@ var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 
 // one per exit of a tracked process) to out until ctx is done. Everything it
 // put in the kernel is gone when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
-	k, err := loadKernel(s.cfg.Ports)
+	caps, err := ownCaps()
 	if err != nil {
 		return err
 	}
+	// Name what is missing rather than let the first bpf() call fail with
+	// a bare "operation not permitted".
+	if miss := missingLoadCaps(caps); miss != "" {
+		return fmt.Errorf("missing %s: the agent's BPF maps and programs (tracepoints, uprobes) cannot be loaded, so nothing can be captured "+
+			"(effective capabilities %#x; see docs/deploy.md)", miss, uint64(caps))
+	}
+	memlockErr := liftMemlock()
+	if memlockErr != nil {
+		s.log.Warn("memlock limit not raised; BPF loads fail if this kernel (before 5.11) still counts them against it", "err", memlockErr)
+	}
+	mode, whyMulti, whyPerf := chooseUprobes(caps, s.cfg.Uprobes)
+	k, err := loadKernel(s.cfg.Ports, mode)
+	if err != nil {
+		if memlockErr != nil {
+			return fmt.Errorf("%w (and %v)", err, memlockErr)
+		}
+		return err
+	}
+	cp := s.assess(caps, mode, whyMulti, whyPerf, k.requestErr)
+	s.logCapture(cp, caps)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
 	s.ctx = ctx
 	s.k = k
+	s.capture = cp
 	s.specs = newSpecAllocator(k.objs.UsdtSpecs, k.objs.UsdtSpecs.MaxEntries())
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
+		// All at once, so that their grace periods overlap (closeLinks).
+		all := k.links
 		for _, f := range s.files {
-			closeLinks(f.links)
+			all = append(all, f.links...)
 			f.links = nil
 		}
+		k.links = nil
 		s.k = nil
 		s.mu.Unlock()
+		closeLinks(all)
 		k.close()
 	}()
 
@@ -454,7 +503,9 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 			}
 			info.method, info.why = MethodNone, err.Error()
 			p.Method, why = MethodNone, info.why
-			s.log.Warn("attach failed", "pid", pid, "exe", p.Exe, "runtime", info.runtime, "err", err)
+			if !errors.Is(err, errNoUprobes) { // said once at start, not per process
+				s.log.Warn("attach failed", "pid", pid, "exe", p.Exe, "runtime", info.runtime, "err", err)
+			}
 		}
 	}
 	if p.Method == MethodNone && info.runtime == "jvm" {
@@ -605,11 +656,14 @@ func classifyGo(f *os.File) *fileInfo {
 
 // attach puts the runtime's probes on a file; s.mu is held.
 func (s *Source) attach(path string, info *fileInfo) error {
+	if s.k.uprobes == uprobeNone {
+		return errNoUprobes
+	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return fmt.Errorf("open executable for uprobes: %w", err)
 	}
-	p := &probeSet{ex: ex, specs: s.specs}
+	p := &probeSet{ex: ex, specs: s.specs, multi: s.k.uprobes == uprobeMulti}
 	var links []link.Link
 	switch {
 	case info.golang != nil:

@@ -64,6 +64,7 @@ type agentFlags struct {
 	noJVMProbe bool
 	noRequests bool
 	noJVMUSDT  bool
+	uprobes    string
 	runtimes   string
 	ports      portList
 	slo        time.Duration
@@ -112,6 +113,7 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.Var(intValue[int64]{p: &f.memLimitMB, min: 0, max: maxMemLimitMB}, "memory-limit-mb", fmt.Sprintf("soft memory limit of the agent (GOMEMLIMIT) in `MiB`, 0 to %d, 0 for none; GOMEMLIMIT in the environment wins", maxMemLimitMB))
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
+	fs.StringVar(&f.uprobes, "uprobes", "auto", "how uprobes are attached: auto (uprobe_multi links where the kernel has them and allows it, else perf-PMU uprobes), uprobe_multi or perf_uprobe")
 	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: go, jvm, python")
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", fmt.Sprintf("comma-separated local `ports` whose requests are measured, at most %d (default: every port of a tracked process)", maxPorts))
@@ -197,6 +199,13 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 			}
 		}
 	}
+	switch f.uprobes {
+	case "auto":
+		f.uprobes = ""
+	case source.CaptureUprobeMulti, source.CapturePerfUprobe:
+	default:
+		return f, fmt.Errorf("--uprobes %q: want auto, uprobe_multi or perf_uprobe", f.uprobes)
+	}
 	return f, nil
 }
 
@@ -235,7 +244,7 @@ func agentMain(args []string) int {
 
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
-		NoRequests: f.noRequests, Ports: f.ports})
+		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
@@ -296,6 +305,7 @@ func agentMain(args []string) int {
 	reg.MustRegister(
 		prom,
 		health,
+		captureCollector{src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -340,10 +350,22 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-src.Ready():
-			fmt.Fprintln(w, "ready")
 		default:
 			http.Error(w, "probes loading", http.StatusServiceUnavailable)
+			return
 		}
+		// Ready means every configured runtime can be captured by at least
+		// one method; an agent that cannot capture some runtime at all (no
+		// uprobes: no Go, no Python) must not look healthy.
+		if cp := src.Capture(); cp != nil && len(cp.Unready) > 0 {
+			http.Error(w, fmt.Sprintf("not ready: no capture method for %s; missing: %s",
+				strings.Join(cp.Unready, ", "), strings.Join(cp.Missing, "; ")), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/api/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, src.Capture())
 	})
 	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, processesJSON(src.Status()))
@@ -399,4 +421,28 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
+	"1 when a capture method works with the agent's privileges and kernel, else 0 (/api/status and the start-up log say why): "+
+		"uprobe_multi and perf_uprobe (Go, Python, JVM probes), hsperfdata (JVM counters), requests (request tracepoints).",
+	[]string{"method"}, nil)
+
+// captureCollector exports what the start-up trials found.
+type captureCollector struct{ src *source.Source }
+
+func (c captureCollector) Describe(ch chan<- *prometheus.Desc) { ch <- captureDesc }
+
+func (c captureCollector) Collect(ch chan<- prometheus.Metric) {
+	cp := c.src.Capture()
+	if cp == nil {
+		return // not loaded yet: nothing known
+	}
+	for m, why := range cp.Methods {
+		v := 0.0
+		if why == "" {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(captureDesc, prometheus.GaugeValue, v, m)
+	}
 }
