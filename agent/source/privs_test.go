@@ -94,7 +94,7 @@ func TestProbeSetGroups(t *testing.T) {
 	}
 	defer m.Close()
 	a, b := new(ebpf.Program), new(ebpf.Program) // only compared, never used
-	p := &probeSet{specs: &specAllocator{m: m, max: 8}, multi: true}
+	p := &probeSet{specs: newSpecAllocator(m, 8), multi: true}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -104,7 +104,11 @@ func TestProbeSetGroups(t *testing.T) {
 	must(p.add("f", a, false, link.UprobeOptions{Address: 0x10, Cookie: 1}))
 	must(p.add("f", a, false, link.UprobeOptions{Address: 0x20, Cookie: 1}))
 	must(p.add("g", a, true, link.UprobeOptions{Address: 0x30}))
-	must(p.sites("usdt", b, []usdt.Probe{{Offset: 0x40, SemaphoreOffset: 0x99}, {Offset: 0x50, SemaphoreOffset: 0x99}}, true))
+	must(p.sites("usdt", b, []usdt.Probe{
+		{Offset: 0x40, SemaphoreOffset: 0x99, Args: []usdt.Arg{{Kind: usdt.ArgReg, RegOffset: 8, Size: 4}}},
+		{Offset: 0x50, SemaphoreOffset: 0x99, Args: []usdt.Arg{{Kind: usdt.ArgReg, RegOffset: 16, Size: 4}}},
+		{Offset: 0x60, SemaphoreOffset: 0x99, Args: []usdt.Arg{{Kind: usdt.ArgReg, RegOffset: 8, Size: 4}}},
+	}, true))
 	if len(p.groups) != 3 || len(p.links) != 0 {
 		t.Fatalf("groups %d links %d, want 3 groups and no links before result", len(p.groups), len(p.links))
 	}
@@ -116,8 +120,9 @@ func TestProbeSetGroups(t *testing.T) {
 		t.Errorf("return group %+v", g)
 	}
 	g = p.groups[2]
-	// Each site got its own spec, so its own cookie (0 and 1 of the map).
-	if !slices.Equal(g.cookies, []uint64{0, 1}) || !g.anyRef || !slices.Equal(g.refCtrs, []uint64{0x99, 0x99}) {
+	// Sites with different argument specs get their own slots (0 and 1 of
+	// the map); a site with the same spec as another shares its slot.
+	if !slices.Equal(g.cookies, []uint64{0, 1, 0}) || !g.anyRef || !slices.Equal(g.refCtrs, []uint64{0x99, 0x99, 0x99}) {
 		t.Errorf("usdt group %+v", g)
 	}
 }
