@@ -37,9 +37,15 @@ type Options struct {
 	// PIDLabel adds a `pid` label to every process series.
 	PIDLabel bool
 	// PIDSeriesTTL is how long series with a pid label stay after the
-	// process exits (default 10 minutes). Series keyed by service alone
-	// never expire: their counters must survive a service restart.
+	// process exits (default 10 minutes).
 	PIDSeriesTTL time.Duration
+	// SeriesTTL is how long series keyed by service (no pid label) stay
+	// once no process of that service is alive, counted from the last
+	// exit (default 1 hour): long enough that a restarting or briefly
+	// stopped service keeps its counters, short enough that a node running
+	// thousands of short-lived programs (compilers, CLIs) does not keep a
+	// series for each for ever. A live but idle service never expires.
+	SeriesTTL time.Duration
 	// MaxSeries bounds the number of pause series (default 10000). Past it,
 	// pauses of new series are counted in pausewatch_series_dropped_total
 	// and nowhere else; existing series keep counting.
@@ -68,8 +74,21 @@ type Exporter struct {
 	series   map[seriesKey]*series
 	requests map[requestKey]*requestSeries
 	recent   map[uint32]*recentPauses // per pid, for exemplars
+	// live holds, per process identity, the pids seen alive (an event
+	// and no exit yet): series expire only once it is empty.
+	live map[identity]map[uint32]struct{}
 
 	lastExpire time.Time
+}
+
+// identity is what a process's series share apart from kind, reason,
+// method and port: the service and where it runs.
+type identity struct {
+	runtime, service, namespace, pod, container string
+}
+
+func identityOf(p agent.Process) identity {
+	return identity{p.Runtime, p.Service, p.Namespace, p.Pod, p.Container}
 }
 
 type seriesKey struct {
@@ -95,6 +114,9 @@ type series struct {
 func New(opts Options) *Exporter {
 	if opts.PIDSeriesTTL == 0 {
 		opts.PIDSeriesTTL = 10 * time.Minute
+	}
+	if opts.SeriesTTL == 0 {
+		opts.SeriesTTL = time.Hour
 	}
 	if opts.MaxSeries == 0 {
 		opts.MaxSeries = 10000
@@ -137,6 +159,7 @@ func New(opts Options) *Exporter {
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
+		live:     make(map[identity]map[uint32]struct{}),
 	}
 }
 
@@ -182,9 +205,14 @@ func (x *Exporter) Record(e agent.Event) {
 		x.expire()
 		x.lastExpire = now
 	}
+	if !x.opts.PIDLabel && e.Type != agent.Exit {
+		x.alive(e.Process)
+	}
 	switch e.Type {
 	case agent.Exit:
+		delete(x.recent, e.Process.PID)
 		if !x.opts.PIDLabel {
+			x.exited(e.Process)
 			return
 		}
 		at := x.opts.Now().Add(x.opts.PIDSeriesTTL)
@@ -247,7 +275,61 @@ func (x *Exporter) Record(e agent.Event) {
 	}
 }
 
-// expire drops pid series whose process exited more than the TTL ago; x.mu is held.
+// alive notes a process of an identity as running, and keeps every series
+// of the identity from expiring; x.mu is held.
+func (x *Exporter) alive(p agent.Process) {
+	id := identityOf(p)
+	pids := x.live[id]
+	if _, ok := pids[p.PID]; ok {
+		return
+	}
+	if pids == nil {
+		pids = map[uint32]struct{}{}
+		x.live[id] = pids
+	}
+	pids[p.PID] = struct{}{}
+	x.setExpiry(id, time.Time{})
+}
+
+// exited notes the exit of a process; when it was the identity's last,
+// the identity's series expire SeriesTTL from now; x.mu is held.
+func (x *Exporter) exited(p agent.Process) {
+	id := identityOf(p)
+	pids, ok := x.live[id]
+	if !ok {
+		return // never seen alive: it has no series
+	}
+	delete(pids, p.PID)
+	if len(pids) > 0 {
+		return
+	}
+	delete(x.live, id)
+	x.setExpiry(id, x.opts.Now().Add(x.opts.SeriesTTL))
+}
+
+// setExpiry sets when every series of an identity expires (zero: never).
+func (x *Exporter) setExpiry(id identity, at time.Time) {
+	for k, s := range x.series {
+		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
+			s.expireAt = at
+		}
+	}
+	for k, s := range x.requests {
+		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
+			s.expireAt = at
+		}
+	}
+}
+
+// Live is the number of process identities with a live process, and the
+// number of series kept: what stays bounded on a busy node.
+func (x *Exporter) Live() (identities, series int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.live), len(x.series) + len(x.requests)
+}
+
+// expire drops series whose processes exited more than their TTL ago; x.mu is held.
 func (x *Exporter) expire() {
 	now := x.opts.Now()
 	for k, s := range x.series {
@@ -255,10 +337,10 @@ func (x *Exporter) expire() {
 			continue
 		}
 		delete(x.series, k)
-		x.duration.DeleteLabelValues(k.histLabels(true)...)
-		x.pauses.DeleteLabelValues(k.countLabels(true)...)
-		x.seconds.DeleteLabelValues(k.countLabels(true)...)
-		x.objects.DeleteLabelValues(k.countLabels(true)...)
+		x.duration.DeleteLabelValues(k.histLabels(x.opts.PIDLabel)...)
+		x.pauses.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
+		x.seconds.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
+		x.objects.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
 		// A live series of a reused pid may share those children: it
 		// resolves them again on its next pause.
 		for _, other := range x.series {
@@ -272,7 +354,11 @@ func (x *Exporter) expire() {
 			continue
 		}
 		delete(x.requests, k)
-		match := prometheus.Labels{"service": k.service, "port": k.port, "pid": k.pid}
+		match := prometheus.Labels{"runtime": k.runtime, "service": k.service, "port": k.port,
+			"namespace": k.namespace, "pod": k.pod, "container": k.container}
+		if x.opts.PIDLabel {
+			match["pid"] = k.pid
+		}
 		x.req.duration.DeletePartialMatch(match)
 		x.req.pause.DeletePartialMatch(match)
 		x.req.breaches.DeletePartialMatch(match)

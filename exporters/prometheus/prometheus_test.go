@@ -121,6 +121,52 @@ func TestPIDSeriesExpire(t *testing.T) {
 	}
 }
 
+// Series keyed by service expire SeriesTTL after the last process of the
+// service exits; a live (even idle) or restarted service keeps them.
+func TestServiceSeriesExpireAfterLastExit(t *testing.T) {
+	now := time.Unix(1000, 0)
+	x := New(Options{SeriesTTL: time.Hour, Now: func() time.Time { return now }})
+	exit := func(pid uint32, service string) {
+		x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: pid, Runtime: "go", Method: "uprobe", Service: service}})
+	}
+	req := pause(12, "api", "", "", 0)
+	req.Type, req.Port, req.Duration = agent.Request, 8080, time.Millisecond
+	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
+	x.Record(pause(11, "checkout", "other", "read mem stats", time.Millisecond))
+	x.Record(pause(12, "api", "gc", "GC mark termination", time.Millisecond))
+	x.Record(req)
+	x.Record(pause(13, "compile", "gc", "GC mark termination", time.Millisecond))
+	count := func(name string) int { return testutil.CollectAndCount(x, name) }
+	if n := count("pausewatch_pauses_total"); n != 4 {
+		t.Fatalf("%d pause counter series, want 4", n)
+	}
+
+	exit(10, "checkout") // pid 11 of checkout lives on
+	exit(13, "compile")  // the last (only) compile
+	exit(12, "api")
+	now = now.Add(30 * time.Minute)
+	x.Record(pause(14, "api", "gc", "GC mark termination", time.Millisecond)) // api restarted in time
+	now = now.Add(31 * time.Minute)
+	if n := count("pausewatch_pauses_total"); n != 3 {
+		t.Fatalf("after the TTL: %d pause counter series, want 3 (checkout gc and other, api)", n)
+	}
+	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "api", "", "", "")); got != 2 {
+		t.Errorf("api pauses_total across its restart = %v, want 2", got)
+	}
+	if n := count("pausewatch_request_duration_seconds"); n == 0 {
+		t.Errorf("api's request series expired while api runs again")
+	}
+	exit(14, "api")
+	exit(11, "checkout")
+	now = now.Add(61 * time.Minute)
+	if n := count("pausewatch_pauses_total") + count("pausewatch_request_duration_seconds"); n != 0 {
+		t.Errorf("%d series left an hour after every process exited", n)
+	}
+	if ids, series := x.Live(); ids != 0 || series != 0 {
+		t.Errorf("live identities %d, series %d; want 0, 0", ids, series)
+	}
+}
+
 func TestSeriesBound(t *testing.T) {
 	x := New(Options{MaxSeries: 2})
 	x.Record(pause(1, "a", "gc", "GC mark termination", time.Millisecond))

@@ -54,6 +54,7 @@ type agentFlags struct {
 	listen     string
 	pidLabel   bool
 	pidTTL     time.Duration
+	seriesTTL  time.Duration
 	skipSelf   bool
 	procFS     string
 	maxSeries  int
@@ -96,6 +97,7 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.Usage = func() {}
 	f.listen = ":9464"
 	f.pidTTL = 10 * time.Minute
+	f.seriesTTL = time.Hour
 	f.procFS = "/proc"
 	f.maxSeries, f.maxProcs = 10000, 10000
 	f.logLevel = "info"
@@ -105,6 +107,7 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.StringVar(&f.listen, "listen", f.listen, "address to serve /metrics, /healthz, /readyz and /api/ on")
 	fs.BoolVar(&f.pidLabel, "pid-label", false, "add a pid label to process series (pids churn: off by default)")
 	fs.Var(durationValue{p: &f.pidTTL, positive: true}, "pid-series-ttl", "how long series with a pid label stay after the process exits (a positive `duration` such as 10m)")
+	fs.Var(durationValue{p: &f.seriesTTL, positive: true}, "series-ttl", "how long a service's series stay once no process of it is alive, from the last exit (a positive `duration` such as 1h)")
 	fs.BoolVar(&f.skipSelf, "skip-self", false, "do not report the agent's own pauses")
 	fs.StringVar(&f.procFS, "procfs", f.procFS, "procfs root (the host's /proc); must be a procfs mount")
 	fs.Var(intValue[int]{p: &f.maxSeries, min: 1, max: maxSeriesLimit}, "max-series", fmt.Sprintf("bound on pause series, `n` from 1 to %d; past it new series are dropped and counted", maxSeriesLimit))
@@ -245,7 +248,7 @@ func agentMain(args []string) int {
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
 		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
-	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, MaxSeries: f.maxSeries,
+	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, SeriesTTL: f.seriesTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
 	stream := agent.NewStream()
 
