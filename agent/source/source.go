@@ -86,7 +86,10 @@ type Source struct {
 	ctx     context.Context  // Run's, for pollers
 	polled  chan agent.Event // from hsperfdata pollers
 	dropped uint64           // processes not tracked because of MaxProcesses
-	lost    map[string]uint64
+	selfExe *fileKey         // the agent's own executable
+	// Processes newly tracked or found unprobeable since the last summary.
+	newTracked, newUnprobed int
+	lost                    map[string]uint64
 }
 
 // New returns a Source; nothing touches the kernel before Run.
@@ -100,16 +103,22 @@ func New(cfg Config) *Source {
 	if cfg.MaxProcesses == 0 {
 		cfg.MaxProcesses = 10000
 	}
+	var selfExe *fileKey
+	if fi, err := os.Stat("/proc/self/exe"); err == nil {
+		k := statKey(fi)
+		selfExe = &k
+	}
 	return &Source{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		proc:   procFS(cfg.ProcFS),
-		self:   uint32(os.Getpid()),
-		ready:  make(chan struct{}),
-		procs:  make(map[uint32]*process),
-		files:  make(map[fileKey]*fileInfo),
-		lost:   make(map[string]uint64),
-		polled: make(chan agent.Event, 256),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		proc:    procFS(cfg.ProcFS),
+		self:    uint32(os.Getpid()),
+		selfExe: selfExe,
+		ready:   make(chan struct{}),
+		procs:   make(map[uint32]*process),
+		files:   make(map[fileKey]*fileInfo),
+		lost:    make(map[string]uint64),
+		polled:  make(chan agent.Event, 256),
 	}
 }
 
@@ -319,6 +328,9 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			}
 		case <-statsTick.C:
 			s.readStats()
+			if ticks%summaryEvery == 0 {
+				s.logSummary()
+			}
 			if ticks++; ticks%reconcileEvery == 0 {
 				for _, p := range s.reconcile() {
 					send(agent.Event{Type: agent.Exit, Process: p.Process})
@@ -381,6 +393,12 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return
 	}
 	exeKey := statKey(fi)
+	if pid != s.self && s.selfExe != nil && exeKey == *s.selfExe {
+		// The agent's own subcommands (watch, report) are the operator's
+		// tools, not a service: merged into service "pausewatch" they
+		// would blur the agent's own pauses and requests.
+		return
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -532,10 +550,15 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		}
 	}
 	if p.Method == MethodNone {
-		s.log.Info("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", why)
+		s.log.Debug("process not probed", "pid", pid, "service", p.Service, "runtime", p.Runtime, "why", why)
+		s.newUnprobed++
 	} else {
-		s.log.Info("tracking process", "pid", pid, "service", p.Service, "runtime", p.Runtime,
+		// One line per process would flood a busy node's logs (every
+		// compiler a build runs is a Go process): DEBUG here, and a
+		// periodic INFO summary (logSummary).
+		s.log.Debug("tracking process", "pid", pid, "service", p.Service, "runtime", p.Runtime,
 			"method", p.Method, "version", info.version)
+		s.newTracked++
 	}
 }
 
@@ -711,6 +734,36 @@ func (s *Source) trackedCount() int {
 		}
 	}
 	return n
+}
+
+// summaryEvery is how many stats ticks (seconds) pass between INFO
+// summaries of the processes tracked.
+const summaryEvery = 60
+
+// logSummary logs, when anything changed, how many processes are tracked
+// by runtime and method, and how many were newly seen.
+func (s *Source) logSummary() {
+	s.mu.Lock()
+	added, unprobed := s.newTracked, s.newUnprobed
+	s.newTracked, s.newUnprobed = 0, 0
+	s.mu.Unlock()
+	if added == 0 && unprobed == 0 {
+		return
+	}
+	by := map[string]int{}
+	for _, p := range s.Status() {
+		by[p.Runtime+"/"+p.Method]++
+	}
+	args := []any{"new_tracked", added, "new_not_probed", unprobed}
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, k, by[k])
+	}
+	s.log.Info("processes", args...)
 }
 
 // reconcileEvery is how many stats ticks (seconds) pass between checks of
