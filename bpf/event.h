@@ -21,7 +21,7 @@ enum pw_event_type {
 
 /* event.flags */
 enum pw_event_flag {
-	PW_EVENT_F_AUX = 1,        /* aux holds a value (Python: objects collected) */
+	PW_EVENT_F_AUX = 1,        /* aux holds a value (Python: objects collected; Go < 1.21: return site - RET) */
 	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
 };
 

@@ -15,10 +15,17 @@
  *                                                  1.23+: RDI=finishedStopping; RET: RAX=now used
  * Go 1.21 has no worldStop: stopTheWorldWithSema(reason) entry gives the
  * reason and the start is taken there with bpf_ktime_get_ns.
+ * Go 1.17-1.20: stopTheWorldWithSema() takes no argument at all, so the
+ * start is taken the same way and the reason comes from the caller of
+ * startTheWorldWithSema(emitTraceEvent bool) int64: the return address at
+ * its RET, sent relative to that RET (PIE-independent) for the agent to
+ * match against the call sites it found in the binary.
  */
 
 /* Cookie bits, set per attach by the Go side from the binary's Go version. */
 #define GO_COOKIE_HAS_FINISHED 1 /* worldStop.finishedStopping exists (1.23+) */
+#define GO_COOKIE_NO_REASON 2    /* stopTheWorldWithSema has no reason argument (< 1.21) */
+#define GO_COOKIE_CALLER 4       /* send the return site of startTheWorldWithSema (< 1.21) */
 
 struct go_world_stop {
 	__u64 started;
@@ -44,12 +51,14 @@ int go_stop_ret(struct pt_regs *ctx)
 	return 0;
 }
 
-/* 1.21: entry of stopTheWorldWithSema; no runtime timestamp to read yet. */
+/* 1.17-1.21: entry of stopTheWorldWithSema; no runtime timestamp to read yet. */
 SEC("uprobe/go_stop_entry")
 int go_stop_entry(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	pause_begin(tgid, PW_RUNTIME_GO, bpf_ktime_get_ns(), ctx->ax & 0xff);
+	/* Before 1.21 AL holds whatever the caller left there, not a reason. */
+	__u32 reason = (bpf_get_attach_cookie(ctx) & GO_COOKIE_NO_REASON) ? 0 : ctx->ax & 0xff;
+	pause_begin(tgid, PW_RUNTIME_GO, bpf_ktime_get_ns(), reason);
 	return 0;
 }
 
@@ -88,12 +97,29 @@ int go_start_ret(struct pt_regs *ctx)
 		return 0;
 	}
 
-	/* Go 1.21: the begin came from go_stop_entry. */
+	/* Go 1.17-1.21: the begin came from go_stop_entry. */
 	struct pw_pause_state *st = pause_in_progress(tgid);
 	if (!st)
 		return 0;
+	__u64 ret_addr = 0;
+	int have_caller = 0;
+	if (bpf_get_attach_cookie(ctx) & GO_COOKIE_CALLER) {
+		/*
+		 * At the RET, RSP points at the return address (on g0's stack,
+		 * which never moves). ctx->ip is the probed RET itself (the
+		 * kernel rewinds it to the breakpoint address before running
+		 * uprobe handlers), so the difference is the same in every
+		 * mapping of the file, PIE or not.
+		 */
+		have_caller = bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)ctx->sp) == 0;
+	}
 	struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
-	if (e)
+	if (e) {
+		if (have_caller) {
+			e->aux = ret_addr - ctx->ip;
+			e->flags |= PW_EVENT_F_AUX;
+		}
 		bpf_ringbuf_submit(e, submit_flags());
+	}
 	return 0;
 }

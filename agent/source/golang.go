@@ -21,8 +21,11 @@ import (
 // (see bpf/golang.c). A binary built by any other version is listed with
 // method "none" rather than probed blindly.
 const (
-	goMinMinor = 21
+	goMinMinor = 17
 	goMaxMinor = 26
+	// goReasonMinor is the first version whose stopTheWorldWithSema takes
+	// a stwReason; before it the pause is classified by its caller.
+	goReasonMinor = 21
 )
 
 // errNotGo says the executable has no Go build info.
@@ -53,7 +56,7 @@ var goReasons = []string{
 
 // goReason maps a stwReason number to the runtime's string and pause kind.
 func goReason(minor int, r uint32) (reason, kind string) {
-	if minor < goMinMinor || minor > goMaxMinor || int(r) >= len(goReasons) {
+	if minor < goReasonMinor || minor > goMaxMinor || int(r) >= len(goReasons) {
 		return "unknown (" + strconv.FormatUint(uint64(r), 10) + ")", "other"
 	}
 	// stwReason.isGC: mark termination and sweep termination.
@@ -73,6 +76,41 @@ type goBinary struct {
 	stopRets   []uint64
 	startEntry uint64
 	startRets  []uint64
+	// Go 1.17-1.20: the pause's caller, keyed by the distance from a RET
+	// of startTheWorldWithSema to the return site after a call of it
+	// (what bpf/golang.c sends in aux).
+	callers map[int64]goCaller
+}
+
+// goCaller is what the caller of startTheWorldWithSema says of a pause.
+type goCaller struct{ reason, kind string }
+
+// goCallerReasons: in Go 1.17-1.20 startTheWorldWithSema is called from
+// exactly one closure in each of these functions (src/runtime/mgc.go and
+// proc.go of every release), and stopTheWorldWithSema, which takes no
+// argument, from the matching stop sides: gcStart (sweep termination),
+// gcMarkDone (mark termination, restarted when work reappeared, issue
+// #27993), gcMarkTermination (mark termination) and stopTheWorld, the path
+// of every non-GC pause. The non-GC reason string lives in m.preemptoff,
+// whose offset in the m struct is not proven from the binary, so it is not
+// read: those pauses are "unknown", kind other.
+var goCallerReasons = []struct {
+	prefix string
+	goCaller
+}{
+	{"runtime.gcStart.func", goCaller{"GC sweep termination", "gc"}},
+	{"runtime.gcMarkDone.func", goCaller{"GC mark termination", "gc"}},
+	{"runtime.gcMarkTermination.func", goCaller{"GC mark termination", "gc"}},
+	{"runtime.startTheWorld.func", goCaller{"unknown", "other"}},
+}
+
+// reasonFromCaller returns the reason and kind of a Go 1.17-1.20 pause
+// from the return site bpf/golang.c saw (ok false: none was sent).
+func (b *goBinary) reasonFromCaller(delta uint64, ok bool) (reason, kind string) {
+	if c, found := b.callers[int64(delta)]; ok && found {
+		return c.reason, c.kind
+	}
+	return "unknown", "other"
 }
 
 // parseGoMinor returns the minor version of a "go1.N[.P]" version string.
@@ -139,7 +177,120 @@ func inspectGo(r io.ReaderAt) (*goBinary, error) {
 			return nil, fmt.Errorf("%s at %#x: %w", names[i], fn.entry, err)
 		}
 	}
+	if minor < goReasonMinor {
+		if b.callers, err = goStartCallers(f, funcs[1]); err != nil {
+			return nil, fmt.Errorf("go1.%d callers of runtime.startTheWorldWithSema: %w", minor, err)
+		}
+	}
 	return b, nil
+}
+
+// goStartCallers finds, in each closure named in goCallerReasons, the one
+// CALL of startTheWorldWithSema, and keys its return site by the distance
+// from each RET of startTheWorldWithSema. Each closure's code is proven
+// the way probe sites are (verifyGoFunc), so the CALLs are real
+// instructions; a binary where the four callers are not found exactly
+// once each is refused, rather than have its pauses misclassified.
+func goStartCallers(f *elf.File, start funcRange) (map[int64]goCaller, error) {
+	fns, err := goFuncsByPrefix(f, func(name string) bool {
+		for _, c := range goCallerReasons {
+			if strings.HasPrefix(name, c.prefix) {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return nil, err
+	}
+	startCode, err := funcCode(f, start)
+	if err != nil {
+		return nil, err
+	}
+	rets, err := verifyGoFunc(startCode)
+	if err != nil {
+		return nil, fmt.Errorf("runtime.startTheWorldWithSema: %w", err)
+	}
+	out := map[int64]goCaller{}
+	for _, c := range goCallerReasons {
+		var sites []uint64
+		for _, fn := range fns {
+			if !strings.HasPrefix(fn.name, c.prefix) {
+				continue
+			}
+			code, err := funcCode(f, fn.funcRange)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", fn.name, err)
+			}
+			calls, err := goCallsTo(code, fn.entry, start.entry)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", fn.name, err)
+			}
+			sites = append(sites, calls...)
+		}
+		if len(sites) != 1 {
+			return nil, fmt.Errorf("%d calls in %s*, want exactly one: this runtime is not the one checked", len(sites), c.prefix)
+		}
+		for _, r := range rets {
+			d := int64(sites[0]) - int64(start.entry+uint64(r))
+			if prev, dup := out[d]; dup && prev != c.goCaller {
+				return nil, fmt.Errorf("return sites of %q and %q are the same distance from a RET", prev.reason, c.reason)
+			}
+			out[d] = c.goCaller
+		}
+	}
+	return out, nil
+}
+
+// goCallsTo sweeps a proven Go function at vaddr base and returns the
+// return sites (the address after the CALL) of its direct calls to target.
+func goCallsTo(code []byte, base, target uint64) ([]uint64, error) {
+	if _, err := verifyGoFunc(code); err != nil {
+		return nil, err
+	}
+	var sites []uint64
+	for pc := 0; pc < len(code); {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("no instruction decodes at +%#x", pc)
+		}
+		next := pc + inst.Len
+		if rel, ok := inst.Args[0].(x86asm.Rel); ok && inst.Op == x86asm.CALL &&
+			int64(base)+int64(next)+int64(rel) == int64(target) {
+			sites = append(sites, base+uint64(next))
+		}
+		pc = next
+	}
+	return sites, nil
+}
+
+type namedFunc struct {
+	name string
+	funcRange
+}
+
+// goFuncsByPrefix lists the functions whose names match: from .symtab when
+// present, else from the pclntab.
+func goFuncsByPrefix(f *elf.File, match func(string) bool) ([]namedFunc, error) {
+	var out []namedFunc
+	if syms, err := f.Symbols(); err == nil {
+		for _, s := range syms {
+			if s.Size > 0 && elf.ST_TYPE(s.Info) == elf.STT_FUNC && match(s.Name) {
+				out = append(out, namedFunc{s.Name, funcRange{s.Value, s.Value + s.Size}})
+			}
+		}
+		return out, nil
+	}
+	tab, err := goPclntab(f)
+	if err != nil {
+		return nil, err
+	}
+	for _, fn := range tab.Funcs {
+		if match(fn.Name) {
+			out = append(out, namedFunc{fn.Name, funcRange{fn.Entry, fn.End}})
+		}
+	}
+	return out, nil
 }
 
 type funcRange struct{ entry, end uint64 }
@@ -181,10 +332,27 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 // the start of .text when the external linker put C code first (cgo).
 func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
+	tab, err := goPclntab(f)
+	if err != nil {
+		return nil, err
+	}
+	for i, n := range names {
+		fn := tab.LookupFunc(n)
+		if fn == nil {
+			return nil, fmt.Errorf("function %s not in .gopclntab", n)
+		}
+		out[i] = funcRange{fn.Entry, fn.End}
+	}
+	return out, nil
+}
+
+// goPclntab parses the pclntab with function entries counted from the
+// start of Go code.
+func goPclntab(f *elf.File) (*gosym.Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		// Some linkers put the pclntab in .data.rel.ro without a section
-		// name; those binaries are not supported yet.
+		// name (PIE before Go 1.21); those binaries are not supported yet.
 		return nil, errors.New("no .symtab entry and no .gopclntab section")
 	}
 	data, err := pcln.Data()
@@ -199,14 +367,7 @@ func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse .gopclntab: %w", err)
 	}
-	for i, n := range names {
-		fn := tab.LookupFunc(n)
-		if fn == nil {
-			return nil, fmt.Errorf("function %s not in .gopclntab", n)
-		}
-		out[i] = funcRange{fn.Entry, fn.End}
-	}
-	return out, nil
+	return tab, nil
 }
 
 // goTextStart returns the address of runtime.text, from which the pclntab
@@ -263,7 +424,13 @@ func findModuledata(f *elf.File, pclnAddr uint64, pcln []byte) (*moduledata, err
 		return nil, errors.New(".gopclntab too short for its header")
 	}
 	nfunc := binary.LittleEndian.Uint64(pcln[8:])
+	// The header (runtime.pcHeader) gained textStart before funcnameOffset
+	// in Go 1.18; Go 1.16 and 1.17 (magic 0xfffffffa) have funcnameOffset
+	// right after nfiles.
 	funcnameOffset := binary.LittleEndian.Uint64(pcln[32:])
+	if binary.LittleEndian.Uint32(pcln) == 0xfffffffa {
+		funcnameOffset = binary.LittleEndian.Uint64(pcln[24:])
+	}
 
 	// Relocated words: address -> value the loader writes there.
 	rel := map[uint64]uint64{}
@@ -358,19 +525,9 @@ func probeSites(f *elf.File, fn funcRange) (entry uint64, rets []uint64, err err
 	if err != nil {
 		return 0, nil, err
 	}
-	code := make([]byte, fn.end-fn.entry)
-	read := false
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && off >= p.Off && off+uint64(len(code)) <= p.Off+p.Filesz {
-			if _, err := p.ReadAt(code, int64(off-p.Off)); err != nil {
-				return 0, nil, fmt.Errorf("read code: %w", err)
-			}
-			read = true
-			break
-		}
-	}
-	if !read {
-		return 0, nil, fmt.Errorf("code %#x..%#x is not in one executable segment of the file", fn.entry, fn.end)
+	code, err := funcCode(f, fn)
+	if err != nil {
+		return 0, nil, err
 	}
 	pcs, err := verifyGoFunc(code)
 	if err != nil {
@@ -380,6 +537,27 @@ func probeSites(f *elf.File, fn funcRange) (entry uint64, rets []uint64, err err
 		rets = append(rets, off+uint64(pc))
 	}
 	return off, rets, nil
+}
+
+// funcCode reads a function's bytes from the executable segment.
+func funcCode(f *elf.File, fn funcRange) ([]byte, error) {
+	if fn.end <= fn.entry || fn.end-fn.entry > 1<<20 {
+		return nil, fmt.Errorf("implausible function range %#x..%#x", fn.entry, fn.end)
+	}
+	off, err := fileOffset(f, fn.entry)
+	if err != nil {
+		return nil, err
+	}
+	code := make([]byte, fn.end-fn.entry)
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && off >= p.Off && off+uint64(len(code)) <= p.Off+p.Filesz {
+			if _, err := p.ReadAt(code, int64(off-p.Off)); err != nil {
+				return nil, fmt.Errorf("read code: %w", err)
+			}
+			return code, nil
+		}
+	}
+	return nil, fmt.Errorf("code %#x..%#x is not in one executable segment of the file", fn.entry, fn.end)
 }
 
 // verifyGoFunc proves that code starts at a Go function's first instruction
@@ -468,7 +646,11 @@ func isStackCheck(inst x86asm.Inst, reg x86asm.Reg) bool {
 }
 
 // Cookie bits shared with bpf/golang.c.
-const goCookieHasFinished = 1
+const (
+	goCookieHasFinished = 1 // worldStop.finishedStopping exists (1.23+)
+	goCookieNoReason    = 2 // stopTheWorldWithSema takes no reason (< 1.21)
+	goCookieCaller      = 4 // send startTheWorldWithSema's return site (< 1.21)
+)
 
 // attachGo puts the Go STW probes on one executable. Uprobes bind to the
 // inode, so every process running this file is covered by one attach.
@@ -476,6 +658,9 @@ func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
 	var cookie uint64
 	if b.minor >= 23 {
 		cookie = goCookieHasFinished
+	}
+	if b.minor < goReasonMinor {
+		cookie = goCookieNoReason | goCookieCaller
 	}
 	at := func(addr uint64) link.UprobeOptions { return link.UprobeOptions{Address: addr, Cookie: cookie} }
 	var err error

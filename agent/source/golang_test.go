@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"debug/gosym"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +38,7 @@ func TestParseGoMinor(t *testing.T) {
 }
 
 func TestGoReason(t *testing.T) {
-	for minor := goMinMinor; minor <= goMaxMinor; minor++ {
+	for minor := goReasonMinor; minor <= goMaxMinor; minor++ {
 		for _, tc := range []struct {
 			code         uint32
 			reason, kind string
@@ -56,10 +57,134 @@ func TestGoReason(t *testing.T) {
 			}
 		}
 	}
-	// A version outside the checked range never gets a name it may not mean.
-	if r, k := goReason(27, 1); r != "unknown (1)" || k != "other" {
-		t.Errorf("go1.27 reason 1 = %q/%q", r, k)
+	// A version outside the checked range never gets a name it may not mean,
+	// nor does one whose stopTheWorldWithSema has no reason argument.
+	for _, minor := range []int{goMinMinor, goReasonMinor - 1, goMaxMinor + 1} {
+		if r, k := goReason(minor, 1); r != "unknown (1)" || k != "other" {
+			t.Errorf("go1.%d reason 1 = %q/%q", minor, r, k)
+		}
 	}
+}
+
+// buildOldGo builds testdata/hello with an older Go toolchain (fetched
+// through GOTOOLCHAIN) in a module of its own, since the repository's
+// go.mod names a Go those toolchains cannot read.
+func buildOldGo(t *testing.T, toolchain string, args ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := os.ReadFile("testdata/hello/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.17\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "hello")
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, args...), ".")...)
+	cmd.Dir = dir
+	// GOFLAGS from the environment replaces the go env file's, whose
+	// -buildvcs Go 1.17 does not know; Go 1.19's module index fails every
+	// build here ("import of unknown directory") unless turned off.
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=-mod=mod", "GODEBUG=goindex=0", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build hello with %s %v: %v\n%s", toolchain, args, err, b)
+	}
+	return out
+}
+
+// TestInspectGoBeforeReasons covers Go 1.17-1.20, whose STW functions take
+// no reason: the probe sites must be those of .symtab, stripped or not,
+// and each pause's caller must be found the same way from .symtab and from
+// the pclntab alone, in the functions it names.
+func TestInspectGoBeforeReasons(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("probe offsets are built for amd64 only")
+	}
+	for _, tc := range []string{"go1.17.13", "go1.18.10", "go1.19.13", "go1.20.14"} {
+		t.Run(tc, func(t *testing.T) {
+			full := buildOldGo(t, tc)
+			stripped := buildOldGo(t, tc, "-ldflags=-s -w")
+			bf, err := inspectFile(t, full)
+			if err != nil {
+				t.Fatalf("inspect: %v", err)
+			}
+			bs, err := inspectFile(t, stripped)
+			if err != nil {
+				t.Fatalf("inspect stripped: %v", err)
+			}
+			if bs.version != tc || bs.minor >= goReasonMinor {
+				t.Fatalf("version %q minor %d, want %s", bs.version, bs.minor, tc)
+			}
+			if bs.stopEntry != bf.stopEntry || bs.startEntry != bf.startEntry ||
+				!slices.Equal(bs.stopRets, bf.stopRets) || !slices.Equal(bs.startRets, bf.startRets) {
+				t.Errorf("stripped sites %#x %#x %#x %#x, unstripped %#x %#x %#x %#x",
+					bs.stopEntry, bs.stopRets, bs.startEntry, bs.startRets, bf.stopEntry, bf.stopRets, bf.startEntry, bf.startRets)
+			}
+			ef, err := elf.Open(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ef.Close()
+			if want := symtabEntry(t, ef, "runtime.startTheWorldWithSema"); bs.startEntry != want || len(bs.startRets) != 1 {
+				t.Fatalf("start entry %#x RETs %#x, .symtab says %#x; one RET expected", bs.startEntry, bs.startRets, want)
+			}
+			// The caller tables come from .symtab (unstripped) and from the
+			// pclntab (stripped): they must agree.
+			if !maps.Equal(bs.callers, bf.callers) {
+				t.Errorf("callers from the pclntab %v, from .symtab %v", bs.callers, bf.callers)
+			}
+			// Each return site lies in the closure its reason names.
+			syms, err := ef.Symbols()
+			if err != nil {
+				t.Fatal(err)
+			}
+			retVaddr := bs.startRets[0] - bs.startEntry + symtabAddr(t, syms, "runtime.startTheWorldWithSema")
+			reasons := map[string]int{}
+			for d, c := range bf.callers {
+				site := uint64(int64(retVaddr) + d)
+				in := ""
+				for _, s := range syms {
+					if site > s.Value && site < s.Value+s.Size && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+						in = s.Name
+					}
+				}
+				ok := false
+				for _, r := range goCallerReasons {
+					ok = ok || strings.HasPrefix(in, r.prefix) && r.goCaller == c
+				}
+				if !ok {
+					t.Errorf("return site %#x (%+d) is in %q, classified %v", site, d, in, c)
+				}
+				reasons[c.reason]++
+			}
+			want := map[string]int{"GC sweep termination": 1, "GC mark termination": 2, "unknown": 1}
+			if !maps.Equal(reasons, want) {
+				t.Errorf("caller reasons %v, want %v", reasons, want)
+			}
+			if r, k := bf.reasonFromCaller(0, true); r != "unknown" || k != "other" {
+				t.Errorf("a return site not found = %q/%q, want unknown/other", r, k)
+			}
+			// PIE before 1.21 keeps its pclntab in an unnamed part of
+			// .data.rel.ro: stripped, it is refused, not probed.
+			if _, err := inspectFile(t, buildOldGo(t, tc, "-buildmode=pie", "-ldflags=-s -w")); err == nil {
+				t.Errorf("stripped PIE accepted")
+			}
+		})
+	}
+}
+
+func symtabAddr(t *testing.T, syms []elf.Symbol, name string) uint64 {
+	t.Helper()
+	for _, s := range syms {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	t.Fatalf("%s not in .symtab", name)
+	return 0
 }
 
 // goBuildMode is one way users build Go binaries.

@@ -857,7 +857,11 @@ func (s *Source) pauseEvent(e bpfPwEvent) (agent.Event, bool) {
 	}
 	switch e.Runtime {
 	case runtimeGo:
-		ev.Reason, ev.Kind = goReason(p.info.minor, e.Reason)
+		if p.info.golang != nil && p.info.minor < goReasonMinor {
+			ev.Reason, ev.Kind = p.info.golang.reasonFromCaller(e.Aux, e.Flags&eventFlagAux != 0)
+		} else {
+			ev.Reason, ev.Kind = goReason(p.info.minor, e.Reason)
+		}
 	case runtimeJVM:
 		ev.Reason, ev.Kind = jvmReason(e.Reason, cString(e.Detail[:]))
 		s.mu.Lock()
