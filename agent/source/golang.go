@@ -10,10 +10,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 // Go versions whose runtime this file has been checked against: the
@@ -652,9 +653,47 @@ const (
 	goCookieCaller      = 4 // send startTheWorldWithSema's return site (< 1.21)
 )
 
-// attachGo puts the Go STW probes on one executable. Uprobes bind to the
+// goRuntime recognises Go executables by their build info.
+type goRuntime struct{}
+
+func (goRuntime) Name() string                  { return "go" }
+func (goRuntime) ID() uint8                     { return runtimeGo }
+func (goRuntime) Library(string) bool           { return false }
+func (goRuntime) Service(string, []byte) string { return "" }
+
+// Recognise reads a Go executable (see inspectGo).
+func (goRuntime) Recognise(f *file) (Plan, error) {
+	if !f.exe {
+		return nil, notMine("Go is linked into executables")
+	}
+	b, err := inspectGo(f.f)
+	if errors.Is(err, errNotGo) {
+		return nil, fmt.Errorf("%w: %w", errNotMine, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (e *unsupportedGoError) runtimeVersion() string { return e.version }
+
+func (b *goBinary) Method() string  { return MethodUprobe }
+func (b *goBinary) Version() string { return b.version }
+
+// Decode: the stwReason the runtime passed (1.21+), else the caller
+// of startTheWorldWithSema.
+func (b *goBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
+	if b.minor < goReasonMinor {
+		ev.Reason, ev.Kind = b.reasonFromCaller(e.Aux, e.Flags&eventFlagAux != 0)
+		return
+	}
+	ev.Reason, ev.Kind = goReason(b.minor, e.Reason)
+}
+
+// Attach puts the Go STW probes on one executable. Uprobes bind to the
 // inode, so every process running this file is covered by one attach.
-func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
+func (b *goBinary) Attach(p *probeSet, objs *bpfObjects) error {
 	var cookie uint64
 	if b.minor >= 23 {
 		cookie = goCookieHasFinished
@@ -663,50 +702,22 @@ func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
 		cookie = goCookieNoReason | goCookieCaller
 	}
 	at := func(addr uint64) link.UprobeOptions { return link.UprobeOptions{Address: addr, Cookie: cookie} }
-	var err error
 	if b.minor >= 22 {
 		for _, r := range b.stopRets {
-			if err = p.add("runtime.stopTheWorldWithSema", objs.GoStopRet, false, at(r)); err != nil {
-				break
+			if err := p.add("runtime.stopTheWorldWithSema", objs.GoStopRet, false, at(r)); err != nil {
+				return err
 			}
 		}
-		if err == nil {
-			err = p.add("runtime.startTheWorldWithSema", objs.GoStartEntry, false, at(b.startEntry))
+		if err := p.add("runtime.startTheWorldWithSema", objs.GoStartEntry, false, at(b.startEntry)); err != nil {
+			return err
 		}
-	} else {
-		err = p.add("runtime.stopTheWorldWithSema", objs.GoStopEntry, false, at(b.stopEntry))
+	} else if err := p.add("runtime.stopTheWorldWithSema", objs.GoStopEntry, false, at(b.stopEntry)); err != nil {
+		return err
 	}
 	for _, r := range b.startRets {
-		if err != nil {
-			break
+		if err := p.add("runtime.startTheWorldWithSema", objs.GoStartRet, false, at(r)); err != nil {
+			return err
 		}
-		err = p.add("runtime.startTheWorldWithSema", objs.GoStartRet, false, at(r))
 	}
-	return p.result(err)
+	return nil
 }
-
-// closeLinks closes links concurrently. Taking a uprobe off waits for RCU
-// grace periods (tens of milliseconds each, more on a busy machine): one
-// after another, a few hundred links took many seconds at shutdown, while
-// concurrent closes share their grace periods.
-func closeLinks(links []link.Link) {
-	if len(links) <= 1 {
-		for _, l := range links {
-			l.Close()
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentCloses)
-	for _, l := range links {
-		sem <- struct{}{}
-		wg.Go(func() {
-			l.Close()
-			<-sem
-		})
-	}
-	wg.Wait()
-}
-
-// maxConcurrentCloses bounds the goroutines closeLinks starts.
-const maxConcurrentCloses = 64

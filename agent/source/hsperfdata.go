@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,28 +133,6 @@ type perfMapping struct {
 	major    uint32 // device and inode of the mapped file, from the maps line
 	minor    uint32
 	ino      uint64
-}
-
-// hsperfdataMapping finds the hsperfdata file a process has mapped.
-func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
-	nspid, err := p.nsPID(pid)
-	if err != nil {
-		return perfMapping{}, err
-	}
-	f, err := os.Open(p.path(pid, "maps"))
-	if err != nil {
-		return perfMapping{}, fmt.Errorf("read maps: %w", err)
-	}
-	defer f.Close()
-	m, err := findPerfMapping(f, nspid)
-	if err != nil {
-		return perfMapping{}, err
-	}
-	m.mapFile = p.path(pid, "map_files", m.mapFile)
-	if m.rootPath != "" {
-		m.rootPath = filepath.Join(p.path(pid, "root"), m.rootPath)
-	}
-	return m, nil
 }
 
 // findPerfMapping picks the hsperfdata mapping out of /proc/<pid>/maps: a
@@ -282,45 +261,6 @@ func (pr *perfReader) read() ([]byte, error) {
 	return nil, errors.New("hsperfdata: used size kept growing over 3 reads")
 }
 
-// nsPID returns the process's pid in its innermost pid namespace.
-func (p procFS) nsPID(pid uint32) (string, error) {
-	f, err := os.Open(p.path(pid, "status"))
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			fields := strings.Fields(v)
-			if len(fields) > 0 {
-				return fields[len(fields)-1], nil
-			}
-		}
-	}
-	return "", errors.New("status: no NSpid line")
-}
-
-// maxCmdline bounds what is read of a command line (the kernel allows
-// tens of MiB with a large stack limit). 256 KiB holds the longest real
-// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
-const maxCmdline = 256 << 10
-
-// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
-// bytes, ending at an argument's end (a cut argument is left out).
-func (p procFS) cmdline(pid uint32) []byte {
-	f, err := os.Open(p.path(pid, "cmdline"))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
-	if len(b) > maxCmdline {
-		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
-	}
-	return b
-}
-
 // perfCounters is the part of a poll that the counters are built from.
 type perfCounters struct {
 	safepoints int64 // sun.rt.safepoints
@@ -433,17 +373,15 @@ func perfEvents(p agent.Process, prev, cur perfCounters, now time.Time) []agent.
 // refreshes its sampled counters every 50 ms.
 const hsperfdataInterval = 100 * time.Millisecond
 
-// startHsperfdata opens a JVM's mapped hsperfdata file and polls it until
-// the process exits; s.mu is held. The file stays open so every poll reads
-// the same inode, whatever happens to its name.
-func (s *Source) startHsperfdata(p *process, m perfMapping) error {
+// start opens the JVM's mapped hsperfdata file and polls it until ctx is
+// done. The file stays open so every poll reads the same inode, whatever
+// happens to its name.
+func (m perfMapping) start(ctx context.Context, p agent.Process, out chan<- agent.Event, log *slog.Logger) (string, error) {
 	f, err := m.open()
 	if err != nil {
-		return err
+		return "", err
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	p.stop = cancel
-	proc := p.Process
+	proc := p
 	proc.Method = MethodHsperfdata
 	go func() {
 		defer f.Close()
@@ -461,12 +399,12 @@ func (s *Source) startHsperfdata(p *process, m perfMapping) error {
 				}
 			}
 			if err != nil {
-				s.log.Debug("hsperfdata poll", "pid", proc.PID, "file", m.path, "err", err)
+				log.Debug("hsperfdata poll", "pid", proc.PID, "file", m.path, "err", err)
 			} else {
 				if prev != nil {
 					for _, e := range perfEvents(proc, *prev, cur, time.Now()) {
 						select {
-						case s.polled <- e:
+						case out <- e:
 						case <-ctx.Done():
 							return
 						}
@@ -481,5 +419,5 @@ func (s *Source) startHsperfdata(p *process, m perfMapping) error {
 			}
 		}
 	}()
-	return nil
+	return MethodHsperfdata, nil
 }

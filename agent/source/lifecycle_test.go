@@ -101,7 +101,7 @@ func writeStat(t *testing.T, root string, pid uint32, start uint64) {
 func TestReconcileForgetsUnseenExits(t *testing.T) {
 	root := t.TempDir()
 	s := New(Config{ProcFS: root})
-	info := &fileInfo{runtime: "go", method: MethodUprobe}
+	info := &fileInfo{rt: goRuntime{}, method: MethodUprobe}
 	track := func(pid uint32, start uint64) {
 		p := &process{info: info}
 		p.Process = agent.Process{PID: pid, StartTime: start, Runtime: "go", Method: MethodUprobe, Service: fmt.Sprint("svc", pid)}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -168,4 +169,95 @@ func (p procFS) tgid(pid uint32) (uint32, error) {
 		}
 	}
 	return 0, errors.New("status: no Tgid line")
+}
+
+// mappedLib finds a shared library whose base name matches in a process's
+// memory maps, and returns a path to it that works from the agent's mount
+// namespace, and its inode.
+func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fileKey, bool) {
+	f, err := os.Open(p.path(pid, "maps"))
+	if err != nil {
+		return "", fileKey{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Bytes()
+		i := bytes.IndexByte(line, '/')
+		if i < 0 || !match(string(line[bytes.LastIndexByte(line, '/')+1:])) {
+			continue
+		}
+		lib := string(line[i:])
+		// Through the process's root, so containers' files resolve.
+		path := filepath.Join(p.path(pid, "root"), lib)
+		var key fileKey
+		if fi, err := os.Stat(path); err == nil {
+			key = statKey(fi)
+		} else {
+			continue
+		}
+		return path, key, true
+	}
+	return "", fileKey{}, false
+}
+
+// hsperfdataMapping finds the hsperfdata file a process has mapped.
+func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
+	nspid, err := p.nsPID(pid)
+	if err != nil {
+		return perfMapping{}, err
+	}
+	f, err := os.Open(p.path(pid, "maps"))
+	if err != nil {
+		return perfMapping{}, fmt.Errorf("read maps: %w", err)
+	}
+	defer f.Close()
+	m, err := findPerfMapping(f, nspid)
+	if err != nil {
+		return perfMapping{}, err
+	}
+	m.mapFile = p.path(pid, "map_files", m.mapFile)
+	if m.rootPath != "" {
+		m.rootPath = filepath.Join(p.path(pid, "root"), m.rootPath)
+	}
+	return m, nil
+}
+
+// nsPID returns the process's pid in its innermost pid namespace.
+func (p procFS) nsPID(pid uint32) (string, error) {
+	f, err := os.Open(p.path(pid, "status"))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			fields := strings.Fields(v)
+			if len(fields) > 0 {
+				return fields[len(fields)-1], nil
+			}
+		}
+	}
+	return "", errors.New("status: no NSpid line")
+}
+
+// maxCmdline bounds what is read of a command line (the kernel allows
+// tens of MiB with a large stack limit). 256 KiB holds the longest real
+// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
+const maxCmdline = 256 << 10
+
+// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
+// bytes, ending at an argument's end (a cut argument is left out).
+func (p procFS) cmdline(pid uint32) []byte {
+	f, err := os.Open(p.path(pid, "cmdline"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
+	if len(b) > maxCmdline {
+		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
+	}
+	return b
 }

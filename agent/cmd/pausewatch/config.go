@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent/source"
 )
 
 // The agent's settings come from, in rising precedence: defaults, the YAML
@@ -314,7 +316,8 @@ func (v choiceValue) Set(s string) error {
 // runtimeList is --runtimes: a comma-separated subset of the runtimes.
 type runtimeList struct{ p *string }
 
-var knownRuntimes = []string{"go", "jvm", "python"}
+// knownRuntimes are the source's runtimes, in its order.
+var knownRuntimes = source.RuntimeNames()
 
 func (v runtimeList) String() string {
 	if v.p == nil {

@@ -117,7 +117,7 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
 	fs.StringVar(&f.uprobes, "uprobes", "auto", "how uprobes are attached: auto (uprobe_multi links where the kernel has them and allows it, else perf-PMU uprobes), uprobe_multi or perf_uprobe")
-	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: go, jvm, python")
+	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: "+strings.Join(knownRuntimes, ", "))
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", fmt.Sprintf("comma-separated local `ports` whose requests are measured, at most %d (default: every port of a tracked process)", maxPorts))
 	fs.Var(durationValue{p: &f.slo}, "slo", "default latency objective, a `duration` such as 250ms: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")

@@ -1,83 +1,16 @@
 package source
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
-
-	"github.com/pausewatch/pausewatch/agent/usdt"
 )
-
-// cString returns the NUL-terminated prefix of a C char array.
-func cString(b []int8) string {
-	out := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		out = append(out, byte(c))
-	}
-	return string(out)
-}
-
-// Mirrors of enum pw_event_type, enum pw_runtime and enum pw_stat in
-// bpf/event.h; TestContract checks them against the object's BTF.
-const (
-	eventPause   = 1
-	eventExec    = 2
-	eventExit    = 3
-	eventRequest = 4
-
-	runtimeGo     = 1
-	runtimeJVM    = 2
-	runtimePython = 3
-
-	eventFlagAux       = 1
-	eventFlagReadStart = 2
-
-	usdtArgConst  = 1
-	usdtArgReg    = 2
-	usdtArgRegMem = 3
-
-	statRingbufLost = 0
-	statUnpairedEnd = 1
-	statConnLost    = 2
-	statMax         = 3
-)
-
-const eventSize = 88 // sizeof(struct pw_event)
-
-// decodeEvent reads one ring buffer record. Records are written by our own
-// BPF programs, so a short one means a contract mismatch, not bad input.
-func decodeEvent(b []byte) (bpfPwEvent, error) {
-	var e bpfPwEvent
-	if len(b) < eventSize {
-		return e, fmt.Errorf("ring buffer record of %d bytes, want %d", len(b), eventSize)
-	}
-	le := binary.LittleEndian
-	e.StartNs = le.Uint64(b[0:])
-	e.DurationNs = le.Uint64(b[8:])
-	e.StoppingNs = le.Uint64(b[16:])
-	e.Aux = le.Uint64(b[24:])
-	e.Pid = le.Uint32(b[32:])
-	e.Tid = le.Uint32(b[36:])
-	e.Reason = le.Uint32(b[40:])
-	e.Type = b[44]
-	e.Runtime = b[45]
-	e.Flags = b[46]
-	for i := range e.Detail {
-		e.Detail[i] = int8(b[48+i])
-	}
-	return e, nil
-}
 
 // kernel holds everything the agent put in the kernel; close releases it all.
 type kernel struct {
@@ -262,145 +195,6 @@ func (k *kernel) attachRequests(arrival bool) {
 		links = append(links, l)
 	}
 	k.links = append(k.links, links...)
-}
-
-// probeSet collects the uprobes put on one file, so that a failed attach
-// takes back the ones already placed. Every runtime attaches through it.
-// With perf-PMU uprobes each address is attached (and is one link) at
-// once; with uprobe_multi the addresses are gathered per program and
-// direction and attached by result, one link each: a handful of links per
-// file instead of one per address, and one unregister (a few RCU grace
-// periods) per link at shutdown instead of per address.
-type probeSet struct {
-	ex     *link.Executable
-	specs  *specAllocator
-	multi  bool
-	links  []link.Link
-	slots  []uint64      // usdt_specs slots taken, released with the links
-	groups []*multiGroup // multi: in the order first added
-}
-
-// multiGroup is what one uprobe_multi link will carry.
-type multiGroup struct {
-	what    []string // distinct probe names, for errors
-	prog    *ebpf.Program
-	ret     bool
-	addrs   []uint64
-	cookies []uint64
-	refCtrs []uint64
-	anyRef  bool
-}
-
-// add places prog at opts.Address, a file offset; with ret, as a
-// uretprobe on the function that starts there (C code only).
-func (p *probeSet) add(what string, prog *ebpf.Program, ret bool, opts link.UprobeOptions) error {
-	if p.multi {
-		p.group(what, prog, ret).addSite(what, opts)
-		return nil
-	}
-	attach := p.ex.Uprobe
-	if ret {
-		attach = p.ex.Uretprobe
-	}
-	l, err := attach(what, prog, &opts)
-	if err != nil {
-		return fmt.Errorf("attach %s at %#x: %w", what, opts.Address, err)
-	}
-	p.links = append(p.links, l)
-	return nil
-}
-
-// group returns the pending uprobe_multi link of prog in direction ret.
-func (p *probeSet) group(what string, prog *ebpf.Program, ret bool) *multiGroup {
-	for _, g := range p.groups {
-		if g.prog == prog && g.ret == ret {
-			return g
-		}
-	}
-	g := &multiGroup{prog: prog, ret: ret}
-	p.groups = append(p.groups, g)
-	return g
-}
-
-func (g *multiGroup) addSite(what string, opts link.UprobeOptions) {
-	if !slices.Contains(g.what, what) {
-		g.what = append(g.what, what)
-	}
-	g.addrs = append(g.addrs, opts.Address)
-	g.cookies = append(g.cookies, opts.Cookie)
-	// 0 means "no semaphore" to the kernel, per address.
-	g.refCtrs = append(g.refCtrs, opts.RefCtrOffset)
-	g.anyRef = g.anyRef || opts.RefCtrOffset != 0
-}
-
-// attach creates the group's uprobe_multi link.
-func (g *multiGroup) attach(ex *link.Executable) (link.Link, error) {
-	opts := &link.UprobeMultiOptions{Addresses: g.addrs, Cookies: g.cookies}
-	if g.anyRef {
-		opts.RefCtrOffsets = g.refCtrs
-	}
-	attach := ex.UprobeMulti
-	if g.ret {
-		attach = ex.UretprobeMulti
-	}
-	l, err := attach(nil, g.prog, opts)
-	if err != nil {
-		return nil, fmt.Errorf("attach %s (%d addresses, first %#x) as uprobe_multi: %w",
-			strings.Join(g.what, ", "), len(g.addrs), g.addrs[0], err)
-	}
-	return l, nil
-}
-
-// withArgs is add for a program that reads arguments: it gets a spec of
-// its own in usdt_specs (an empty one reads as "unknown"), named by the
-// cookie. A shared or default cookie would read another probe's spec.
-func (p *probeSet) withArgs(what string, prog *ebpf.Program, ret bool, opts link.UprobeOptions, args []usdt.Arg) error {
-	cookie, err := p.specs.add(args)
-	if err != nil {
-		return err
-	}
-	p.slots = append(p.slots, cookie)
-	opts.Cookie = cookie
-	return p.add(what, prog, ret, opts)
-}
-
-// sites places prog at every site of a USDT probe, semaphore included.
-func (p *probeSet) sites(what string, prog *ebpf.Program, sites []usdt.Probe, readsArgs bool) error {
-	for _, site := range sites {
-		opts := link.UprobeOptions{Address: site.Offset, RefCtrOffset: site.SemaphoreOffset}
-		var err error
-		if readsArgs {
-			err = p.withArgs(what, prog, false, opts, site.Args)
-		} else {
-			err = p.add(what, prog, false, opts)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// result attaches the gathered uprobe_multi links and returns every placed
-// link, or takes them all back on err (the caller's or an attach's).
-func (p *probeSet) result(err error) ([]link.Link, error) {
-	if err == nil {
-		for _, g := range p.groups {
-			var l link.Link
-			if l, err = g.attach(p.ex); err != nil {
-				break
-			}
-			p.links = append(p.links, l)
-		}
-	}
-	p.groups = nil
-	if err != nil {
-		closeLinks(p.links)
-		p.specs.release(p.slots)
-		p.slots = nil
-		return nil, err
-	}
-	return p.links, nil
 }
 
 // stat returns the sum over CPUs of one counter of the stats map.
