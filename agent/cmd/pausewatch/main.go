@@ -434,9 +434,17 @@ var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
 // captureCollector exports what the start-up trials found.
 type captureCollector struct{ src *source.Source }
 
-func (c captureCollector) Describe(ch chan<- *prometheus.Desc) { ch <- captureDesc }
+var delayDesc = prometheus.NewDesc("pausewatch_event_delay_seconds",
+	"Delay from reading a pause record off the ring buffer to handing its event to the exporters: the agent's own added latency.", nil, nil)
+
+func (c captureCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- captureDesc
+	ch <- delayDesc
+}
 
 func (c captureCollector) Collect(ch chan<- prometheus.Metric) {
+	buckets, n, sum := c.src.EventDelay()
+	ch <- prometheus.MustNewConstHistogram(delayDesc, n, sum, buckets)
 	cp := c.src.Capture()
 	if cp == nil {
 		return // not loaded yet: nothing known
