@@ -21,6 +21,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
  */
 struct pw_contract {
 	struct pw_event event;
+	struct pw_request request;
 	struct pw_pause_state pause_state;
 	enum pw_event_type event_type;
 	enum pw_runtime runtime;

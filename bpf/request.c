@@ -136,7 +136,7 @@ static __always_inline void emit_request(struct conn *c)
 		c->state = CONN_IDLE;
 		return;
 	}
-	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct pw_request *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	c->state = CONN_IDLE;
 	if (!e) {
 		count_stat(PW_STAT_RINGBUF_LOST);
@@ -145,12 +145,12 @@ static __always_inline void emit_request(struct conn *c)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = PW_EVENT_REQUEST;
 	e->pid = c->tgid;
-	e->tid = c->fd;
-	e->reason = c->port;
+	e->fd = c->fd;
+	e->port = c->port;
 	e->flags = c->flags;
 	e->start_ns = c->start_ns;
 	e->duration_ns = c->last_write_ns - c->start_ns;
-	e->aux = c->paused_write > c->paused_start ? c->paused_write - c->paused_start : 0;
+	e->paused_ns = c->paused_write > c->paused_start ? c->paused_write - c->paused_start : 0;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 

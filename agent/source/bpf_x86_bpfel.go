@@ -45,17 +45,17 @@ type bpfJvmState struct {
 
 type bpfPwEvent struct {
 	_          structs.HostLayout
-	StartNs    uint64
-	DurationNs uint64
-	StoppingNs uint64
-	Aux        uint64
-	Pid        uint32
-	Tid        uint32
-	Reason     uint32
 	Type       uint8
 	Runtime    uint8
 	Flags      uint8
 	Pad        uint8
+	Pid        uint32
+	Tid        uint32
+	Reason     uint32
+	StartNs    uint64
+	DurationNs uint64
+	StoppingNs uint64
+	Aux        uint64
 	Detail     [40]int8
 }
 
@@ -68,6 +68,19 @@ type bpfPwPauseState struct {
 	InProgress    uint8
 	Runtime       uint8
 	Pad           [2]uint8
+}
+
+type bpfPwRequest struct {
+	_          structs.HostLayout
+	Type       uint8
+	Flags      uint8
+	Port       uint16
+	Pid        uint32
+	Fd         uint32
+	Pad        uint32
+	StartNs    uint64
+	DurationNs uint64
+	PausedNs   uint64
 }
 
 type bpfPwUsdtSpec struct {

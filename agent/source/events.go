@@ -57,36 +57,80 @@ const (
 	statMax         = 3
 )
 
-const eventSize = 88 // sizeof(struct pw_event)
+// Sizes of the ring-buffer records; TestContract checks them.
+const (
+	eventSize   = 88 // sizeof(struct pw_event)
+	requestSize = 40 // sizeof(struct pw_request)
+)
 
-// decodeEvent reads one ring buffer record. Records are written by our own
-// BPF programs, so a short one means a contract mismatch, not bad input.
+// decodeEvent reads one pause, exec or exit record. Records are written by
+// our own BPF programs, so a short one means a contract mismatch, not bad
+// input.
 func decodeEvent(b []byte) (bpfPwEvent, error) {
 	var e bpfPwEvent
 	if len(b) < eventSize {
 		return e, fmt.Errorf("ring buffer record of %d bytes, want %d", len(b), eventSize)
 	}
 	le := binary.LittleEndian
-	e.StartNs = le.Uint64(b[0:])
-	e.DurationNs = le.Uint64(b[8:])
-	e.StoppingNs = le.Uint64(b[16:])
-	e.Aux = le.Uint64(b[24:])
-	e.Pid = le.Uint32(b[32:])
-	e.Tid = le.Uint32(b[36:])
-	e.Reason = le.Uint32(b[40:])
-	e.Type = b[44]
-	e.Runtime = b[45]
-	e.Flags = b[46]
+	e.Type = b[0]
+	e.Runtime = b[1]
+	e.Flags = b[2]
+	e.Pid = le.Uint32(b[4:])
+	e.Tid = le.Uint32(b[8:])
+	e.Reason = le.Uint32(b[12:])
+	e.StartNs = le.Uint64(b[16:])
+	e.DurationNs = le.Uint64(b[24:])
+	e.StoppingNs = le.Uint64(b[32:])
+	e.Aux = le.Uint64(b[40:])
 	for i := range e.Detail {
 		e.Detail[i] = int8(b[48+i])
 	}
 	return e, nil
 }
 
+// decodeRequest reads one request record.
+func decodeRequest(b []byte) (bpfPwRequest, error) {
+	var r bpfPwRequest
+	if len(b) < requestSize {
+		return r, fmt.Errorf("request record of %d bytes, want %d", len(b), requestSize)
+	}
+	le := binary.LittleEndian
+	r.Type = b[0]
+	r.Flags = b[1]
+	r.Port = le.Uint16(b[2:])
+	r.Pid = le.Uint32(b[4:])
+	r.Fd = le.Uint32(b[8:])
+	r.StartNs = le.Uint64(b[16:])
+	r.DurationNs = le.Uint64(b[24:])
+	r.PausedNs = le.Uint64(b[32:])
+	return r, nil
+}
+
+// decodeRecord reads one ring-buffer record of either kind, by its first
+// byte, the type.
+func decodeRecord(b []byte, at time.Time) (record, error) {
+	if len(b) == 0 {
+		return record{}, fmt.Errorf("empty ring buffer record")
+	}
+	r := record{typ: b[0], at: at}
+	var err error
+	if r.typ == eventRequest {
+		r.req, err = decodeRequest(b)
+		r.pid = r.req.Pid
+	} else {
+		r.e, err = decodeEvent(b)
+		r.pid = r.e.Pid
+	}
+	return r, err
+}
+
 // record is a decoded ring-buffer record and when the agent read it.
 type record struct {
-	e  bpfPwEvent
-	at time.Time
+	typ uint8 // enum pw_event_type
+	pid uint32
+	e   bpfPwEvent   // pause, exec, exit
+	req bpfPwRequest // request
+	at  time.Time
 }
 
 // Bounds on the records held for processes being inspected.
@@ -108,16 +152,16 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 	var handle func(r record)
 	handle = func(r record) {
 		e := &r.e
-		if w, ok := waiting[e.Pid]; ok && (e.Type == eventPause || e.Type == eventExit) {
+		if w, ok := waiting[r.pid]; ok && (r.typ == eventPause || r.typ == eventExit) {
 			// Keep the order of a waiting process's records.
 			if len(w) >= maxWaitingPerPID {
 				s.countUnresolved()
 				return
 			}
-			waiting[e.Pid] = append(w, r)
+			waiting[r.pid] = append(w, r)
 			return
 		}
-		switch e.Type {
+		switch r.typ {
 		case eventExec:
 			s.queue.push(e.Pid, inspectExec)
 		case eventExit:
@@ -125,7 +169,7 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
 			}
 		case eventRequest:
-			if ev, ok := s.requestEvent(e); ok {
+			if ev, ok := s.requestEvent(&r.req); ok {
 				send(ev)
 			}
 		case eventPause:
@@ -165,7 +209,7 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			delete(waiting, pid)
 			_, known := s.lookup(pid)
 			for _, r := range w {
-				if !known && r.e.Type == eventPause {
+				if !known && r.typ == eventPause {
 					continue // not a runtime process after all
 				}
 				handle(r)
@@ -234,9 +278,9 @@ func (s *Source) pauseEvent(p *process, e *bpfPwEvent) (agent.Event, bool) {
 }
 
 // requestEvent turns a BPF request record into an Event.
-func (s *Source) requestEvent(e *bpfPwEvent) (agent.Event, bool) {
+func (s *Source) requestEvent(r *bpfPwRequest) (agent.Event, bool) {
 	s.mu.Lock()
-	p := s.procs[e.Pid]
+	p := s.procs[r.Pid]
 	s.mu.Unlock()
 	if p == nil || p.info.rt == nil {
 		return agent.Event{}, false
@@ -244,10 +288,10 @@ func (s *Source) requestEvent(e *bpfPwEvent) (agent.Event, bool) {
 	return agent.Event{
 		Type:        agent.Request,
 		Process:     p.Process,
-		Start:       monoToWall(e.StartNs),
-		Duration:    time.Duration(e.DurationNs),
-		Port:        uint16(e.Reason),
-		PauseInside: time.Duration(e.Aux),
+		Start:       monoToWall(r.StartNs),
+		Duration:    time.Duration(r.DurationNs),
+		Port:        r.Port,
+		PauseInside: time.Duration(r.PausedNs),
 	}, true
 }
 

@@ -125,9 +125,9 @@ func (h *connHarness) write(fd int, s string) {
 }
 
 // requests drains the ring buffer and returns this process's requests.
-func (h *connHarness) requests() []bpfPwEvent {
+func (h *connHarness) requests() []bpfPwRequest {
 	h.t.Helper()
-	var out []bpfPwEvent
+	var out []bpfPwRequest
 	for {
 		h.rd.SetDeadline(time.Now().Add(150 * time.Millisecond))
 		rec, err := h.rd.Read()
@@ -137,12 +137,12 @@ func (h *connHarness) requests() []bpfPwEvent {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		e, err := decodeEvent(rec.RawSample)
+		r, err := decodeRecord(rec.RawSample, time.Now())
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		if e.Type == eventRequest && e.Pid == h.pid {
-			out = append(out, e)
+		if r.typ == eventRequest && r.pid == h.pid {
+			out = append(out, r.req)
 		}
 	}
 }
@@ -255,8 +255,8 @@ func testConnStateMachine(t *testing.T, arrival bool) {
 				if d < tc.want[i] || d > tc.want[i]+30*ms {
 					t.Errorf("request %d took %v, want %v (+ scheduling slack)", i, d, tc.want[i])
 				}
-				if int(e.Reason) != h.port() {
-					t.Errorf("request %d on port %d, want %d", i, e.Reason, h.port())
+				if int(e.Port) != h.port() {
+					t.Errorf("request %d on port %d, want %d", i, e.Port, h.port())
 				}
 				if (e.Flags&eventFlagReadStart != 0) == arrival && !strings.Contains(t.Name(), "before_the_accept") {
 					t.Errorf("request %d: read-start flag %v in arrival mode %v", i, e.Flags&eventFlagReadStart != 0, arrival)
@@ -295,7 +295,7 @@ func TestRequestCarriesPauseInProgress(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("%d requests", len(got))
 	}
-	inside := time.Duration(got[0].Aux)
+	inside := time.Duration(got[0].PausedNs)
 	// From the arrival (~5 ms into... after the pause began) to its end.
 	if inside < 25*time.Millisecond || inside > time.Duration(got[0].DurationNs) {
 		t.Errorf("pause inside the request %v (request %v), want the ~30 ms after its arrival", inside, time.Duration(got[0].DurationNs))

@@ -287,12 +287,12 @@ func readRecords(rd *ringbuf.Reader, records chan<- record, readErr chan<- error
 			}
 			return
 		}
-		e, err := decodeEvent(rec.RawSample)
+		r, err := decodeRecord(rec.RawSample, time.Now())
 		if err != nil {
 			readErr <- err
 			return
 		}
-		records <- record{e: e, at: time.Now()}
+		records <- r
 	}
 }
 
