@@ -27,12 +27,11 @@ enum pw_event_flag {
 	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
 };
 
-/* event.runtime and pause_state.runtime */
-enum pw_runtime {
-	PW_RUNTIME_GO = 1,
-	PW_RUNTIME_JVM = 2,
-	PW_RUNTIME_PYTHON = 3,
-};
+/*
+ * event.runtime and pause_state.runtime: each runtime's BPF file defines its
+ * own, PW_RUNTIME_<NAME> in an enum pw_runtime_<name> (named, so it is in
+ * BTF, where TestContract checks it against the runtime's Go ID()).
+ */
 
 /* Ring buffer record of a pause (PW_EVENT_PAUSE), an exec or an exit. */
 struct pw_event {

@@ -24,11 +24,9 @@ struct pw_contract {
 	struct pw_request request;
 	struct pw_pause_state pause_state;
 	enum pw_event_type event_type;
-	enum pw_runtime runtime;
 	enum pw_stat stat;
 	enum pw_usdt_arg_kind usdt_arg_kind;
 	enum pw_event_flag event_flag;
-	__u32 _pad;
 	struct pw_usdt_spec usdt_spec;
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));

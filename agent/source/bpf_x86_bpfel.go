@@ -169,6 +169,9 @@ const (
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
+	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
+	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
+	bpfVarUnusedPwRuntimePython   = "unused_pw_runtime_python"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -276,9 +279,12 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	ArrivalMode      *ebpf.VariableSpec `ebpf:"arrival_mode"`
-	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
-	UnusedPwContract *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
+	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
+	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
+	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
+	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimePython *ebpf.VariableSpec `ebpf:"unused_pw_runtime_python"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -336,9 +342,12 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	ArrivalMode      *ebpf.Variable `ebpf:"arrival_mode"`
-	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
-	UnusedPwContract *ebpf.Variable `ebpf:"unused_pw_contract"`
+	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
+	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
+	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
+	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimePython *ebpf.Variable `ebpf:"unused_pw_runtime_python"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

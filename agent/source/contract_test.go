@@ -75,7 +75,6 @@ func TestContract(t *testing.T) {
 		values map[string]uint64
 	}{
 		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest}},
-		{"pw_runtime", map[string]uint64{"PW_RUNTIME_GO": runtimeGo, "PW_RUNTIME_JVM": runtimeJVM, "PW_RUNTIME_PYTHON": runtimePython}},
 		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart}},
 		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},
 		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_MAX": statMax}},
@@ -98,6 +97,31 @@ func TestContract(t *testing.T) {
 
 // TestDecodeRecords: the hand-written decoders read back what the kernel's
 // layout (the bpf2go mirrors, checked against BTF above) holds.
+// TestRuntimeIDs: every runtime's Go ID is the PW_RUNTIME_<NAME> its BPF
+// file defines, and no two runtimes share one.
+func TestRuntimeIDs(t *testing.T) {
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatalf("load collection spec: %v", err)
+	}
+	seen := map[uint8]string{}
+	for _, r := range runtimeList(Config{}) {
+		var e *btf.Enum
+		name := "pw_runtime_" + r.Name()
+		if err := spec.Types.TypeByName(name, &e); err != nil {
+			t.Errorf("%s: enum %s not in BTF (bpf/%s's file must define it): %v", r.Name(), name, r.Name(), err)
+			continue
+		}
+		if len(e.Values) != 1 || e.Values[0].Name != "PW_RUNTIME_"+strings.ToUpper(r.Name()) || e.Values[0].Value != uint64(r.ID()) {
+			t.Errorf("%s: BTF %s = %+v, Go ID %d", r.Name(), name, e.Values, r.ID())
+		}
+		if other, dup := seen[r.ID()]; dup || r.ID() == 0 {
+			t.Errorf("%s: ID %d is 0 or also %s's", r.Name(), r.ID(), other)
+		}
+		seen[r.ID()] = r.Name()
+	}
+}
+
 func TestDecodeRecords(t *testing.T) {
 	pause := bpfPwEvent{Type: eventPause, Runtime: runtimeJVM, Flags: eventFlagAux, Pid: 4242, Tid: 4243, Reason: 2,
 		StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9}

@@ -32,17 +32,13 @@ func cString(b []int8) string {
 	return string(out)
 }
 
-// Mirrors of enum pw_event_type, enum pw_runtime and enum pw_stat in
+// Mirrors of enum pw_event_type, enum pw_event_flag and enum pw_stat in
 // bpf/event.h; TestContract checks them against the object's BTF.
 const (
 	eventPause   = 1
 	eventExec    = 2
 	eventExit    = 3
 	eventRequest = 4
-
-	runtimeGo     = 1
-	runtimeJVM    = 2
-	runtimePython = 3
 
 	eventFlagAux       = 1
 	eventFlagReadStart = 2

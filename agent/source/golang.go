@@ -653,6 +653,9 @@ const (
 	goCookieCaller      = 4 // send startTheWorldWithSema's return site (< 1.21)
 )
 
+// runtimeGo is PW_RUNTIME_GO of bpf/golang.
+const runtimeGo = 1
+
 // goRuntime recognises Go executables by their build info.
 type goRuntime struct{}
 

@@ -86,6 +86,9 @@ func inspectJVM(f *elf.File, noUSDT bool) (*jvmLib, error) {
 	return lib, nil
 }
 
+// runtimeJVM is PW_RUNTIME_JVM of bpf/jvm.
+const runtimeJVM = 2
+
 // jvmRuntime recognises HotSpot's libjvm.so in a process's maps.
 type jvmRuntime struct {
 	noProbes bool // Config.NoJVMProbes: hsperfdata only

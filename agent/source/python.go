@@ -345,6 +345,9 @@ func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
 	return elf.Symbol{}, false
 }
 
+// runtimePython is PW_RUNTIME_PYTHON of bpf/python.
+const runtimePython = 3
+
 // pythonRuntime recognises CPython interpreters and libpython.
 type pythonRuntime struct{}
 
