@@ -209,4 +209,5 @@ int handle_exit(void *ctx)
 #include "golang.c"
 #include "jvm.c"
 #include "python.c"
+#include "node.c"
 #include "request.c"

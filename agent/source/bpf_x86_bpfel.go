@@ -120,6 +120,7 @@ const (
 	bpfMapFdSocks                 = "fd_socks"
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
+	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
@@ -163,6 +164,9 @@ const (
 	bpfProgJvmSafepointEnd        = "jvm_safepoint_end"
 	bpfProgJvmSafepointSynced     = "jvm_safepoint_synced"
 	bpfProgJvmVmopBegin           = "jvm_vmop_begin"
+	bpfProgNodePerformGc          = "node_perform_gc"
+	bpfProgNodeStartSafepoint     = "node_start_safepoint"
+	bpfProgNodeStopSafepoint      = "node_stop_safepoint"
 	bpfProgPyGcDone               = "py_gc_done"
 	bpfProgPyGcGen                = "py_gc_gen"
 	bpfProgPyGcStart              = "py_gc_start"
@@ -171,6 +175,7 @@ const (
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
+	bpfVarUnusedPwRuntimeNode     = "unused_pw_runtime_node"
 	bpfVarUnusedPwRuntimePython   = "unused_pw_runtime_python"
 )
 
@@ -252,6 +257,9 @@ type bpfProgramSpecs struct {
 	JvmSafepointEnd        *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced     *ebpf.ProgramSpec `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.ProgramSpec `ebpf:"jvm_vmop_begin"`
+	NodePerformGc          *ebpf.ProgramSpec `ebpf:"node_perform_gc"`
+	NodeStartSafepoint     *ebpf.ProgramSpec `ebpf:"node_start_safepoint"`
+	NodeStopSafepoint      *ebpf.ProgramSpec `ebpf:"node_stop_safepoint"`
 	PyGcDone               *ebpf.ProgramSpec `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.ProgramSpec `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.ProgramSpec `ebpf:"py_gc_start"`
@@ -261,18 +269,19 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Conns       *ebpf.MapSpec `ebpf:"conns"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	FdSocks     *ebpf.MapSpec `ebpf:"fd_socks"`
-	GoStartArgs *ebpf.MapSpec `ebpf:"go_start_args"`
-	JvmState    *ebpf.MapSpec `ebpf:"jvm_state"`
-	PauseState  *ebpf.MapSpec `ebpf:"pause_state"`
-	PyCalls     *ebpf.MapSpec `ebpf:"py_calls"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	SysArgs     *ebpf.MapSpec `ebpf:"sys_args"`
-	Traced      *ebpf.MapSpec `ebpf:"traced"`
-	TracedPorts *ebpf.MapSpec `ebpf:"traced_ports"`
-	UsdtSpecs   *ebpf.MapSpec `ebpf:"usdt_specs"`
+	Conns         *ebpf.MapSpec `ebpf:"conns"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	FdSocks       *ebpf.MapSpec `ebpf:"fd_socks"`
+	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
+	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
+	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
+	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
+	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	SysArgs       *ebpf.MapSpec `ebpf:"sys_args"`
+	Traced        *ebpf.MapSpec `ebpf:"traced"`
+	TracedPorts   *ebpf.MapSpec `ebpf:"traced_ports"`
+	UsdtSpecs     *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -284,6 +293,7 @@ type bpfVariableSpecs struct {
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimeNode   *ebpf.VariableSpec `ebpf:"unused_pw_runtime_node"`
 	UnusedPwRuntimePython *ebpf.VariableSpec `ebpf:"unused_pw_runtime_python"`
 }
 
@@ -307,18 +317,19 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Conns       *ebpf.Map `ebpf:"conns"`
-	Events      *ebpf.Map `ebpf:"events"`
-	FdSocks     *ebpf.Map `ebpf:"fd_socks"`
-	GoStartArgs *ebpf.Map `ebpf:"go_start_args"`
-	JvmState    *ebpf.Map `ebpf:"jvm_state"`
-	PauseState  *ebpf.Map `ebpf:"pause_state"`
-	PyCalls     *ebpf.Map `ebpf:"py_calls"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	SysArgs     *ebpf.Map `ebpf:"sys_args"`
-	Traced      *ebpf.Map `ebpf:"traced"`
-	TracedPorts *ebpf.Map `ebpf:"traced_ports"`
-	UsdtSpecs   *ebpf.Map `ebpf:"usdt_specs"`
+	Conns         *ebpf.Map `ebpf:"conns"`
+	Events        *ebpf.Map `ebpf:"events"`
+	FdSocks       *ebpf.Map `ebpf:"fd_socks"`
+	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
+	JvmState      *ebpf.Map `ebpf:"jvm_state"`
+	NodeCollector *ebpf.Map `ebpf:"node_collector"`
+	PauseState    *ebpf.Map `ebpf:"pause_state"`
+	PyCalls       *ebpf.Map `ebpf:"py_calls"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	SysArgs       *ebpf.Map `ebpf:"sys_args"`
+	Traced        *ebpf.Map `ebpf:"traced"`
+	TracedPorts   *ebpf.Map `ebpf:"traced_ports"`
+	UsdtSpecs     *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -328,6 +339,7 @@ func (m *bpfMaps) Close() error {
 		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
+		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
 		m.Stats,
@@ -347,6 +359,7 @@ type bpfVariables struct {
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimeNode   *ebpf.Variable `ebpf:"unused_pw_runtime_node"`
 	UnusedPwRuntimePython *ebpf.Variable `ebpf:"unused_pw_runtime_python"`
 }
 
@@ -390,6 +403,9 @@ type bpfPrograms struct {
 	JvmSafepointEnd        *ebpf.Program `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced     *ebpf.Program `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.Program `ebpf:"jvm_vmop_begin"`
+	NodePerformGc          *ebpf.Program `ebpf:"node_perform_gc"`
+	NodeStartSafepoint     *ebpf.Program `ebpf:"node_start_safepoint"`
+	NodeStopSafepoint      *ebpf.Program `ebpf:"node_stop_safepoint"`
 	PyGcDone               *ebpf.Program `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.Program `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.Program `ebpf:"py_gc_start"`
@@ -433,6 +449,9 @@ func (p *bpfPrograms) Close() error {
 		p.JvmSafepointEnd,
 		p.JvmSafepointSynced,
 		p.JvmVmopBegin,
+		p.NodePerformGc,
+		p.NodeStartSafepoint,
+		p.NodeStopSafepoint,
 		p.PyGcDone,
 		p.PyGcGen,
 		p.PyGcStart,

@@ -80,6 +80,7 @@ func runtimeList(cfg Config) []Runtime {
 		goRuntime{},
 		jvmRuntime{noProbes: cfg.NoJVMProbes, noUSDT: cfg.NoJVMUSDT},
 		pythonRuntime{},
+		nodeRuntime{},
 	}
 }
 
