@@ -65,6 +65,15 @@ func startServer(t *testing.T, runtime, service string, port int, pauses bool) *
 			args = append(args, "--pause-every", "0.25")
 		}
 		cmd = exec.Command("/usr/bin/python3.11", args...)
+	case "node":
+		if _, err := os.Stat(nodeBin); err != nil {
+			t.Skipf("%s not installed", nodeBin)
+		}
+		args := []string{"node/server.js", fmt.Sprint(port), "--no-churn"}
+		if pauses {
+			args = append(args, "--pause-every", "0.25")
+		}
+		cmd = exec.Command(nodeBin, args...)
 	}
 	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
 	s := &server{cmd: cmd, port: port, url: fmt.Sprintf("http://127.0.0.1:%d/", port), t0: time.Now()}
@@ -167,7 +176,7 @@ func TestRequestLatency(t *testing.T) {
 	const slo = 15 * time.Millisecond
 	a := startAgent(t, 19501, "--slo", slo.String())
 	port := 18600
-	for _, runtime := range []string{"go", "jvm", "python"} {
+	for _, runtime := range []string{"go", "jvm", "python", "node"} {
 		for _, pauses := range []bool{false, true} {
 			name := runtime + "/steady"
 			if pauses {
