@@ -14,7 +14,7 @@ const nodeBin = "/usr/bin/node"
 // nodeAccount is what testdata/nodechurn.js's PerformanceObserver saw.
 type nodeAccount struct {
 	Minor, Major, Incremental, WeakCB int
-	Seconds                          float64
+	Seconds                           float64
 }
 
 // nodeSnapshot is the agent's account of a service: pauses, their total,
