@@ -109,12 +109,15 @@ func ensureTracefs() error {
 // request tracepoints. ports, if any, limits request capture to those
 // local ports.
 func loadKernel(ports []uint16) (*kernel, error) {
-	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready"))
+	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready") &&
+		haveTracepoint("sock", "sock_send_length") && haveTracepoint("sock", "sock_recv_length"))
 }
 
 // loadKernelMode is loadKernel with the request start stamp chosen: at
-// arrival (sk_data_ready) or at the first read (what older kernels get;
-// tests force it to check that path too).
+// arrival (sk_data_ready, with reads and writes taken at their completion
+// from sock_recv_length / sock_send_length) or at the first read, with
+// reads and writes at their syscall exits (what older kernels get; tests
+// force it to check that path too).
 func loadKernelMode(ports []uint16, arrival bool) (*kernel, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
@@ -183,46 +186,43 @@ func haveTracepoint(group, name string) bool {
 func (k *kernel) attachRequests(arrival bool) {
 	o := &k.objs
 	tps := []struct {
-		name string
-		prog *ebpf.Program
-		// needed with arrival stamps too; the others only for read starts
-		always bool
+		group, name string
+		prog        *ebpf.Program
+		// arrival: attached with arrival stamps; read: without
+		arrival, read bool
 	}{
-		{"sys_enter_accept", o.EnterAccept, true}, {"sys_exit_accept", o.ExitAccept, true},
-		{"sys_enter_accept4", o.EnterAccept4, true}, {"sys_exit_accept4", o.ExitAccept4, true},
-		{"sys_enter_read", o.EnterRead, true}, {"sys_exit_read", o.ExitRead, false},
-		{"sys_enter_readv", o.EnterReadv, true}, {"sys_exit_readv", o.ExitReadv, false},
-		{"sys_enter_recvfrom", o.EnterRecvfrom, true}, {"sys_exit_recvfrom", o.ExitRecvfrom, false},
-		{"sys_enter_recvmsg", o.EnterRecvmsg, true}, {"sys_exit_recvmsg", o.ExitRecvmsg, false},
-		{"sys_enter_write", o.EnterWrite, true}, {"sys_exit_write", o.ExitWrite, false},
-		{"sys_enter_writev", o.EnterWritev, true}, {"sys_exit_writev", o.ExitWritev, false},
-		{"sys_enter_sendto", o.EnterSendto, true}, {"sys_exit_sendto", o.ExitSendto, false},
-		{"sys_enter_sendmsg", o.EnterSendmsg, true}, {"sys_exit_sendmsg", o.ExitSendmsg, false},
-		{"sys_enter_sendfile64", o.EnterSendfile64, true}, {"sys_exit_sendfile64", o.ExitSendfile64, false},
-		{"sys_enter_close", o.EnterClose, true},
+		{"syscalls", "sys_enter_accept", o.EnterAccept, true, true}, {"syscalls", "sys_exit_accept", o.ExitAccept, true, true},
+		{"syscalls", "sys_enter_accept4", o.EnterAccept4, true, true}, {"syscalls", "sys_exit_accept4", o.ExitAccept4, true, true},
+		{"syscalls", "sys_enter_read", o.EnterRead, false, true}, {"syscalls", "sys_exit_read", o.ExitRead, false, true},
+		{"syscalls", "sys_enter_readv", o.EnterReadv, false, true}, {"syscalls", "sys_exit_readv", o.ExitReadv, false, true},
+		{"syscalls", "sys_enter_recvfrom", o.EnterRecvfrom, false, true}, {"syscalls", "sys_exit_recvfrom", o.ExitRecvfrom, false, true},
+		{"syscalls", "sys_enter_recvmsg", o.EnterRecvmsg, false, true}, {"syscalls", "sys_exit_recvmsg", o.ExitRecvmsg, false, true},
+		{"syscalls", "sys_enter_write", o.EnterWrite, false, true}, {"syscalls", "sys_exit_write", o.ExitWrite, false, true},
+		{"syscalls", "sys_enter_writev", o.EnterWritev, false, true}, {"syscalls", "sys_exit_writev", o.ExitWritev, false, true},
+		{"syscalls", "sys_enter_sendto", o.EnterSendto, false, true}, {"syscalls", "sys_exit_sendto", o.ExitSendto, false, true},
+		{"syscalls", "sys_enter_sendmsg", o.EnterSendmsg, false, true}, {"syscalls", "sys_exit_sendmsg", o.ExitSendmsg, false, true},
+		{"syscalls", "sys_enter_sendfile64", o.EnterSendfile64, false, true}, {"syscalls", "sys_exit_sendfile64", o.ExitSendfile64, false, true},
+		{"syscalls", "sys_enter_close", o.EnterClose, true, true},
+		// Arrival, and every read and write at its completion, by socket.
+		{"sock", "sk_data_ready", o.HandleSkDataReady, true, false},
+		{"sock", "sock_send_length", o.HandleSockSendLength, true, false},
+		{"sock", "sock_recv_length", o.HandleSockRecvLength, true, false},
 	}
 	var links []link.Link
 	for _, tp := range tps {
-		if arrival && !tp.always {
+		if (arrival && !tp.arrival) || (!arrival && !tp.read) {
 			continue
 		}
-		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {
 			closeLinks(links)
-			k.requestErr = fmt.Errorf("attach tracepoint syscalls/%s: %w", tp.name, err)
+			k.requestErr = fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
 			return
 		}
 		links = append(links, l)
 	}
 	k.requestMethod = "read"
 	if arrival {
-		l, err := link.Tracepoint("sock", "sk_data_ready", o.HandleSkDataReady, nil)
-		if err != nil {
-			closeLinks(links)
-			k.requestErr = fmt.Errorf("attach tracepoint sock/sk_data_ready: %w", err)
-			return
-		}
-		links = append(links, l)
 		k.requestMethod = "arrival"
 	}
 	// Optional: ends the last request of a connection as soon as the

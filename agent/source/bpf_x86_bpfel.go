@@ -19,11 +19,12 @@ type bpfConn struct {
 	LastWriteNs uint64
 	PausedStart uint64
 	PausedWrite uint64
+	Seq         uint64
 	Tgid        uint32
 	Fd          uint32
 	Port        uint16
-	State       uint8
 	Flags       uint8
+	Pad8        uint8
 	Pad         uint32
 }
 
@@ -136,6 +137,8 @@ const (
 	bpfProgHandleExit             = "handle_exit"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
+	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
+	bpfProgHandleSockSendLength   = "handle_sock_send_length"
 	bpfProgJvmGcBegin             = "jvm_gc_begin"
 	bpfProgJvmSafepointBegin      = "jvm_safepoint_begin"
 	bpfProgJvmSafepointEnd        = "jvm_safepoint_end"
@@ -221,6 +224,8 @@ type bpfProgramSpecs struct {
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.ProgramSpec `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.ProgramSpec `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
@@ -349,6 +354,8 @@ type bpfPrograms struct {
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.Program `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.Program `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.Program `ebpf:"jvm_safepoint_end"`
@@ -391,6 +398,8 @@ func (p *bpfPrograms) Close() error {
 		p.HandleExit,
 		p.HandleInetSockSetState,
 		p.HandleSkDataReady,
+		p.HandleSockRecvLength,
+		p.HandleSockSendLength,
 		p.JvmGcBegin,
 		p.JvmSafepointBegin,
 		p.JvmSafepointEnd,
