@@ -90,7 +90,6 @@ struct {
 } fd_socks SEC(".maps");
 
 enum sys_op {
-	OP_ACCEPT = 1,
 	OP_READ = 2,
 	OP_WRITE = 3,
 	OP_INTERIM = 4, /* a write of an interim (1xx) response */
@@ -332,10 +331,10 @@ static __always_inline __u64 sock_of(__u32 fd)
 }
 
 /*
- * Syscall entries. With arrival stamps only accept needs its exit (for the
- * new fd); reads and writes are taken at their completion from the sock:
- * tracepoints, which name the socket (no per-thread map on the hot path).
- * Without them (older kernels) every call is finished at its exit.
+ * Read mode (no arrival stamps): reads and writes are finished at their
+ * syscall exit, with the fd kept from the entry in sys_args. With arrival
+ * stamps they are taken at their completion from the sock: tracepoints,
+ * which name the socket, and none of these run (no per-thread map).
  */
 static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 {
@@ -361,6 +360,40 @@ static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 	return 0;
 }
 
+/*
+ * accepted tracks the connection accept returned. It needs nothing from
+ * the accept's entry (the fd is the return value), so a thread that was
+ * already blocked in accept when its process became traced (or when the
+ * agent started) still has its connection tracked.
+ */
+static __always_inline int accepted(__s64 ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (ret < 0 || !is_traced(tgid))
+		return 0;
+	__u32 fd = (__u32)ret;
+	__u64 sk = sock_of(fd);
+	if (!sk)
+		return 0;
+	__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
+	if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
+		return 0;
+	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE};
+	/*
+	 * The client often sends its request before the server accepts
+	 * (data waits in the socket with the connection): its arrival
+	 * was not seen, so the request starts now, marked as such.
+	 */
+	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0)
+		start_request(&c, c.seq, bpf_ktime_get_ns(), PW_EVENT_F_READ_START, CONN_ARRIVED);
+	__u64 key = ((__u64)tgid << 32) | fd;
+	if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
+	    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))
+		count_stat(PW_STAT_CONN_LOST);
+	return 0;
+}
+
 static __always_inline int leave(__s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -375,29 +408,6 @@ static __always_inline int leave(__s64 ret)
 	bpf_map_delete_elem(&sys_args, &tid);
 	if (ret < 0)
 		return 0;
-
-	if (op == OP_ACCEPT) {
-		fd = (__u32)ret;
-		__u64 sk = sock_of(fd);
-		if (!sk)
-			return 0;
-		__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
-		if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
-			return 0;
-		struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE};
-		/*
-		 * The client often sends its request before the server accepts
-		 * (data waits in the socket with the connection): its arrival
-		 * was not seen, so the request starts now, marked as such.
-		 */
-		if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0)
-			start_request(&c, c.seq, bpf_ktime_get_ns(), PW_EVENT_F_READ_START, CONN_ARRIVED);
-		__u64 key = ((__u64)tgid << 32) | fd;
-		if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
-		    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))
-			count_stat(PW_STAT_CONN_LOST);
-		return 0;
-	}
 
 	__u64 key = ((__u64)tgid << 32) | fd;
 	__u64 *sk = bpf_map_lookup_elem(&fd_socks, &key);
@@ -526,14 +536,10 @@ int handle_inet_sock_set_state(struct inet_sock_set_state_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int enter_accept(struct sys_enter_ctx *ctx) { return enter(0, OP_ACCEPT, 0, 0); }
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int enter_accept4(struct sys_enter_ctx *ctx) { return enter(0, OP_ACCEPT, 0, 0); }
 SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+int exit_accept(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+int exit_accept4(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 
 SEC("tracepoint/syscalls/sys_enter_read")
 int enter_read(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }

@@ -122,6 +122,8 @@ type requestRow struct {
 	Service       string  `json:"service"`
 	Port          string  `json:"port"`
 	Requests      int64   `json:"requests"`
+	Min           float64 `json:"min_seconds"`
+	Max           float64 `json:"max_seconds"`
 	P50           float64 `json:"p50_seconds"`
 	P99           float64 `json:"p99_seconds"`
 	PausedShare   float64 `json:"paused_share"`

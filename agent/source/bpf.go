@@ -191,8 +191,9 @@ func (k *kernel) attachRequests(arrival bool) {
 		// arrival: attached with arrival stamps; read: without
 		arrival, read bool
 	}{
-		{"syscalls", "sys_enter_accept", o.EnterAccept, true, true}, {"syscalls", "sys_exit_accept", o.ExitAccept, true, true},
-		{"syscalls", "sys_enter_accept4", o.EnterAccept4, true, true}, {"syscalls", "sys_exit_accept4", o.ExitAccept4, true, true},
+		// Only the exit: the new fd is its return value, so a thread
+		// blocked in accept before its process was traced counts too.
+		{"syscalls", "sys_exit_accept", o.ExitAccept, true, true}, {"syscalls", "sys_exit_accept4", o.ExitAccept4, true, true},
 		{"syscalls", "sys_enter_read", o.EnterRead, false, true}, {"syscalls", "sys_exit_read", o.ExitRead, false, true},
 		{"syscalls", "sys_enter_readv", o.EnterReadv, false, true}, {"syscalls", "sys_exit_readv", o.ExitReadv, false, true},
 		{"syscalls", "sys_enter_recvfrom", o.EnterRecvfrom, false, true}, {"syscalls", "sys_exit_recvfrom", o.ExitRecvfrom, false, true},

@@ -106,8 +106,6 @@ const (
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
-	bpfProgEnterAccept            = "enter_accept"
-	bpfProgEnterAccept4           = "enter_accept4"
 	bpfProgEnterClose             = "enter_close"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
@@ -193,8 +191,6 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	EnterAccept            *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.ProgramSpec `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
@@ -323,8 +319,6 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	EnterAccept            *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.Program `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
@@ -367,8 +361,6 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
-		p.EnterAccept,
-		p.EnterAccept4,
 		p.EnterClose,
 		p.EnterRead,
 		p.EnterReadv,
