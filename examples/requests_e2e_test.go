@@ -4,14 +4,22 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Request latency, end to end: each runtime's example service under the
@@ -102,12 +110,14 @@ type loadResult struct {
 	P50    float64 `json:"p50_seconds"`
 	P99    float64 `json:"p99_seconds"`
 	Max    float64 `json:"max_seconds"`
+	// Every latency the client recorded, µs, 3 significant digits.
+	Histogram *hdrhistogram.Snapshot `json:"histogram"`
 }
 
 func runLoad(t *testing.T, url string, rate int, d, slow time.Duration) loadResult {
 	t.Helper()
 	out, err := exec.Command(loadgenBin, "-url", url, "-rate", fmt.Sprint(rate), "-duration", d.String(),
-		"-conns", "64", "-slow", slow.String()).Output()
+		"-conns", "64", "-slow", slow.String(), "-histogram", "-preconnect").Output()
 	if err != nil {
 		t.Fatalf("loadgen: %v", err)
 	}
@@ -164,39 +174,246 @@ func (a *agentProc) requestRow(t *testing.T, service string, port int) requestRo
 	return last
 }
 
+// reqHist is a service's request-duration native histogram as the agent
+// exports it (paused="true" and "false" summed): bucket index -> count.
+// Bucket i of schema s holds (b^(i-1), b^i], b = 2^(2^-s); the exporter's
+// bucket factor 1.1 gives schema 3, each bucket 9.05% wide.
+type reqHist struct {
+	schema  int32
+	zero    uint64
+	count   uint64
+	buckets map[int]uint64
+}
+
+// requestHist scrapes /metrics in the protobuf format (the one that carries
+// native histograms) for one service's port.
+func (a *agentProc) requestHist(t *testing.T, service string, port int) reqHist {
+	t.Helper()
+	format := expfmt.NewFormat(expfmt.TypeProtoDelim)
+	req, _ := http.NewRequest(http.MethodGet, a.url+"/metrics", nil)
+	req.Header.Set("Accept", string(format))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	dec := expfmt.NewDecoder(resp.Body, format)
+	h := reqHist{schema: math.MinInt32, buckets: map[int]uint64{}}
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("decode /metrics: %v", err)
+		}
+		if mf.GetName() != "pausewatch_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if !labelsMatch(m, map[string]string{"service": service, "port": fmt.Sprint(port)}) {
+				continue
+			}
+			mh := m.GetHistogram()
+			if mh.Schema == nil {
+				t.Fatal("request histogram has no native buckets")
+			}
+			part := reqHist{schema: mh.GetSchema(), zero: mh.GetZeroCount(), count: mh.GetSampleCount(), buckets: map[int]uint64{}}
+			idx, d := 0, 0
+			var cnt int64
+			for _, sp := range mh.PositiveSpan {
+				idx += int(sp.GetOffset())
+				for j := 0; j < int(sp.GetLength()); j++ {
+					cnt += mh.PositiveDelta[d]
+					d++
+					part.buckets[idx] += uint64(cnt)
+					idx++
+				}
+			}
+			h = h.add(part, 1)
+		}
+	}
+	return h
+}
+
+// reschema returns h at a schema no finer than s (two buckets of schema
+// s+1 make one of schema s).
+func (h reqHist) reschema(s int32) reqHist {
+	if h.schema <= s {
+		return h
+	}
+	out := reqHist{schema: s, zero: h.zero, count: h.count, buckets: map[int]uint64{}}
+	f := 1 << (h.schema - s)
+	for i, c := range h.buckets {
+		// ceil(i/f): bucket i's upper bound b^i falls in coarser bucket ceil(i/f).
+		j := i / f
+		if i%f > 0 {
+			j++
+		}
+		out.buckets[j] += c
+	}
+	return out
+}
+
+// add returns h + sign*o, at the coarser of the two schemas.
+func (h reqHist) add(o reqHist, sign int64) reqHist {
+	if h.schema == math.MinInt32 {
+		h.schema = o.schema
+	}
+	s := min(h.schema, o.schema)
+	h, o = h.reschema(s), o.reschema(s)
+	out := reqHist{schema: s, zero: uint64(int64(h.zero) + sign*int64(o.zero)),
+		count: uint64(int64(h.count) + sign*int64(o.count)), buckets: map[int]uint64{}}
+	for i, c := range h.buckets {
+		out.buckets[i] += c
+	}
+	for i, c := range o.buckets {
+		out.buckets[i] = uint64(int64(out.buckets[i]) + sign*int64(c))
+	}
+	return out
+}
+
+// atRank returns the bounds (lo, hi] of the bucket holding the rank-th
+// smallest duration (1-based), in seconds.
+func (h reqHist) atRank(rank uint64) (lo, hi float64) {
+	if rank <= h.zero {
+		return 0, 0
+	}
+	seen := h.zero
+	idx := make([]int, 0, len(h.buckets))
+	for i := range h.buckets {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	bound := func(i int) float64 { return math.Exp2(float64(i) * math.Exp2(-float64(h.schema))) }
+	for _, i := range idx {
+		seen += h.buckets[i]
+		if seen >= rank {
+			return bound(i - 1), bound(i)
+		}
+	}
+	return math.Inf(1), math.Inf(1)
+}
+
+// clientAtRank returns the client's rank-th smallest latency (1-based),
+// rounded up to its HDR bucket's highest value, in seconds.
+func clientAtRank(h *hdrhistogram.Histogram, rank int64) float64 {
+	var seen int64
+	for _, b := range h.Distribution() {
+		seen += b.Count
+		if seen >= rank && b.Count > 0 {
+			return float64(b.To) / 1e6
+		}
+	}
+	return float64(h.Max()) / 1e6
+}
+
+// checkServerWithinClient asserts issue 9's invariant: the agent measures a
+// sub-interval of what the client measures (arrival at the server's socket
+// to its last write, against intended send to response read), so each of
+// its percentiles is at most the client's over the same requests. Both
+// histograms cover the same window. Precision: the agent's value is known
+// to its native bucket, (lo, hi] (9.05% wide), the client's to 0.1% (HDR,
+// 3 digits, taken at its bucket's top): lo must not reach the client's
+// value. When the agent counted fewer requests than the client, the
+// client's rank moves up by the difference (the missing ones may be the
+// fastest).
+func checkServerWithinClient(t *testing.T, agent reqHist, client *hdrhistogram.Histogram) (p99lo, p99hi float64) {
+	t.Helper()
+	nA, nC := int64(agent.count), client.TotalCount()
+	if nA == 0 || nC == 0 {
+		t.Errorf("no requests to compare: agent %d, client %d", nA, nC)
+		return
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999} {
+		rank := int64(math.Ceil(q * float64(nA)))
+		lo, hi := agent.atRank(uint64(rank))
+		c := clientAtRank(client, min(rank+max(0, nC-nA), nC))
+		t.Logf("p%v: agent in (%.2f, %.2f] ms, client %.2f ms", q*100, lo*1e3, hi*1e3, c*1e3)
+		if lo >= c+1e-6 {
+			t.Errorf("agent p%v above the client's: agent in (%.3f, %.3f] ms, client %.3f ms", q*100, lo*1e3, hi*1e3, c*1e3)
+		}
+		if q == 0.99 {
+			p99lo, p99hi = lo, hi
+		}
+	}
+	return
+}
+
+// startHog keeps every CPU busy until the test ends: the invariant must
+// hold when the server, the agent and the client all wait for a CPU.
+func startHog(t *testing.T) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < goruntime.NumCPU(); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			goruntime.LockOSThread()
+			for n := 0; ; n++ {
+				if n%1_000_000 == 0 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
 func TestRequestLatency(t *testing.T) {
 	requireRoot(t)
 	const slo = 15 * time.Millisecond
-	a := startAgent(t, 19501, "--slo", slo.String())
-	port := 18600
+	a := startAgent(t, freePort(t), "--slo", slo.String())
 	for _, runtime := range []string{"go", "jvm", "python"} {
-		for _, pauses := range []bool{false, true} {
-			name := runtime + "/steady"
-			if pauses {
-				name = runtime + "/pauses"
-			}
-			port++
+		for _, mode := range []string{"steady", "pauses", "pauses+hog"} {
+			name := runtime + "/" + mode
+			pauses, hog := mode != "steady", mode == "pauses+hog"
 			t.Run(name, func(t *testing.T) {
-				service := "req-" + strings.ReplaceAll(name, "/", "-")
+				service := "req-" + strings.NewReplacer("/", "-", "+", "-").Replace(name)
+				port := freePort(t)
 				s := startServer(t, runtime, service, port, pauses)
 				a.waitTracked(t, s.pid, s.t0)
 				// Warm up (JIT, caches), then measure a clean window.
 				runLoad(t, s.url, 100, time.Second, slo)
 				before := a.requestRow(t, service, port)
+				histBefore := a.requestHist(t, service, port)
+				if hog {
+					startHog(t)
+				}
 				load := runLoad(t, s.url, 150, 4*time.Second, slo)
 				after := a.requestRow(t, service, port)
+				window := a.requestHist(t, service, port).add(histBefore, -1)
 
 				n := after.Requests - before.Requests
 				pb := after.PauseBreaches - before.PauseBreaches
 				ob := after.OtherBreaches - before.OtherBreaches
 				t.Logf("client: %d ok, p50 %.2fms p99 %.2fms, %d slower than %v", load.OK, load.P50*1e3, load.P99*1e3, load.Slow, slo)
-				t.Logf("agent:  %d requests, p50 %.2fms p99 %.2fms (whole run), %.1f%% overlapped a pause, breaches: %d pause, %d other",
-					n, after.P50*1e3, after.P99*1e3, 100*after.PausedShare, pb, ob)
+				t.Logf("agent:  %d requests, %.1f%% overlapped a pause (whole run), breaches: %d pause, %d other; whole-run p99 %.2fms (warm-up included: not comparable)",
+					n, 100*after.PausedShare, pb, ob, after.P99*1e3)
 				if load.Errors > 0 {
 					t.Fatalf("client saw %d errors", load.Errors)
 				}
 				if !within(float64(n), float64(load.OK), 0.03, 0) {
 					t.Errorf("request count: agent %d, client %d (want within 3%%)", n, load.OK)
+				}
+				if int64(window.count) != n {
+					t.Errorf("histogram window holds %d requests, the report %d", window.count, n)
+				}
+				if load.Histogram == nil {
+					t.Fatal("loadgen gave no histogram")
+				}
+				client := hdrhistogram.Import(load.Histogram)
+				// Over the same window, every percentile of the server's
+				// view is at most the client's.
+				p99lo, p99hi := checkServerWithinClient(t, window, client)
+				if hog {
+					// A hog slows everything, the client most: breaches
+					// are no longer the pauses' alone; only the invariant
+					// and the counts are asserted.
+					return
 				}
 				if pauses {
 					total := pb + ob
@@ -206,20 +423,18 @@ func TestRequestLatency(t *testing.T) {
 					if total == 0 || float64(pb) < 0.8*float64(total) {
 						t.Errorf("pause-caused breaches %d of %d, want at least 80%%", pb, total)
 					}
+					// At the tail the pauses dominate: the server's p99 is
+					// near the client's. Near, not equal: on a shared
+					// machine the client's own wait for a CPU after the
+					// response adds to its tail, so within 10 ms or 20 %.
+					if p99hi < min(load.P99-0.010, 0.8*load.P99) {
+						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 20%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
+					}
 				} else if pb > load.Slow {
 					// Without deliberate pauses only the runtime's own
 					// collections remain; a rare one can still break the
 					// objective, and then the client saw that request slow too.
 					t.Errorf("%d pause-caused breaches with deliberate pauses off, more than the %d slow requests the client saw", pb, load.Slow)
-				}
-				// The server's own view is the client's minus the loopback
-				// and client overhead: never above it (plus HDR's 1 %
-				// rounding), and at the tail within a few ms of it.
-				if after.P50 > load.P50*1.01+0.0002 {
-					t.Errorf("agent p50 %.3fms above the client's %.3fms", after.P50*1e3, load.P50*1e3)
-				}
-				if pauses && math.Abs(after.P99-load.P99) > 0.010 {
-					t.Errorf("agent p99 %.2fms vs client %.2fms: want within 10ms when pauses dominate", after.P99*1e3, load.P99*1e3)
 				}
 			})
 		}
