@@ -319,24 +319,73 @@ func clientAtRank(h *hdrhistogram.Histogram, rank int64) float64 {
 // fastest).
 func checkServerWithinClient(t *testing.T, agent reqHist, client *hdrhistogram.Histogram) (p99lo, p99hi float64) {
 	t.Helper()
+	rows, violations := serverWithinClient(agent, client)
+	for _, r := range rows {
+		t.Log(r)
+	}
+	for _, v := range violations {
+		t.Error(v)
+	}
+	rank := int64(math.Ceil(0.99 * float64(agent.count)))
+	return agent.atRank(uint64(rank))
+}
+
+// serverWithinClient is checkServerWithinClient's comparison: a line per
+// percentile, and one per violation.
+func serverWithinClient(agent reqHist, client *hdrhistogram.Histogram) (rows, violations []string) {
 	nA, nC := int64(agent.count), client.TotalCount()
 	if nA == 0 || nC == 0 {
-		t.Errorf("no requests to compare: agent %d, client %d", nA, nC)
-		return
+		return nil, []string{fmt.Sprintf("no requests to compare: agent %d, client %d", nA, nC)}
 	}
 	for _, q := range []float64{0.5, 0.9, 0.99, 0.999} {
 		rank := int64(math.Ceil(q * float64(nA)))
 		lo, hi := agent.atRank(uint64(rank))
 		c := clientAtRank(client, min(rank+max(0, nC-nA), nC))
-		t.Logf("p%v: agent in (%.2f, %.2f] ms, client %.2f ms", q*100, lo*1e3, hi*1e3, c*1e3)
+		rows = append(rows, fmt.Sprintf("p%v: agent in (%.2f, %.2f] ms, client %.2f ms", q*100, lo*1e3, hi*1e3, c*1e3))
 		if lo >= c+1e-6 {
-			t.Errorf("agent p%v above the client's: agent in (%.3f, %.3f] ms, client %.3f ms", q*100, lo*1e3, hi*1e3, c*1e3)
-		}
-		if q == 0.99 {
-			p99lo, p99hi = lo, hi
+			violations = append(violations, fmt.Sprintf("agent p%v above the client's: agent in (%.3f, %.3f] ms, client %.3f ms", q*100, lo*1e3, hi*1e3, c*1e3))
 		}
 	}
-	return
+	return rows, violations
+}
+
+// The comparison itself, on synthetic histograms: it must catch a server
+// view above the client's at any percentile, and pass an honest one.
+func TestServerWithinClientCheck(t *testing.T) {
+	hist := func(durs []float64) reqHist { // schema 3, as the exporter's factor 1.1 gives
+		h := reqHist{schema: 3, buckets: map[int]uint64{}}
+		for _, d := range durs {
+			h.buckets[int(math.Ceil(math.Log2(d)*8))]++
+			h.count++
+		}
+		return h
+	}
+	client := hdrhistogram.New(1, 60_000_000, 3)
+	var server, late, slowTail []float64
+	for i := 1; i <= 1000; i++ {
+		c := float64(i) * 1e-4 // 0.1 .. 100 ms
+		client.RecordValue(int64(c * 1e6))
+		server = append(server, c*0.7) // a sub-interval of each
+		late = append(late, c*1.15)    // every one 15% above the client's
+		if i > 985 {
+			slowTail = append(slowTail, c*1.5) // only the slowest 1.5%: p99 and p99.9
+		} else {
+			slowTail = append(slowTail, c*0.7)
+		}
+	}
+	if _, v := serverWithinClient(hist(server), client); len(v) > 0 {
+		t.Errorf("honest server view flagged: %v", v)
+	}
+	if _, v := serverWithinClient(hist(late), client); len(v) != 4 {
+		t.Errorf("server 15%% above the client: %d violations, want all 4 percentiles: %v", len(v), v)
+	}
+	if _, v := serverWithinClient(hist(slowTail), client); len(v) != 2 {
+		t.Errorf("server tail above the client's: %d violations, want p99 and p99.9: %v", len(v), v)
+	}
+	// 30 requests the agent missed: the client's rank moves up by 30.
+	if _, v := serverWithinClient(hist(server[30:]), client); len(v) > 0 {
+		t.Errorf("missing requests flagged: %v", v)
+	}
 }
 
 // startHog keeps every CPU busy until the test ends: the invariant must
