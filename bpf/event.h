@@ -54,9 +54,10 @@ struct pw_event {
  * (paused_total_ns at start vs end, plus the part of a pause in progress).
  */
 struct pw_pause_state {
-	__u64 start_ns;        /* start of the pause in progress, if in_progress */
+	__u64 start_ns;        /* start of the pause in progress, or of the last one */
 	__u64 paused_total_ns; /* cumulative STW time of this process since tracked */
 	__u64 pauses;          /* cumulative number of pauses */
+	__u64 last_end_ns;     /* end of the last finished pause (it began at start_ns) */
 	__u32 reason;          /* reason of the pause in progress */
 	__u8 in_progress;
 	__u8 runtime;

@@ -129,6 +129,9 @@ static __always_inline struct pw_event *pause_end(__u32 tgid, __u32 tid, __u8 ru
 	if (st) {
 		__sync_fetch_and_add(&st->paused_total_ns, d);
 		__sync_fetch_and_add(&st->pauses, 1);
+		/* The last pause, for requests stamped in the past (request.c). */
+		st->start_ns = start_ns;
+		st->last_end_ns = end_ns;
 		st->in_progress = 0;
 		st->runtime = runtime;
 	}

@@ -43,6 +43,10 @@ volatile const __u8 filter_ports = 0;
  */
 volatile const __u8 arrival_mode = 0;
 
+#define IPPROTO_TCP 6
+#define AF_INET 2
+#define AF_INET6 10
+
 enum conn_state {
 	CONN_IDLE = 0,       /* between requests */
 	CONN_ARRIVED = 1,    /* request bytes arrived, not read yet */
@@ -133,6 +137,29 @@ static __always_inline __u64 paused_at(__u32 tgid, __u64 now)
 	__u64 p = st->paused_total_ns;
 	if (st->in_progress && now > st->start_ns)
 		p += now - st->start_ns;
+	return p;
+}
+
+/*
+ * P(at) for a moment at in the past (a request stamped when it is found,
+ * after the fact): P(now) minus the part of (at, now] that the last pause
+ * (or the one in progress) covered. Earlier pauses inside (at, now] are
+ * not known, so this can only be too high, making the pause time inside
+ * the request too low, never too high.
+ */
+static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
+{
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st)
+		return 0;
+	__u64 p = st->paused_total_ns, s = st->start_ns;
+	__u64 e = st->in_progress ? now : st->last_end_ns;
+	if (st->in_progress && now > s)
+		p += now - s;
+	if (s < at)
+		s = at;
+	if (e > s)
+		p = p > e - s ? p - (e - s) : 0;
 	return p;
 }
 
@@ -382,11 +409,33 @@ static __always_inline int accepted(__s64 ret)
 	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE};
 	/*
 	 * The client often sends its request before the server accepts
-	 * (data waits in the socket with the connection): its arrival
-	 * was not seen, so the request starts now, marked as such.
+	 * (data waits in the socket with the connection): sk_data_ready
+	 * found no connection then. The wait in the accept queue is the
+	 * server's (a stopped accept loop makes it long), so the request
+	 * starts at the socket's last received packet, TCP's tcp_mstamp:
+	 * nothing else touches a socket nobody has accepted, so that is the
+	 * request's last segment (or a later ACK), never before its first
+	 * byte arrived. Failing that, at the accept, marked as such.
 	 */
-	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0)
-		start_request(&c, c.seq, bpf_ktime_get_ns(), PW_EVENT_F_READ_START, CONN_ARRIVED);
+	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0) {
+		__u64 now = bpf_ktime_get_ns(), at = now;
+		__u8 flags = PW_EVENT_F_READ_START;
+		__u16 family = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_family);
+		/* (Read mode stamps every start at a read: this one at the accept.) */
+		if (arrival_mode && BPF_CORE_READ((struct sock *)sk, sk_protocol) == IPPROTO_TCP &&
+		    (family == AF_INET || family == AF_INET6)) {
+			__u64 last = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp) * 1000;
+			if (last && last <= now && now - last < 60ULL * 1000000000) {
+				at = last;
+				flags = 0;
+			}
+		}
+		start_request(&c, c.seq, at, flags, CONN_ARRIVED);
+		if (at < now) {
+			c.paused_start = paused_at_past(tgid, at, now);
+			c.paused_write = c.paused_start;
+		}
+	}
 	__u64 key = ((__u64)tgid << 32) | fd;
 	if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
 	    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))

@@ -117,7 +117,7 @@ type loadResult struct {
 func runLoad(t *testing.T, url string, rate int, d, slow time.Duration) loadResult {
 	t.Helper()
 	out, err := exec.Command(loadgenBin, "-url", url, "-rate", fmt.Sprint(rate), "-duration", d.String(),
-		"-conns", "64", "-slow", slow.String(), "-histogram", "-preconnect").Output()
+		"-conns", "64", "-slow", slow.String(), "-histogram").Output()
 	if err != nil {
 		t.Fatalf("loadgen: %v", err)
 	}
@@ -388,9 +388,10 @@ func TestServerWithinClientCheck(t *testing.T) {
 	}
 }
 
-// startHog keeps every CPU busy until the test ends: the invariant must
-// hold when the server, the agent and the client all wait for a CPU.
-func startHog(t *testing.T) {
+// startHog keeps every CPU busy until stopped (or the test ends): the
+// invariant must hold when the server, the agent and the client all wait
+// for a CPU.
+func startHog(t *testing.T) (stopHog func()) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < goruntime.NumCPU(); i++ {
@@ -409,7 +410,10 @@ func startHog(t *testing.T) {
 			}
 		}()
 	}
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	var once sync.Once
+	stopHog = func() { once.Do(func() { close(stop); wg.Wait() }) }
+	t.Cleanup(stopHog)
+	return stopHog
 }
 
 func TestRequestLatency(t *testing.T) {
@@ -417,6 +421,10 @@ func TestRequestLatency(t *testing.T) {
 	const slo = 15 * time.Millisecond
 	a := startAgent(t, freePort(t), "--slo", slo.String())
 	for _, runtime := range []string{"go", "jvm", "python"} {
+		// The "other" breaches the machine alone causes (the steady run's,
+		// when it ran): on a shared machine they are not the pauses' and
+		// not the agent's to attribute.
+		var background int64
 		for _, mode := range []string{"steady", "pauses", "pauses+hog"} {
 			name := runtime + "/" + mode
 			pauses, hog := mode != "steady", mode == "pauses+hog"
@@ -425,14 +433,22 @@ func TestRequestLatency(t *testing.T) {
 				port := freePort(t)
 				s := startServer(t, runtime, service, port, pauses)
 				a.waitTracked(t, s.pid, s.t0)
-				// Warm up (JIT, caches), then measure a clean window.
+				// Warm up (JIT, caches), then measure a clean window. Each
+				// load run has connections of its own; when they close,
+				// all their requests are reported (the agent reports a
+				// keep-alive connection's request when the next one
+				// arrives or the connection closes).
 				runLoad(t, s.url, 100, time.Second, slo)
 				before := a.requestRow(t, service, port)
 				histBefore := a.requestHist(t, service, port)
+				stopHog := func() {}
 				if hog {
-					startHog(t)
+					stopHog = startHog(t)
 				}
 				load := runLoad(t, s.url, 150, 4*time.Second, slo)
+				// The hog is for the measured load; the agent then gets
+				// the CPU to report every request before they are counted.
+				stopHog()
 				after := a.requestRow(t, service, port)
 				window := a.requestHist(t, service, port).add(histBefore, -1)
 
@@ -469,8 +485,9 @@ func TestRequestLatency(t *testing.T) {
 					if !within(float64(total), float64(load.Slow), 0.30, 2) {
 						t.Errorf("breaches: agent %d, client slow %d (want within 30%%)", total, load.Slow)
 					}
-					if total == 0 || float64(pb) < 0.8*float64(total) {
-						t.Errorf("pause-caused breaches %d of %d, want at least 80%%", pb, total)
+					if total == 0 || float64(pb) < 0.8*float64(total-min(ob, background)) {
+						t.Errorf("pause-caused breaches %d of %d (%d other, %d of them as many as without pauses), want at least 80%% of the rest",
+							pb, total, ob, min(ob, background))
 					}
 					// At the tail the pauses dominate: the server's p99 is
 					// near the client's. Near, not equal: on a shared
@@ -479,11 +496,14 @@ func TestRequestLatency(t *testing.T) {
 					if p99hi < min(load.P99-0.010, 0.8*load.P99) {
 						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 20%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
 					}
-				} else if pb > load.Slow {
-					// Without deliberate pauses only the runtime's own
-					// collections remain; a rare one can still break the
-					// objective, and then the client saw that request slow too.
-					t.Errorf("%d pause-caused breaches with deliberate pauses off, more than the %d slow requests the client saw", pb, load.Slow)
+				} else {
+					background = ob
+					if pb > load.Slow {
+						// Without deliberate pauses only the runtime's own
+						// collections remain; a rare one can still break the
+						// objective, and then the client saw that request slow too.
+						t.Errorf("%d pause-caused breaches with deliberate pauses off, more than the %d slow requests the client saw", pb, load.Slow)
+					}
 				}
 			})
 		}

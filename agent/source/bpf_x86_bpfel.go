@@ -65,6 +65,7 @@ type bpfPwPauseState struct {
 	StartNs       uint64
 	PausedTotalNs uint64
 	Pauses        uint64
+	LastEndNs     uint64
 	Reason        uint32
 	InProgress    uint8
 	Runtime       uint8

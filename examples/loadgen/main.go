@@ -13,10 +13,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	neturl "net/url"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -45,8 +43,6 @@ func main() {
 	conns := flag.Int("conns", 32, "keep-alive connections (one request in flight on each)")
 	slow := flag.Duration("slow", 0, "count requests slower than this (0: none)")
 	withHist := flag.Bool("histogram", false, "include the whole latency histogram (µs) in the output")
-	preconnect := flag.Bool("preconnect", false, "open every connection before the clock starts "+
-		"(a burst of connects against a small accept backlog costs SYN retransmits of 1 s, which is not the server's request latency)")
 	flag.Parse()
 	if *rate <= 0 || *conns <= 0 || *dur <= 0 {
 		fmt.Fprintln(os.Stderr, "loadgen: -rate, -conns and -duration must be positive")
@@ -58,31 +54,11 @@ func main() {
 	var mu sync.Mutex
 	h := hdrhistogram.New(1, 60_000_000, 3) // µs, 3 significant digits
 	var res result
-	var wg, dials sync.WaitGroup
-	host := ""
-	if u, err := neturl.Parse(*url); err == nil {
-		host = u.Host
-	}
+	var wg sync.WaitGroup
 	for range *conns {
 		// One transport per worker: one connection each, kept alive.
-		dial := (&net.Dialer{Timeout: 5 * time.Second}).DialContext
-		var pre atomic.Pointer[net.Conn]
-		if *preconnect {
-			dials.Add(1)
-			go func() {
-				defer dials.Done()
-				if c, err := net.DialTimeout("tcp", host, 10*time.Second); err == nil {
-					pre.Store(&c)
-				}
-			}()
-		}
 		tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if c := pre.Swap(nil); c != nil {
-					return *c, nil
-				}
-				return dial(ctx, network, addr)
-			}}
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
 		client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 		wg.Add(1)
 		go func() {
@@ -110,7 +86,6 @@ func main() {
 		}()
 	}
 
-	dials.Wait()
 	interval := time.Duration(float64(time.Second) / *rate)
 	start := time.Now()
 	for i := 0; ; i++ {
