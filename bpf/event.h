@@ -17,6 +17,7 @@ enum pw_event_type {
 	PW_EVENT_EXEC = 2,  /* a process called execve: inspect it */
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
 	PW_EVENT_REQUEST = 4, /* one request served: aux = STW ns inside it, reason = local port */
+	PW_EVENT_FORK = 5,    /* a traced process forked a child (no exec): pid = the child */
 };
 
 /* event.flags */

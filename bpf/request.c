@@ -17,14 +17,6 @@
  * carries P(last write) - P(start).
  */
 
-/* Processes whose connections are traced (set by the agent). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tgid */
-	__type(value, __u8);
-} traced SEC(".maps");
-
 /* Local ports to trace; empty = all ports of traced processes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -644,5 +636,30 @@ int enter_close(struct sys_enter_ctx *ctx)
 		end_request(c);
 	bpf_map_delete_elem(&conns, &skv);
 	bpf_map_delete_elem(&fd_socks, &key);
+	return 0;
+}
+
+/*
+ * A traced process forked a child without exec (pre-fork servers: gunicorn,
+ * Apache prefork, multiprocessing): the child serves requests on sockets
+ * it inherits or accepts, so it is traced from the fork, not from when the
+ * agent gets round to it, and the agent is told to inspect it. A raw
+ * tracepoint for the child's task: the classic one gives only its pid,
+ * which does not tell a new process from a new thread. Untraced
+ * processes pay the one lookup.
+ */
+SEC("raw_tracepoint/sched_process_fork")
+int handle_fork(__u64 *ctx)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	if (!is_traced(parent))
+		return 0;
+	struct task_struct *child = (struct task_struct *)ctx[1]; /* (parent, child) */
+	__u32 pid = BPF_CORE_READ(child, pid), tgid = BPF_CORE_READ(child, tgid);
+	if (pid != tgid || tgid == parent)
+		return 0; /* a thread */
+	__u8 one = 1;
+	bpf_map_update_elem(&traced, &tgid, &one, BPF_ANY);
+	emit_simple(PW_EVENT_FORK, tgid);
 	return 0;
 }

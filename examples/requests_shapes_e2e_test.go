@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -239,4 +241,71 @@ func port(addr string) int {
 	var n int
 	fmt.Sscan(p, &n)
 	return n
+}
+
+// Case 6: a pre-fork server's workers (forked without exec by a tracked
+// process) are traced from the fork: every request counted, none twice,
+// with 8 clients at a time over 2 workers on new connections each.
+func TestRequestPreforkWorkers(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, freePort(t))
+	service := "prefork"
+	port := freePort(t)
+	cmd := exec.Command("/usr/bin/python3.11", "testdata/prefork.py", fmt.Sprint(port), "2")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	out := bufio.NewScanner(stdout)
+	if !out.Scan() || out.Text() != "listening" {
+		t.Fatalf("prefork.py said %q", out.Text())
+	}
+	a.waitTracked(t, uint32(cmd.Process.Pid), time.Now())
+	stdin.Write([]byte("fork\n"))
+	if !out.Scan() {
+		t.Fatal("prefork.py did not fork")
+	}
+	kids := strings.Fields(out.Text())
+	t.Logf("workers %v of parent %d", kids, cmd.Process.Pid)
+
+	const n, conc = 400, 8
+	jobs := make(chan int, n)
+	for i := 0; i < n; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < conc; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			for range jobs {
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d requests failed", failed.Load())
+	}
+	// Each worker is its own process: the agent's rows are per service
+	// and port, so they add up in the one row.
+	row := a.requestRow(t, service, port)
+	t.Logf("client: %d requests; agent: %d", ok.Load(), row.Requests)
+	if row.Requests != ok.Load() {
+		t.Errorf("agent counted %d requests, the client made %d", row.Requests, ok.Load())
+	}
 }

@@ -32,6 +32,7 @@ const (
 	eventPause   = 1
 	eventExec    = 2
 	eventExit    = 3
+	eventFork    = 5
 	eventRequest = 4
 
 	runtimeGo     = 1
@@ -229,6 +230,12 @@ func (k *kernel) attachRequests(arrival bool) {
 	// Optional: ends the last request of a connection as soon as the
 	// client closes, rather than when the server closes.
 	if l, err := link.Tracepoint("sock", "inet_sock_set_state", o.HandleInetSockSetState, nil); err == nil {
+		links = append(links, l)
+	}
+	// Optional: traces the children a traced process forks without exec
+	// (pre-fork servers) from the fork; without it they are tracked when
+	// the agent first sees them (a pause of theirs).
+	if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_fork", Program: o.HandleFork}); err == nil {
 		links = append(links, l)
 	}
 	k.links = append(k.links, links...)

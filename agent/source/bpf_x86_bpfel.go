@@ -134,6 +134,7 @@ const (
 	bpfProgGoStopRet              = "go_stop_ret"
 	bpfProgHandleExec             = "handle_exec"
 	bpfProgHandleExit             = "handle_exit"
+	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
@@ -219,6 +220,7 @@ type bpfProgramSpecs struct {
 	GoStopRet              *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
@@ -347,6 +349,7 @@ type bpfPrograms struct {
 	GoStopRet              *ebpf.Program `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
@@ -389,6 +392,7 @@ func (p *bpfPrograms) Close() error {
 		p.GoStopRet,
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleFork,
 		p.HandleInetSockSetState,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,

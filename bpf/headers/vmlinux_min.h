@@ -103,6 +103,8 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	pid_t pid;
+	pid_t tgid;
 } __attribute__((preserve_access_index));
 
 struct sock_common {
