@@ -141,26 +141,23 @@ type requestRow struct {
 	OtherBreaches int64   `json:"other_breaches"`
 }
 
-// requestRow polls the agent's report until the service's count settles.
-func (a *agentProc) requestRow(t *testing.T, service string, port int) requestRow {
+// requestRowAtLeast polls the agent's report until the service's count
+// has reached want and then stayed the same for 0.9 s (extras, such as
+// copies, would show), or 30 s have passed. Settling alone is not enough:
+// the agent's event loop also inspects every new process on the machine,
+// and while others' builds run it can fall seconds behind.
+func (a *agentProc) requestRowAtLeast(t *testing.T, service string, port int, want int64) requestRow {
 	t.Helper()
 	var last requestRow
 	stable := 0
-	for i := 0; i < 40; i++ {
-		resp, err := http.Get(a.url + "/api/requests")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rows []requestRow
-		json.NewDecoder(resp.Body).Decode(&rows)
-		resp.Body.Close()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		var cur requestRow
-		for _, r := range rows {
+		for _, r := range a.requestRows(t) {
 			if r.Service == service && r.Port == fmt.Sprint(port) {
 				cur = r
 			}
 		}
-		if cur.Requests > 0 && cur.Requests == last.Requests {
+		if cur.Requests >= want && cur.Requests == last.Requests {
 			stable++
 			if stable == 3 {
 				return cur
@@ -172,6 +169,31 @@ func (a *agentProc) requestRow(t *testing.T, service string, port int) requestRo
 		time.Sleep(300 * time.Millisecond)
 	}
 	return last
+}
+
+// requestCount is the service's count now (0 before its first request).
+func (a *agentProc) requestCount(t *testing.T, service string, port int) int64 {
+	t.Helper()
+	for _, r := range a.requestRows(t) {
+		if r.Service == service && r.Port == fmt.Sprint(port) {
+			return r.Requests
+		}
+	}
+	return 0
+}
+
+func (a *agentProc) requestRows(t *testing.T) []requestRow {
+	t.Helper()
+	resp, err := http.Get(a.url + "/api/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rows []requestRow
+	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+		t.Fatalf("/api/requests: %v", err)
+	}
+	return rows
 }
 
 // reqHist is a service's request-duration native histogram as the agent
@@ -438,8 +460,9 @@ func TestRequestLatency(t *testing.T) {
 				// all their requests are reported (the agent reports a
 				// keep-alive connection's request when the next one
 				// arrives or the connection closes).
-				runLoad(t, s.url, 100, time.Second, slo)
-				before := a.requestRow(t, service, port)
+				initial := a.requestCount(t, service, port)
+				warm := runLoad(t, s.url, 100, time.Second, slo)
+				before := a.requestRowAtLeast(t, service, port, initial+warm.OK)
 				histBefore := a.requestHist(t, service, port)
 				stopHog := func() {}
 				if hog {
@@ -449,7 +472,7 @@ func TestRequestLatency(t *testing.T) {
 				// The hog is for the measured load; the agent then gets
 				// the CPU to report every request before they are counted.
 				stopHog()
-				after := a.requestRow(t, service, port)
+				after := a.requestRowAtLeast(t, service, port, before.Requests+load.OK)
 				window := a.requestHist(t, service, port).add(histBefore, -1)
 
 				n := after.Requests - before.Requests
@@ -485,8 +508,14 @@ func TestRequestLatency(t *testing.T) {
 					if !within(float64(total), float64(load.Slow), 0.30, 2) {
 						t.Errorf("breaches: agent %d, client slow %d (want within 30%%)", total, load.Slow)
 					}
-					if total == 0 || float64(pb) < 0.8*float64(total-min(ob, background)) {
-						t.Errorf("pause-caused breaches %d of %d (%d other, %d of them as many as without pauses), want at least 80%% of the rest",
+					// Most breaches are the pauses'. Not all: by the rule
+					// (duration minus the pause inside it over the
+					// objective) the queueing a pause leaves behind is
+					// "other" (Python's threads convoy on the GIL after a
+					// collection: 15-50 of 130-230 breaches here), and so
+					// is what the machine alone causes (the steady run's).
+					if total == 0 || float64(pb) < 0.6*float64(total-min(ob, background)) {
+						t.Errorf("pause-caused breaches %d of %d (%d other, %d of them as many as without pauses), want at least 60%% of the rest",
 							pb, total, ob, min(ob, background))
 					}
 					// At the tail the pauses dominate: the server's p99 is
