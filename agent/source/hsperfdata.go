@@ -151,7 +151,7 @@ func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
 	}
 	m.mapFile = p.path(pid, "map_files", m.mapFile)
 	if m.rootPath != "" {
-		m.rootPath = filepath.Join(p.path(pid, "root"), m.rootPath)
+		m.rootPath = p.inRoot(pid, m.rootPath)
 	}
 	return m, nil
 }
