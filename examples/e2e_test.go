@@ -172,13 +172,14 @@ func (a *agentProc) stop(t *testing.T) {
 }
 
 type processStatus struct {
-	PID     uint32    `json:"pid"`
-	Runtime string    `json:"runtime"`
-	Method  string    `json:"method"`
-	Service string    `json:"service"`
-	Why     string    `json:"why"`
-	Version string    `json:"version"`
-	Since   time.Time `json:"since"`
+	PID         uint32    `json:"pid"`
+	Runtime     string    `json:"runtime"`
+	Method      string    `json:"method"`
+	Service     string    `json:"service"`
+	Why         string    `json:"why"`
+	Version     string    `json:"version"`
+	ContainerID string    `json:"container_id"`
+	Since       time.Time `json:"since"`
 }
 
 func (a *agentProc) processes(t *testing.T) []processStatus {
@@ -385,8 +386,14 @@ type workload struct {
 // startWorkload starts cmd with extra environment and waits for "ready".
 func startWorkload(t *testing.T, cmd *exec.Cmd, env ...string) *workload {
 	t.Helper()
+	return runWorkload(t, cmd, append(os.Environ(), env...))
+}
+
+// runWorkload starts cmd with exactly env and waits for "ready".
+func runWorkload(t *testing.T, cmd *exec.Cmd, env []string) *workload {
+	t.Helper()
 	w := &workload{cmd: cmd}
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
 	cmd.Stderr = os.Stderr
 	var err error
 	if w.stdin, err = cmd.StdinPipe(); err != nil {
