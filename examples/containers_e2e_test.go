@@ -8,6 +8,7 @@ package examples
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -127,4 +128,43 @@ func TestContainersJVM(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestContainersLeastPrivilege: the agent as uid 65534 with exactly the
+// DaemonSet's capabilities (no CAP_SYS_ADMIN: no map_files) against
+// sandboxed workloads of uid 1234, chroot'ed (the harder case for paths):
+// Go and Python pauses, JVM safepoints through USDT, then through
+// hsperfdata alone (the 0600 file on the container's overlay /tmp).
+func TestContainersLeastPrivilege(t *testing.T) {
+	requireSandbox(t)
+	caps := daemonSetCaps(t)
+	prefix := setprivAs(t, caps)
+	bin := nobodyAgentBin(t)
+	img := sandboxImage(t)
+	a := launchAgent(t, 19894, prefix, bin, nil)
+	a.waitReady(t)
+	checkCreds(t, a.cmd.Process.Pid, caps)
+	t.Run("go", func(t *testing.T) {
+		sb := img.start(t, sandboxSpec{mode: chrootRoot, uid: -1, argv: []string{"/app/churn"},
+			env: []string{"OTEL_SERVICE_NAME=sbx-go-nobody", "CHURN_MODE=gc", "CHURN_SECONDS=1.5", "GOMAXPROCS=2"}})
+		checkContainer(t, a, sb, "go", "uprobe", "sbx-go-nobody")
+		compareGC(t, a, "sbx-go-nobody", (&churnProc{sb.workload}).run(t))
+	})
+	t.Run("python", func(t *testing.T) {
+		sb := img.start(t, sandboxSpec{mode: chrootRoot, uid: -1, argv: []string{"/usr/bin/python3.11", "/app/pychurn.py"},
+			env: []string{"OTEL_SERVICE_NAME=sbx-py-nobody", "CHURN_COLLECTIONS=400", "CHURN_SECONDS=10"}})
+		checkContainer(t, a, sb, "python", "usdt", "sbx-py-nobody")
+		runPython(t, a, &pyProc{sb.workload}, "sbx-py-nobody", "usdt")
+	})
+	if _, err := exec.LookPath("java"); err != nil {
+		return
+	}
+	t.Run("jvm-usdt", func(t *testing.T) { sandboxJVM(t, a, img, chrootRoot, "usdt") })
+	t.Run("jvm-hsperfdata", func(t *testing.T) {
+		h := launchAgent(t, 19895, prefix, bin, nil, "--no-jvm-probes")
+		h.waitReady(t)
+		for _, mode := range rootModes {
+			t.Run(string(mode), func(t *testing.T) { sandboxJVM(t, h, img, mode, "hsperfdata") })
+		}
+	})
 }

@@ -450,7 +450,16 @@ func within(got, want, frac, abs float64) bool {
 // program's own account: the same count, total within 20 %.
 func compareGC(t *testing.T, a *agentProc, service string, acc account) {
 	t.Helper()
-	n, secs := a.settledPauses(t, map[string]string{"service": service, "kind": "gc"})
+	want := map[string]string{"service": service, "kind": "gc"}
+	n, secs := a.settledPauses(t, want)
+	// On a loaded machine the agent can sit unscheduled longer than the
+	// settling interval with events still in its ring buffer: a count
+	// short of the runtime's is given a few more seconds to arrive (one
+	// past it, or one that never arrives, still fails).
+	for deadline := time.Now().Add(3 * time.Second); n < float64(acc.GCCount) && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		n, secs = a.settledPauses(t, want)
+	}
 	t.Logf("%s (%s, %s): agent %v pauses / %.6fs, runtime %d / %.6fs",
 		service, acc.GoVersion, acc.Metric, n, secs, acc.GCCount, acc.GCSeconds)
 	if acc.GCCount < 20 {
