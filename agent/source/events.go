@@ -39,6 +39,7 @@ const (
 	eventExec    = 2
 	eventExit    = 3
 	eventRequest = 4
+	eventFork    = 5
 
 	eventFlagAux       = 1
 	eventFlagReadStart = 2
@@ -160,6 +161,10 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 		switch r.typ {
 		case eventExec:
 			s.queue.push(e.Pid, inspectExec)
+		case eventFork:
+			// A traced process's child, already traced in the kernel
+			// from its fork: it runs the parent's runtime.
+			s.queue.push(e.Pid, inspectSeen)
 		case eventExit:
 			if p := s.forget(e.Pid); p != nil {
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
