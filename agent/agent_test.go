@@ -55,8 +55,11 @@ func TestRun(t *testing.T) {
 }
 
 func TestStream(t *testing.T) {
-	s := NewStream()
-	c, cancel := s.Subscribe()
+	s := NewStream(0)
+	c, cancel, err := s.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Record(Event{Type: Exit}) // not a pause: not streamed
 	for i := range 300 {        // the subscriber buffer holds 256
 		s.Record(Event{Type: Pause, Process: Process{PID: uint32(i)}})
@@ -68,6 +71,6 @@ func TestStream(t *testing.T) {
 		t.Errorf("first event pid %d", e.Process.PID)
 	}
 	cancel()
-	cancel() // idempotent
-	s.Record(Event{Type: Pause})
+	cancel()                     // idempotent
+	s.Record(Event{Type: Pause}) // no subscriber left, a closed channel is not written to
 }

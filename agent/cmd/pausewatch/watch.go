@@ -52,17 +52,25 @@ func toJSON(e agent.Event) pauseJSON {
 }
 
 // serveEvents streams pauses as JSON lines until the client goes away.
+// Past the stream's subscriber cap it answers 503: whoever can reach the
+// port could otherwise make the agent hold a subscription per idle
+// connection.
 func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	events, cancel, err := stream.Subscribe()
+	if err != nil {
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, fmt.Sprintf("%v (--max-stream-clients); try again later", err), http.StatusServiceUnavailable)
+		return
+	}
+	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	fl.Flush()
-	events, cancel := stream.Subscribe()
-	defer cancel()
 	enc := json.NewEncoder(w)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -72,7 +80,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 		case <-r.Context().Done():
 			return
 		case e := <-events:
-			if enc.Encode(toJSON(e)) != nil {
+			if enc.Encode(toJSON(*e)) != nil {
 				return
 			}
 			dirty = true
@@ -99,7 +107,8 @@ func watchMain(args []string) int {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	agentURL := fs.String("agent", "http://127.0.0.1:9464", "follow the agent at this `URL` when one answers; otherwise run the probes here")
+	var cf clientFlags
+	cf.register(fs, "follow the agent at this `URL` when one answers; otherwise run the probes here")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(os.Stdout, watchUsageHead, fs)
@@ -108,11 +117,20 @@ func watchMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch watch:", flagError("pausewatch watch", err))
 		return 2
 	}
+	if err := cf.fromEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
+	client, err := cf.newClient(0) // a stream: no overall timeout
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	print := printer(os.Stdout, *asJSON)
 
-	if code, followed := follow(ctx, *agentURL, print, os.Stderr); followed {
+	if code, followed := follow(ctx, client, print, os.Stderr); followed {
 		return code
 	}
 	if ctx.Err() != nil {
@@ -138,25 +156,27 @@ func watchMain(args []string) int {
 // are longer, and an agent that does not cap them may send such lines.
 const maxEventLine = 1 << 20
 
-// follow prints the agent's event stream. followed is false when no agent
-// answered at agentURL (the caller then runs the probes itself). The exit
-// code is 0 when ctx ended (Ctrl-C), 1 when the stream did, 2 when
-// agentURL is not a URL.
-func follow(ctx context.Context, agentURL string, print func(pauseJSON), stderr io.Writer) (code int, followed bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/api/events", nil)
+// follow prints the agent's event stream. followed is false when nothing
+// answered at the agent's address (the caller then runs the probes
+// itself); an agent that answered but refused (credentials, TLS, the
+// stream cap) is an error, not a reason to load probes here. The exit code
+// is 0 when ctx ended (Ctrl-C), 1 when the stream did or the agent
+// refused.
+func follow(ctx context.Context, c *agentClient, print func(pauseJSON), stderr io.Writer) (code int, followed bool) {
+	resp, err := c.get(ctx, "/api/events")
 	if err != nil {
-		fmt.Fprintln(stderr, "pausewatch watch: --agent:", err)
-		return 2, true
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false
+		if noAgent(err) || ctx.Err() != nil {
+			return 0, false
+		}
+		fmt.Fprintf(stderr, "pausewatch watch: agent at %s: %v\n", c.base, err)
+		return 1, true
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, false
+		fmt.Fprintf(stderr, "pausewatch watch: agent at %s: %v\n", c.base, refusal(resp))
+		return 1, true
 	}
-	fmt.Fprintf(stderr, "following the agent at %s\n", agentURL)
+	fmt.Fprintf(stderr, "following the agent at %s\n", c.base)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), maxEventLine)
 	for sc.Scan() {
