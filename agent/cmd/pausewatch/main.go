@@ -345,6 +345,10 @@ func agentMain(args []string) int {
 		// Connections that say nothing are closed: without it an idle
 		// keep-alive connection is held for ever.
 		IdleTimeout: 2 * time.Minute,
+		// net/http logs failed TLS handshakes and the like through the
+		// standard logger: anyone who can connect could fill the agent's
+		// log with them. At DEBUG they are there when looked for.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		// With no web config file, web.Serve is srv.Serve. With one, it
