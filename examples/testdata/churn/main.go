@@ -61,11 +61,8 @@ func main() {
 	}
 	before := read(gcName, otherName)
 	if port := os.Getenv("CHURN_SERVE_PORT"); port != "" {
-		// Requests for the agent to measure, for the first
-		// CHURN_SERVE_SECONDS of the window only: the report's share of
-		// time paused must not depend on when requests come.
-		serveSecs, _ := strconv.ParseFloat(os.Getenv("CHURN_SERVE_SECONDS"), 64)
-		serve("127.0.0.1:"+port, time.Duration(serveSecs*float64(time.Second)))
+		// Requests for the agent to measure; the test sends them.
+		serve("127.0.0.1:" + port)
 	}
 	calls := 0
 	sink = make([][]byte, 256)
@@ -150,9 +147,8 @@ func sum(h *metrics.Float64Histogram) (uint64, float64) {
 	return n, t
 }
 
-// serve answers HTTP on addr and requests it every 5 ms for d, on one
-// kept-alive connection.
-func serve(addr string, d time.Duration) {
+// serve answers HTTP on addr.
+func serve(addr string) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
@@ -161,14 +157,4 @@ func serve(addr string, d time.Duration) {
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	}))
-	go func() {
-		stop := time.Now().Add(d)
-		for time.Now().Before(stop) {
-			if resp, err := http.Get("http://" + addr + "/"); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
 }
