@@ -155,25 +155,37 @@ func TestStreamClientsCapped(t *testing.T) {
 		t.Errorf("pausewatch_stream_clients_refused_total %v, want %d", got, clients-max)
 	}
 	// The agent keeps capturing, and streams to the clients it took.
+	found := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(streams[0])
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"service":"churn-streamcap"`) {
+				found <- true
+				return
+			}
+		}
+		found <- false
+	}()
+	streams[0].SetReadDeadline(time.Now().Add(30 * time.Second))
 	churnCaptured(t, a, "churn-streamcap")
 	rss := rssMB(t, a.cmd.Process.Pid)
 	t.Logf("agent RSS: %.1f MiB before, %.1f MiB with %d streams held and %d refused", base, rss, max, clients-max)
 	if rss > softLimitMB {
 		t.Errorf("agent RSS %.1f MiB over the %d MiB soft limit", rss, softLimitMB)
 	}
-	streams[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, _ := io.ReadAll(io.LimitReader(streams[0], 64<<10))
-	if !strings.Contains(string(got), `"service":"churn-streamcap"`) {
-		t.Errorf("a stream client got no pause of churn-streamcap: %.300q", got)
+	if !<-found {
+		t.Errorf("a stream client got no pause of churn-streamcap")
 	}
 }
 
-// TestHostileHsperfdata: a process that maps a file named libjvm.so and
-// owns a 512 MiB sparse hsperfdata file whose first 2 MiB are valid
-// counters rewritten every 10 ms (8,190 collectors that each ran once since
-// the last poll, a GC cause new every time). The agent reads it through
-// the hsperfdata fallback; it must stay under its soft memory limit, keep
-// the process's series bounded, and keep capturing other processes.
+// TestHostileHsperfdata: processes that map a file named libjvm.so and
+// own a 512 MiB sparse hsperfdata file declaring 2 MiB used, valid
+// counters rewritten every 10 ms: collectors that each run once per poll
+// and a GC cause new every time. One declares 8,190 collectors (32,764
+// counters: refused whole, past the 4,096-counter bound), one 1,000 (read,
+// its collectors past 16 ignored). The agent reads them through the
+// hsperfdata fallback; it must stay under its soft memory limit, keep the
+// processes' series bounded, and keep capturing other processes.
 func TestHostileHsperfdata(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
@@ -185,19 +197,23 @@ func TestHostileHsperfdata(t *testing.T) {
 	pid := a.cmd.Process.Pid
 	baseRSS, baseCPU := rssMB(t, pid), cpuSeconds(t, pid)
 
-	const service = "hostile-hsperf"
-	h := startWorkload(t, exec.Command(bin, dir, "512"), "OTEL_SERVICE_NAME="+service)
-	st := a.waitTracked(t, h.pid, h.started)
-	for st.Method != "hsperfdata" && time.Since(h.started) < 10*time.Second {
-		time.Sleep(100 * time.Millisecond)
-		for _, p := range a.processes(t) {
-			if p.PID == h.pid {
-				st = p
+	const service, huge = "hostile-hsperf", "hostile-hsperf-huge"
+	for _, h := range []struct{ service, collectors string }{{service, "1000"}, {huge, "8190"}} {
+		d := filepath.Join(dir, h.service)
+		os.Mkdir(d, 0o755)
+		w := startWorkload(t, exec.Command(bin, d, "512", h.collectors), "OTEL_SERVICE_NAME="+h.service)
+		st := a.waitTracked(t, w.pid, w.started)
+		for st.Method != "hsperfdata" && time.Since(w.started) < 10*time.Second {
+			time.Sleep(100 * time.Millisecond)
+			for _, p := range a.processes(t) {
+				if p.PID == w.pid {
+					st = p
+				}
 			}
 		}
-	}
-	if st.Runtime != "jvm" || st.Method != "hsperfdata" {
-		t.Fatalf("hostile process listed as %s/%s (%s), want jvm/hsperfdata: the test would not reach the reader", st.Runtime, st.Method, st.Why)
+		if st.Runtime != "jvm" || st.Method != "hsperfdata" {
+			t.Fatalf("hostile process listed as %s/%s (%s), want jvm/hsperfdata: the test would not reach the reader", st.Runtime, st.Method, st.Why)
+		}
 	}
 
 	// Under attack for a while, with a real workload beside it.
@@ -217,8 +233,16 @@ func TestHostileHsperfdata(t *testing.T) {
 		}
 	}
 	total := counter(mfs, "pausewatch_pauses_total", map[string]string{"service": service})
-	t.Logf("agent under a hostile hsperfdata file for %.1fs: RSS %.1f MiB (%.1f before), CPU %.2fs (%.0f%% of a core), "+
-		"%d reason series, %v pauses counted for it", wall, rss, baseRSS, cpu, 100*cpu/wall, reasons, total)
+	hugeTotal := counter(mfs, "pausewatch_pauses_total", map[string]string{"service": huge})
+	t.Logf("agent under two hostile hsperfdata files for %.1fs: RSS %.1f MiB (%.1f before), CPU %.2fs (%.0f%% of a core), "+
+		"%d reason series, %v pauses counted for the 1,000-collector one, %v for the 8,190-collector one",
+		wall, rss, baseRSS, cpu, 100*cpu/wall, reasons, total, hugeTotal)
+	if hugeTotal != 0 {
+		t.Errorf("%v pauses counted from a file of 32,764 counters, want it refused", hugeTotal)
+	}
+	if reasons == 0 {
+		t.Errorf("no pause samples from the 1,000-collector file: the reason bound was not exercised")
+	}
 	if rss > softLimitMB {
 		t.Errorf("agent RSS %.1f MiB over the %d MiB soft limit", rss, softLimitMB)
 	}

@@ -4,10 +4,11 @@
 // hsperfdata file of argv[2] MiB, mapped shared under the name a JVM gives
 // its own (hsperfdata_<user>/<pid>), whose first 2 MiB (the most the agent
 // reads) are valid counters, rewritten every 10 ms: thousands of
-// collectors that each ran once since the last poll, and a GC cause that
-// is new every time. It prints "ready <pid>" and runs until killed.
+// collectors that each run once per 100 ms (the agent's poll), and a GC
+// cause that is new every time. It prints "ready <pid>" and runs until killed.
 //
-// usage: hsperf DIR SIZE_MIB   (DIR holds libjvm.so and hsperfdata_pwtest/)
+// usage: hsperf DIR SIZE_MIB COLLECTORS   (DIR holds libjvm.so and
+// hsperfdata_pwtest/; at most 8190 collectors fit in 2 MiB)
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,8 +46,8 @@ static size_t entry(size_t off, const char *name, char type) {
 }
 
 int main(int argc, char **argv) {
-	if (argc != 3) {
-		fprintf(stderr, "usage: hsperf DIR SIZE_MIB\n");
+	if (argc != 4) {
+		fprintf(stderr, "usage: hsperf DIR SIZE_MIB COLLECTORS\n");
 		return 2;
 	}
 	char path[4096];
@@ -75,7 +76,9 @@ int main(int argc, char **argv) {
 		return 1;
 	}
 	size_t n = USED / ENTRY - 1;
-	size_t collectors = (n - 4) / 4;
+	size_t collectors = (size_t)atol(argv[3]);
+	if (collectors > (n - 4) / 4)
+		collectors = (n - 4) / 4;
 	// Prologue: magic, big endian, version 2.0, accessible, used,
 	// overflow, modification time, entry offset, entries.
 	be32(0, 0xcafec0c0);
@@ -116,7 +119,7 @@ int main(int argc, char **argv) {
 		be64(sptime, k * collectors * 1000);
 		snprintf((char *)m + cause, 24, "cause-%llu", (unsigned long long)k);
 		for (size_t i = 0; i < collectors; i++) {
-			be64(inv[i], k);
+			be64(inv[i], k / 10); // +1 every 100 ms: a sample per poll, mostly
 			be64(lastEntry[i], k * 1000);
 			be64(lastExit[i], k * 1000 + 500);
 		}
