@@ -7,14 +7,28 @@ CLANG    ?= clang-14
 BIN      := bin/pausewatch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The image deploy/ references (deploy/daemonset.yaml; TestImage checks
+# they agree).
+IMAGE_VERSION ?= 0.1.0
+IMAGE    ?= ghcr.io/pausewatch/pausewatch:$(IMAGE_VERSION)
+BUILDAH  ?= buildah
+# Extra buildah storage options, e.g. --root DIR --runroot DIR --storage-driver vfs
+BUILDAH_STORAGE ?=
 
-.PHONY: help build test test-unit generate check-generated lint demo bench clean
+.PHONY: help build image test test-unit generate check-generated lint demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/pausewatch (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/pausewatch
+
+image: ## build the container image $(IMAGE) with buildah: FROM scratch, the static agent (deploy/Dockerfile)
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image/pausewatch ./agent/cmd/pausewatch
+	$(BUILDAH) $(BUILDAH_STORAGE) bud --isolation chroot -f deploy/Dockerfile \
+	  --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) bin/image
 
 test: ## every test: unit, and as root the end-to-end tests against real runtimes
 	$(GO) vet ./...

@@ -267,7 +267,7 @@ func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fil
 		}
 		lib := string(line[i:])
 		// Through the process's root, so containers' files resolve.
-		path := filepath.Join(p.path(pid, "root"), lib)
+		path := p.inRoot(pid, lib)
 		var key fileKey
 		if fi, err := os.Stat(path); err == nil {
 			key = statKey(fi)

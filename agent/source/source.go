@@ -345,6 +345,10 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			switch e.Type {
 			case eventExec:
 				s.inspect(e.Pid, true, retry)
+			case eventFork:
+				// A traced process's child, already traced in the kernel
+				// from its fork: it runs the parent's runtime.
+				s.inspect(e.Pid, false, retry)
 			case eventExit:
 				if p := s.forget(e.Pid); p != nil {
 					send(agent.Event{Type: agent.Exit, Process: p.Process})

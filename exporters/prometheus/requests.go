@@ -141,6 +141,7 @@ type RequestSummary struct {
 	Port          string  `json:"port"`
 	PID           string  `json:"pid,omitempty"`
 	Requests      int64   `json:"requests"`
+	Min           float64 `json:"min_seconds"`
 	P50           float64 `json:"p50_seconds"`
 	P99           float64 `json:"p99_seconds"`
 	P999          float64 `json:"p999_seconds"`
@@ -176,7 +177,7 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 		}
 		r := RequestSummary{
 			Runtime: k.runtime, Service: k.service, Port: k.port, PID: k.pid, Requests: n,
-			P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
+			Min: usSeconds(s.hdr.Min()), P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
 			P999: usSeconds(s.hdr.ValueAtQuantile(99.9)), Max: usSeconds(s.hdr.Max()),
 			PausedShare: float64(s.paused) / float64(n), PauseSeconds: s.pauseTime.Seconds(),
 			PauseBreaches: s.pauseBreaches, OtherBreaches: s.otherBreaches,
