@@ -548,7 +548,10 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	s.procs[pid] = p
 	p.why = why
 	p.since = time.Now()
-	if !s.cfg.NoRequests {
+	// The agent's own pauses are reported, but not its own requests: a
+	// scrape or a `watch` stream is the operator's, and a stream would
+	// read as one request lasting minutes.
+	if !s.cfg.NoRequests && pid != s.self {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -74,6 +75,9 @@ func reportMain(args []string) int {
 	}
 	rows = sanitizeRows(rows)
 	sort.Slice(rows, func(i, j int) bool {
+		if a, b := strings.ToLower(rows[i].Service), strings.ToLower(rows[j].Service); a != b {
+			return a < b
+		}
 		if rows[i].Service != rows[j].Service {
 			return rows[i].Service < rows[j].Service
 		}

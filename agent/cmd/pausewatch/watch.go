@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -96,8 +97,9 @@ func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 const watchUsageHead = `Usage: pausewatch watch [flags]
 
 Prints pauses as they happen, and under each the requests it slowed. Follows
-the agent at --agent when one answers; otherwise loads the probes itself
-(root needed). Ctrl-C ends it.
+the agent at --agent; when --agent is not given and no agent answers on the
+default address, loads the probes itself (root needed). --service and --pid
+narrow what is printed. Ctrl-C ends it.
 
 Flags:
 `
@@ -107,6 +109,8 @@ func watchMain(args []string) int {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	asJSON := fs.Bool("json", false, "print JSON lines")
+	services := fs.String("service", "", "print only these comma-separated `services`")
+	pids := fs.String("pid", "", "print only these comma-separated `pids`")
 	var cf clientFlags
 	cf.register(fs, "follow the agent at this `URL` when one answers; otherwise run the probes here")
 	if err := fs.Parse(args); err != nil {
@@ -126,15 +130,34 @@ func watchMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
 		return 2
 	}
+	keep, err := watchFilter(*services, *pids)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "agent" })
+	_, fromEnv := os.LookupEnv(envName("agent"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	print := printer(os.Stdout, *asJSON)
+	printAll := printer(os.Stdout, *asJSON)
+	print := func(p pauseJSON) {
+		if keep(p) {
+			printAll(p)
+		}
+	}
 
 	if code, followed := follow(ctx, client, print, os.Stderr); followed {
 		return code
 	}
 	if ctx.Err() != nil {
 		return 0 // interrupted before any agent answered
+	}
+	if explicit || fromEnv {
+		// An agent was named: loading probes here instead would quietly
+		// make a second agent out of a typo.
+		fmt.Fprintf(os.Stderr, "pausewatch watch: no agent answering at %s\n", client.base)
+		return 1
 	}
 
 	fmt.Fprintln(os.Stderr, "no agent answering; running the probes in this process (needs root)")
@@ -217,6 +240,31 @@ func (p pauseJSON) sanitized() pauseJSON {
 		*s = agent.LabelValue(*s)
 	}
 	return p
+}
+
+// watchFilter returns what `watch` prints: events of the given services
+// and pids (either list may be empty: no filter on it).
+func watchFilter(services, pids string) (func(pauseJSON) bool, error) {
+	svc := map[string]bool{}
+	for _, s := range strings.Split(services, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			svc[s] = true
+		}
+	}
+	pid := map[uint32]bool{}
+	for _, s := range strings.Split(pids, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("--pid %q: want comma-separated process ids such as 1234,5678", pids)
+		}
+		pid[uint32(n)] = true
+	}
+	return func(p pauseJSON) bool {
+		return (len(svc) == 0 || svc[p.Service]) && (len(pid) == 0 || pid[p.PID])
+	}, nil
 }
 
 func printer(w io.Writer, asJSON bool) func(pauseJSON) {

@@ -191,3 +191,29 @@ func TestPrintersSanitise(t *testing.T) {
 		t.Errorf("table lost the printable part of the service:\n%s", table.String())
 	}
 }
+
+func TestWatchFilter(t *testing.T) {
+	a := pauseJSON{Service: "checkout", PID: 7}
+	b := pauseJSON{Service: "compile", PID: 8}
+	for _, tc := range []struct {
+		services, pids string
+		a, b           bool
+	}{
+		{"", "", true, true},
+		{"checkout", "", true, false},
+		{"checkout, compile", "", true, true},
+		{"", "8", false, true},
+		{"checkout", "8", false, false},
+	} {
+		keep, err := watchFilter(tc.services, tc.pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keep(a) != tc.a || keep(b) != tc.b {
+			t.Errorf("filter %q/%q: checkout %v compile %v, want %v %v", tc.services, tc.pids, keep(a), keep(b), tc.a, tc.b)
+		}
+	}
+	if _, err := watchFilter("", "12x"); err == nil || !strings.Contains(err.Error(), "--pid") {
+		t.Errorf("bad pid list: %v", err)
+	}
+}
