@@ -51,11 +51,13 @@ lint: ## gofmt, go vet, and the alert rules (promtool, when installed)
 bench: ## overhead on a saturated server: wrk with and without the agent, interleaved (root, wrk)
 	bash examples/bench/overhead.sh
 
-demo: build ## run the example Go service and the agent, then `pausewatch watch` in another shell
+demo: build ## run the example Go service under load and the agent (SLO 20ms); `pausewatch watch` / `report` in another shell
 	$(GO) build -o bin/example-go ./examples/go
-	@echo "example service on :8080, agent on :9464 (Ctrl-C stops both)"
-	@OTEL_SERVICE_NAME=example-go bin/example-go -listen 127.0.0.1:8080 & ex=$$!; \
-	  trap "kill $$ex" EXIT INT TERM; $(BIN) --listen :9464
+	$(GO) build -o bin/loadgen ./examples/loadgen
+	@echo "example service on :8080 (a deliberate pause every second), 200 req/s of load, agent on :9464 with --slo 20ms (Ctrl-C stops all)"
+	@OTEL_SERVICE_NAME=example-go bin/example-go -listen 127.0.0.1:8080 -pause-every 1s -ballast-mb 8 & ex=$$!; \
+	  (while sleep 1; do bin/loadgen -url http://127.0.0.1:8080/ -rate 200 -duration 10s >/dev/null 2>&1; done) & lg=$$!; \
+	  trap "kill $$ex $$lg 2>/dev/null" EXIT INT TERM; $(BIN) --listen :9464 --slo 20ms
 
 clean: ## remove build output
 	rm -rf bin

@@ -297,6 +297,9 @@ type account struct {
 	Calls      int     `json:"calls"`
 	GoVersion  string  `json:"go_version"`
 	Metric     string  `json:"metric"`
+	// Over the process's whole life (churn's own comments say how).
+	LifePauseSeconds float64 `json:"life_pause_seconds"`
+	LifeSeconds      float64 `json:"life_seconds"`
 }
 
 var (

@@ -56,11 +56,11 @@ func (f *fileInfo) runtime() string {
 	return f.rt.Name()
 }
 
-// resolve returns what the file at path is, reading it once per inode; the
-// returned info is pinned (refs) and the caller unpins it unless a process
-// keeps it. nil when the file could not be read (the process is gone).
-// offer lists the runtimes to try, in order.
-func (s *Source) resolve(key fileKey, path string, exe bool, offer []Runtime) *fileInfo {
+// resolve returns what the file f (opened once by the caller, at path) is,
+// reading it once per inode; the returned info is pinned (refs) and the
+// caller unpins it unless a process keeps it. nil when the file could not
+// be read (the process is gone). offer lists the runtimes to try, in order.
+func (s *Source) resolve(key fileKey, path string, f *os.File, exe bool, offer []Runtime) *fileInfo {
 	s.mu.Lock()
 	info := s.files[key]
 	if info != nil {
@@ -77,7 +77,7 @@ func (s *Source) resolve(key fileKey, path string, exe bool, offer []Runtime) *f
 	s.files[key] = info
 	s.mu.Unlock()
 
-	s.recognise(info, path, exe, offer)
+	s.recognise(info, path, f, exe, offer)
 	if info.gone {
 		s.mu.Lock()
 		if s.files[key] == info {
@@ -94,18 +94,14 @@ func (s *Source) resolve(key fileKey, path string, exe bool, offer []Runtime) *f
 }
 
 // recognise offers the file to each runtime in turn; the first that does
-// not say "not mine" has it.
-func (s *Source) recognise(info *fileInfo, path string, exe bool, offer []Runtime) {
+// not say "not mine" has it. Only the open file is read: its path is the
+// process's to change meanwhile.
+func (s *Source) recognise(info *fileInfo, path string, of *os.File, exe bool, offer []Runtime) {
 	name := path
 	if exe {
 		name = readlinkOr(path)
 	}
-	f, err := openFile(path, name, exe)
-	if err != nil {
-		info.gone = true
-		return
-	}
-	defer f.close()
+	f := &file{path: path, name: name, exe: exe, f: of}
 	for _, rt := range offer {
 		plan, err := rt.Recognise(f)
 		if errors.Is(err, errNotMine) {
@@ -162,9 +158,10 @@ func (s *Source) unpinLocked(key fileKey, info *fileInfo) {
 	}()
 }
 
-// attachFile places the file's probes once, for every process of it; the
-// caller holds a pin. It returns the method and why afterwards.
-func (s *Source) attachFile(info *fileInfo, path string) (method, why string, err error) {
+// attachFile places the file's probes once, for every process of it,
+// through f, the file that was parsed (opened by the caller, who holds a
+// pin). It returns the method and why afterwards.
+func (s *Source) attachFile(info *fileInfo, f *os.File) (method, why string, err error) {
 	info.attachMu.Lock()
 	defer info.attachMu.Unlock()
 	s.mu.Lock()
@@ -175,7 +172,7 @@ func (s *Source) attachFile(info *fileInfo, path string) (method, why string, er
 		return method, why, nil
 	}
 	s.mu.Unlock()
-	links, slots, err := s.placeProbes(k, path, info.plan)
+	links, slots, err := s.placeProbes(k, f, info.plan)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -194,12 +191,13 @@ func (s *Source) markUnprobed(info *fileInfo, why string) {
 	info.method, info.why = MethodNone, why
 }
 
-// placeProbes puts a plan's probes on the file at path.
-func (s *Source) placeProbes(k *kernel, path string, plan Plan) ([]link.Link, []uint64, error) {
+// placeProbes puts a plan's probes on f's inode, through /proc/self/fd:
+// the very file that was parsed, whatever its path names by now.
+func (s *Source) placeProbes(k *kernel, f *os.File, plan Plan) ([]link.Link, []uint64, error) {
 	if k.uprobes == uprobeNone {
 		return nil, nil, errNoUprobes
 	}
-	ex, err := link.OpenExecutable(path)
+	ex, err := link.OpenExecutable(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open executable for uprobes: %w", err)
 	}

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,10 +37,15 @@ func TestStatusDoesNotWaitForAttach(t *testing.T) {
 	plan := &blockingPlan{entered: make(chan struct{}), release: make(chan struct{})}
 	info := &fileInfo{ready: make(chan struct{}), rt: goRuntime{}, plan: plan, method: MethodUprobe, refs: 2}
 	close(info.ready)
+	self, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
 	done := make(chan error, 2)
 	for range 2 {
 		go func() {
-			_, _, err := s.attachFile(info, "/proc/self/exe")
+			_, _, err := s.attachFile(info, self)
 			done <- err
 		}()
 	}

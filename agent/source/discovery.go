@@ -146,9 +146,16 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		return // gone, or a thread
 	}
 	exePath := s.proc.path(pid, "exe")
-	fi, err := os.Stat(exePath)
+	// Opened once: what is parsed and what gets probes is this file, even
+	// if the process execs something else meanwhile (see mappedLib).
+	exeFile, err := os.Open(exePath)
 	if err != nil {
 		return // kernel thread or gone
+	}
+	defer exeFile.Close()
+	fi, err := exeFile.Stat()
+	if err != nil {
+		return
 	}
 	start, err := s.proc.startTime(pid)
 	if err != nil {
@@ -185,8 +192,8 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 
 	// The executable first (Go, a static CPython, node), then the
 	// libraries it has mapped (libjvm.so, libpython, libnode).
-	path, key := exePath, exeKey
-	info := s.resolve(key, path, true, s.runtimes)
+	path, key, file := exePath, exeKey, exeFile
+	info := s.resolve(key, path, file, true, s.runtimes)
 	if info == nil {
 		return
 	}
@@ -195,11 +202,12 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 			if !s.wants(rt.Name()) {
 				continue
 			}
-			lib, lkey, ok := s.proc.mappedLib(pid, rt.Library)
+			lib, lf, lkey, ok := s.proc.mappedLib(pid, rt.Library)
 			if !ok {
 				continue
 			}
-			li := s.resolve(lkey, lib, false, []Runtime{rt})
+			defer lf.Close()
+			li := s.resolve(lkey, lib, lf, false, []Runtime{rt})
 			if li == nil {
 				continue
 			}
@@ -208,7 +216,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 				continue
 			}
 			s.unpin(key, info)
-			path, key, info = lib, lkey, li
+			path, key, file, info = lib, lkey, lf, li
 			break
 		}
 	}
@@ -287,7 +295,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 	}
 	p.ContainerID = s.proc.containerID(pid)
 
-	method, whyNot, err := s.attachFile(info, path)
+	method, whyNot, err := s.attachFile(info, file)
 	if err != nil {
 		if _, serr := os.Stat(exePath); serr != nil {
 			// The process exited (or is a zombie, whose exe link is
@@ -343,7 +351,10 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 	p.why = whyNot
 	p.since = time.Now()
 	s.procs[pid] = p // holds the pin
-	if !s.cfg.NoRequests {
+	// The agent's own pauses are reported, but not its own requests: a
+	// scrape or a `watch` stream is the operator's, and a stream would
+	// read as one request lasting minutes.
+	if !s.cfg.NoRequests && pid != s.self {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}

@@ -62,7 +62,8 @@ func parseHsperfdata(b []byte) (*perfData, error) {
 	if used <= 0 || used > len(b) {
 		used = len(b)
 	}
-	if entryOff < perfPrologueSize || entryOff > used || n < 0 || n > used/perfEntryHeader {
+	// A JVM has under 1,000 counters; a file claiming 32,768 cost the agent a third of a core.
+	if entryOff < perfPrologueSize || entryOff > used || n < 0 || n > used/perfEntryHeader || n > maxPerfEntries {
 		return nil, fmt.Errorf("hsperfdata: bad prologue (entries at %d, %d entries, %d bytes used)", entryOff, n, used)
 	}
 	d := &perfData{longs: make(map[string]int64, n), strings: make(map[string]string)}
@@ -104,6 +105,10 @@ func parseHsperfdata(b []byte) (*perfData, error) {
 	}
 	return d, nil
 }
+
+// Bounds on what an hsperfdata file may declare (written by the process
+// watched): counters per file, and collectors (each may make an event per poll).
+const maxPerfEntries, maxPerfCollectors = 4096, 16
 
 // maxPerfDataSize bounds what is read of an hsperfdata file: the JVM's
 // -XX:PerfDataMemorySize cannot exceed 2 MiB, and the file is written by
@@ -345,7 +350,10 @@ func readPerfCounters(d *perfData) (perfCounters, error) {
 		if !ok {
 			continue
 		}
-		col := c.collectors[idx]
+		col, known := c.collectors[idx]
+		if !known && len(c.collectors) >= maxPerfCollectors {
+			continue // HotSpot has at most 4; more would be one sample event each per poll
+		}
 		switch field {
 		case "invocations":
 			col.invocations = v

@@ -110,7 +110,7 @@ type versionError interface {
 // file is one file offered to the runtimes: opened once, parsed as ELF at
 // most once, whichever runtimes look at it.
 type file struct {
-	path string // where the agent opens it (/proc/<pid>/exe, /proc/<pid>/root/...)
+	path string // where the agent opened it (/proc/<pid>/exe, /proc/<pid>/root/...)
 	name string // its path as the process sees it, for versions in names
 	exe  bool   // the process's executable, not a mapped library
 	f    *os.File
@@ -118,7 +118,7 @@ type file struct {
 	err  error
 }
 
-// openFile opens path for the runtimes to read; the caller closes it.
+// openFile opens path for the runtimes to read (tests); the caller closes it.
 func openFile(path, name string, exe bool) (*file, error) {
 	f, err := os.Open(path)
 	if err != nil {
