@@ -421,11 +421,19 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return
 	}
 	if old != nil {
-		s.release(old)
-		if old.stop != nil {
-			old.stop()
-		}
+		// Make before break: the old entry's hold on its file is dropped
+		// only once the new one holds it (deferred, s.mu still held).
+		// Released first, the file's last reference would close its
+		// probes and the new entry would place them again: the process's
+		// pauses in between would be lost. That happened for every new
+		// process: seen at its parent's fork, then again at its exec.
 		delete(s.procs, pid)
+		defer func() {
+			s.release(old)
+			if old.stop != nil {
+				old.stop()
+			}
+		}()
 	}
 
 	// The executable first (Go), then the libraries it has mapped (JVM).
