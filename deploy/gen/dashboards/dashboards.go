@@ -29,7 +29,7 @@ type Dashboard struct {
 
 // All lists every dashboard.
 func All() []Dashboard {
-	return []Dashboard{{"overview", Overview()}, {"service", Service()}}
+	return []Dashboard{{"overview", Overview()}, {"service", Service()}, {"agent", Agent()}}
 }
 
 var ds = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${datasource}")}
@@ -150,7 +150,7 @@ func Overview() *dashboard.DashboardBuilder {
 				"{{namespace}}/{{service}}")).Max(1)).
 		WithPanel(ts("Request latency p99, paused vs unpaused",
 			`paused="true": requests a pause overlapped.`, "s",
-			query(quantile("0.99", "pausewatch_request_duration_seconds", sel, "service, paused"), "{{service}} paused={{paused}}"))).
+			query(quantile("0.99", "pausewatch_request_duration_seconds", sel, "service, paused"), "{{service}} paused={{paused}}").Exemplar(true))).
 		WithPanel(ts("Share of requests a pause overlapped", "", "percentunit",
 			query(`(`+countRate("pausewatch_request_duration_seconds", `paused="true",`+sel, "namespace, service")+`) / (`+
 				countRate("pausewatch_request_duration_seconds", sel, "namespace, service")+`)`, "{{namespace}}/{{service}}")).Max(1)).
@@ -188,13 +188,56 @@ func Service() *dashboard.DashboardBuilder {
 			query(quantile("0.5", "pausewatch_request_duration_seconds", sel, "port"), "p50 :{{port}}"),
 			query(quantile("0.99", "pausewatch_request_duration_seconds", sel, "port"), "p99 :{{port}}"))).
 		WithPanel(ts("Request latency p99 by port, paused vs unpaused", "", "s",
-			query(quantile("0.99", "pausewatch_request_duration_seconds", sel, "port, paused"), ":{{port}} paused={{paused}}"))).
+			query(quantile("0.99", "pausewatch_request_duration_seconds", sel, "port, paused"), ":{{port}} paused={{paused}}").Exemplar(true))).
 		WithPanel(ts("Requests per second by port", "", "reqps",
 			query(countRate("pausewatch_request_duration_seconds", sel, "port"), ":{{port}}"))).
 		WithPanel(stacked(ts("SLO breaches by port and cause", "", "reqps",
 			query(`sum by (port, cause) (rate(pausewatch_slo_breaches_total{`+sel+`}[$__rate_interval]))`, ":{{port}} {{cause}}")))).
 		WithPanel(ts("Pause time inside requests by port", "Seconds of pause inside requests, per second.", "s",
 			query(`sum by (port) (rate(pausewatch_request_pause_seconds_total{`+sel+`}[$__rate_interval]))`, ":{{port}}")))
+}
+
+// agentOnly keeps the agent's own go_/process_ series: those of targets that
+// also export pausewatch_build_info.
+const agentOnly = ` and on (instance, job) pausewatch_build_info{instance=~"$instance"}`
+
+// Agent: the agents' own health.
+func Agent() *dashboard.DashboardBuilder {
+	inst := `instance=~"$instance"`
+	return dashboard.NewDashboardBuilder("pausewatch / Agent").Uid("pausewatch-agent").
+		Description("The agents themselves: what they capture and how, what they lose, what they cost.").
+		Tags([]string{"pausewatch", "gc", "latency"}).Editable().
+		Time("now-1h", "now").Refresh("30s").Timezone(common.TimeZoneBrowser).
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus")).
+		WithVariable(variable("instance", "Agent", `label_values(pausewatch_build_info, instance)`, true)).
+		Link(dashboard.NewDashboardLinkBuilder("pausewatch").Type(dashboard.DashboardLinkTypeDashboards).Tags([]string{"pausewatch"}).AsDropdown(true).IncludeVars(true).KeepTime(true)).
+		WithRow(dashboard.NewRowBuilder("Capture")).
+		WithPanel(stacked(ts("Processes by runtime and capture method", "", "short",
+			query(`sum by (runtime, method) (pausewatch_processes{`+inst+`})`, "{{runtime}} {{method}}")))).
+		WithPanel(ts("Processes not captured, by agent",
+			`method="none": the agent saw the process but cannot capture it; /api/processes on that agent gives "why" for each.`, "short",
+			query(`sum by (instance, runtime) (pausewatch_processes{method="none",`+inst+`})`, "{{instance}} {{runtime}}"))).
+		WithPanel(stat.NewPanelBuilder().Title("Capture methods that work").
+			Description("Agents where each method works (pausewatch_capture_available == 1), of all agents. uprobe_multi needs Linux 6.6+, perf_uprobe CAP_SYS_ADMIN on recent kernels; one of the two is enough.").
+			Datasource(ds).Height(8).Span(12).
+			WithTarget(prometheus.NewDataqueryBuilder().Datasource(ds).
+				Expr(`sum by (method) (pausewatch_capture_available{` + inst + `})`).LegendFormat("{{method}}").Instant())).
+		WithPanel(ts("Events lost by source", "ringbuf, connections, max_processes undercount the metrics; unpaired_end counts probes attached mid-pause; watch and otlp_log_rate are slow clients and rate limits.", "ops",
+			query(`sum by (source) (rate(pausewatch_events_lost_total{`+inst+`}[$__rate_interval]))`, "{{source}}"))).
+		WithRow(dashboard.NewRowBuilder("Cost and bounds")).
+		WithPanel(ts("Agent CPU", "CPU seconds per second of each agent.", "percentunit",
+			query(`rate(process_cpu_seconds_total{`+inst+`}[$__rate_interval])`+agentOnly, "{{instance}}")).Span(8)).
+		WithPanel(ts("Agent resident memory", "", "bytes",
+			query(`process_resident_memory_bytes{`+inst+`}`+agentOnly, "{{instance}}")).Span(8)).
+		WithPanel(ts("Bounded tables: share used", "pausewatch_resource_used / pausewatch_resource_limit: past 1 new processes or specs are dropped and counted.", "percentunit",
+			query(`max by (resource) (pausewatch_resource_used{`+inst+`} / pausewatch_resource_limit{`+inst+`})`, "{{resource}}")).Max(1).Span(8)).
+		WithPanel(ts("Pause series dropped", "Pauses of new series not exported because --max-series was reached, per second.", "ops",
+			query(`sum by (instance) (rate(pausewatch_series_dropped_total{`+inst+`}[$__rate_interval]))`, "{{instance}}")).Span(12)).
+		WithPanel(stat.NewPanelBuilder().Title("Agent versions").Description("Agents per version.").
+			Datasource(ds).Height(8).Span(12).
+			WithTarget(prometheus.NewDataqueryBuilder().Datasource(ds).
+				Expr(`count by (version) (pausewatch_build_info{` + inst + `})`).LegendFormat("{{version}}").Instant()))
 }
 
 // Exprs lists every query of a built dashboard's panels, by panel title.
@@ -235,6 +278,6 @@ func JSON(b *dashboard.DashboardBuilder) ([]byte, error) {
 // for with every namespace and service selected and a 1m rate interval, as
 // the tests send queries to Prometheus.
 func Instantiate(q string) string {
-	return strings.NewReplacer("$namespace", ".*", "$service", ".*",
+	return strings.NewReplacer("$namespace", ".*", "$service", ".*", "$instance", ".*",
 		"$__rate_interval", "1m", "$__range", "5m").Replace(q)
 }

@@ -114,7 +114,7 @@ func TestDashboardsAreValid(t *testing.T) {
 		for title, qs := range exprs {
 			for _, q := range qs {
 				all = append(all, Instantiate(q))
-				if strings.Contains(q, "pausewatch_pause") && !strings.Contains(q, `service=~"$service"`) {
+				if d.Name != "agent" && strings.Contains(q, "pausewatch_pause") && !strings.Contains(q, `service=~"$service"`) {
 					t.Errorf("%s / %q: pause query without the service variable: %s", d.Name, title, q)
 				}
 			}
