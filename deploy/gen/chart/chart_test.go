@@ -346,3 +346,57 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		}
 	}
 }
+
+// NOTES.txt renders (helm template leaves it out, so it is rendered here as
+// an ordinary template of a copy of the chart) and warns about privileged.
+func TestNotes(t *testing.T) {
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		t.Skip("HELM not set")
+	}
+	dir := filepath.Join(t.TempDir(), "pausewatch")
+	if out, err := exec.Command("cp", "-r", chartDir, dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates/NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "templates/NOTES.txt"))
+	wrapped := "notes: |\n  " + strings.ReplaceAll(string(notes), "\n", "\n  ") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates/notes.yaml"), []byte(wrapped), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		values string
+		want   []string
+		not    []string
+	}{
+		{"", []string{"rollout status daemonset/pausewatch", "/api/status", "podMonitor.enabled=true"}, []string{"WARNING"}},
+		{"ci/privileged-values.yaml", []string{"WARNING: securityContext.privileged=true"}, nil},
+		{"ci/opt-in-values.yaml", []string{"grafana_dashboard=\"1\" in\n  monitoring"}, []string{"podMonitor.enabled=true", "prometheusRule.enabled=true"}},
+	} {
+		args := []string{"template", "pausewatch", dir, "--namespace", "pausewatch", "--show-only", "templates/notes.yaml"}
+		if tc.values != "" {
+			args = append(args, "-f", filepath.Join(chartDir, tc.values))
+		}
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.values, err, out)
+		}
+		var doc struct{ Notes string }
+		if err := yaml.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("%s: %v\n%s", tc.values, err, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(doc.Notes, strings.ReplaceAll(w, "\n  ", "\n")) {
+				t.Errorf("NOTES with %q: no %q:\n%s", tc.values, w, doc.Notes)
+			}
+		}
+		for _, w := range tc.not {
+			if strings.Contains(doc.Notes, w) {
+				t.Errorf("NOTES with %q: has %q", tc.values, w)
+			}
+		}
+	}
+}
