@@ -284,6 +284,11 @@ func TestRenderDefault(t *testing.T) {
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("default: readiness probe is not GET /readyz: %+v", c.ReadinessProbe)
 	}
+	// Least privilege: list and watch pods, nothing else.
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}}}
+	if !reflect.DeepEqual(o.clusterRoles[0].Rules, want) {
+		t.Errorf("default: ClusterRole rules %+v, want %+v", o.clusterRoles[0].Rules, want)
+	}
 }
 
 func TestRenderOptIn(t *testing.T) {
