@@ -27,7 +27,7 @@ help: ## list the targets
 build: ## build bin/pausewatch (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/pausewatch
 
-test: ## every test: unit, and as root the end-to-end tests against real runtimes
+test: check-deploy ## every test: deploy/ (chart, manifests, dashboards, rules), unit, and as root the end-to-end tests against real runtimes
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 30m ./...
 
