@@ -7,6 +7,14 @@ CLANG    ?= clang-14
 BIN      := bin/pausewatch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The image deploy/ references (the chart's appVersion, rendered into
+# deploy/kubernetes/pausewatch.yaml; TestDeployImageName checks they agree).
+IMAGE_VERSION ?= 0.1.0
+IMAGE    ?= ghcr.io/pausewatch/pausewatch:$(IMAGE_VERSION)
+BUILDAH  ?= buildah
+# Extra buildah storage options, e.g. --root DIR --runroot DIR --storage-driver vfs
+BUILDAH_STORAGE ?=
 
 # Helm, run as a tool (never a module requirement: its Kubernetes libraries
 # would pin the agent's). Built once into a gitignored cache: about 10 min cold
@@ -18,7 +26,7 @@ CHART        := deploy/helm/pausewatch
 RULES        := $(CHART)/files/pausewatch.rules.yaml
 GENERATED    := deploy/kubernetes $(CHART)/files/dashboards
 
-.PHONY: help build test test-unit generate check-generated lint demo bench clean \
+.PHONY: help build image test test-unit generate check-generated lint demo bench clean \
 	manifests dashboards check-rules check-dashboards check-manifests check-chart check-deploy
 
 help: ## list the targets
@@ -26,6 +34,12 @@ help: ## list the targets
 
 build: ## build bin/pausewatch (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/pausewatch
+
+image: ## build the container image $(IMAGE) with buildah: FROM scratch, the static agent (deploy/Dockerfile)
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image/pausewatch ./agent/cmd/pausewatch
+	$(BUILDAH) $(BUILDAH_STORAGE) bud --isolation chroot -f deploy/Dockerfile \
+	  --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) bin/image
 
 test: check-deploy ## every test: deploy/ (chart, manifests, dashboards, rules), unit, and as root the end-to-end tests against real runtimes
 	$(GO) vet ./...
@@ -80,11 +94,13 @@ check-deploy: check-rules check-dashboards check-manifests check-chart ## everyt
 bench: ## overhead on a saturated server: wrk with and without the agent, interleaved (root, wrk)
 	bash examples/bench/overhead.sh
 
-demo: build ## run the example Go service and the agent, then `pausewatch watch` in another shell
+demo: build ## run the example Go service under load and the agent (SLO 20ms); `pausewatch watch` / `report` in another shell
 	$(GO) build -o bin/example-go ./examples/go
-	@echo "example service on :8080, agent on :9464 (Ctrl-C stops both)"
-	@OTEL_SERVICE_NAME=example-go bin/example-go -listen 127.0.0.1:8080 & ex=$$!; \
-	  trap "kill $$ex" EXIT INT TERM; $(BIN) --listen :9464
+	$(GO) build -o bin/loadgen ./examples/loadgen
+	@echo "example service on :8080 (a deliberate pause every second), 200 req/s of load, agent on :9464 with --slo 20ms (Ctrl-C stops all)"
+	@OTEL_SERVICE_NAME=example-go bin/example-go -listen 127.0.0.1:8080 -pause-every 1s -ballast-mb 8 & ex=$$!; \
+	  (while sleep 1; do bin/loadgen -url http://127.0.0.1:8080/ -rate 200 -duration 10s >/dev/null 2>&1; done) & lg=$$!; \
+	  trap "kill $$ex $$lg 2>/dev/null" EXIT INT TERM; $(BIN) --listen :9464 --slo 20ms
 
 clean: ## remove build output
 	rm -rf bin

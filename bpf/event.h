@@ -17,6 +17,7 @@ enum pw_event_type {
 	PW_EVENT_EXEC = 2,  /* a process called execve: inspect it */
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
 	PW_EVENT_REQUEST = 4, /* one request served: aux = STW ns inside it, reason = local port */
+	PW_EVENT_FORK = 5,    /* a traced process forked a child (no exec): pid = the child */
 };
 
 /* event.flags */
@@ -54,9 +55,10 @@ struct pw_event {
  * (paused_total_ns at start vs end, plus the part of a pause in progress).
  */
 struct pw_pause_state {
-	__u64 start_ns;        /* start of the pause in progress, if in_progress */
+	__u64 start_ns;        /* start of the pause in progress, or of the last one */
 	__u64 paused_total_ns; /* cumulative STW time of this process since tracked */
 	__u64 pauses;          /* cumulative number of pauses */
+	__u64 last_end_ns;     /* end of the last finished pause (it began at start_ns) */
 	__u32 reason;          /* reason of the pause in progress */
 	__u8 in_progress;
 	__u8 runtime;

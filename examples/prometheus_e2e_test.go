@@ -36,7 +36,18 @@ func TestPrometheusScrapesNativeHistograms(t *testing.T) {
 	requireRoot(t)
 	promtool := requireTool(t, "promtool", "prometheus")
 	promBin := requireTool(t, "prometheus", "prometheus")
-	const agentPort, steadyPort, pausePort = 19631, 18691, 18692
+	// Ports that are free now (another test run on the machine may hold the
+	// preferred ones).
+	port := func(preferred int) int {
+		_, p, _ := strings.Cut(freeAddr(t, preferred), ":")
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	agentPort, steadyPort, pausePort := 19631, port(18691), port(18692)
+	nativePort, classicPort := port(19690), port(19691)
 	cfgDir := t.TempDir()
 	agentCfg := filepath.Join(cfgDir, "agent.yaml")
 	// Requests of the steady server all breach their 1µs objective, whatever
@@ -76,8 +87,8 @@ rule_files: [%q]
 scrape_configs:
   - job_name: pausewatch
     static_configs:
-      - targets: ["127.0.0.1:%d"]
-`, rules, agentPort)), 0o644)
+      - targets: [%q]
+`, rules, strings.TrimPrefix(a.url, "http://"))), 0o644)
 		args := []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
 			fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port)}
 		if native {
@@ -92,8 +103,8 @@ scrape_configs:
 		t.Cleanup(func() { prom.Process.Kill(); prom.Wait() })
 		return logs
 	}
-	logs := startProm(19690, true)
-	classicLogs := startProm(19691, false)
+	logs := startProm(nativePort, true)
+	classicLogs := startProm(classicPort, false)
 
 	queryAt := func(port int, q string) []struct {
 		Value     []any          `json:"value"`
@@ -123,7 +134,7 @@ scrape_configs:
 		Histogram []any          `json:"histogram"`
 		Metric    map[string]any `json:"metric"`
 	} {
-		return queryAt(19690, q)
+		return queryAt(nativePort, q)
 	}
 
 	q := `histogram_quantile(0.99, sum(rate(pausewatch_pause_duration_seconds{service="prom-native"}[1m])))`
@@ -162,7 +173,7 @@ scrape_configs:
 	runLoad(t, steady.url, 100, 5*time.Second, 15*time.Millisecond)
 
 	t.Run("dashboards and rules", func(t *testing.T) {
-		checkDeployQueries(t, logs, classicLogs)
+		checkDeployQueries(t, map[string]int{"native": nativePort, "classic": classicPort}, logs, classicLogs)
 	})
 }
 
@@ -179,7 +190,7 @@ var queriesWithoutData = map[string]string{
 // above), and Prometheus must evaluate every loaded rule without error.
 // Alert expressions are silent on a healthy agent: promtool's unit tests
 // (deploy/prometheus/rules_test.yaml) prove they fire.
-func checkDeployQueries(t *testing.T, logs ...*syncBuffer) {
+func checkDeployQueries(t *testing.T, servers map[string]int, logs ...*syncBuffer) {
 	type result struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
@@ -267,7 +278,6 @@ func checkDeployQueries(t *testing.T, logs ...*syncBuffer) {
 		}
 	}
 
-	servers := map[string]int{"native": 19690, "classic": 19691}
 	var missing []string
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(2 * time.Second) {
 		missing = missing[:0]

@@ -34,6 +34,7 @@ const (
 	eventPause   = 1
 	eventExec    = 2
 	eventExit    = 3
+	eventFork    = 5
 	eventRequest = 4
 
 	runtimeGo     = 1
@@ -130,13 +131,18 @@ func liftMemlock() error {
 // loadKernel loads the BPF collection and attaches the discovery and
 // request tracepoints. ports, if any, limits request capture to those
 // local ports; uprobes says how the uprobe programs will be attached.
+// Requests start at arrival when sk_data_ready exists and reads and writes
+// can be taken at completion (sock_recv_length / sock_send_length).
 func loadKernel(ports []uint16, uprobes uprobeMode) (*kernel, error) {
-	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready"), uprobes)
+	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready") &&
+		haveTracepoint("sock", "sock_send_length") && haveTracepoint("sock", "sock_recv_length"), uprobes)
 }
 
 // loadKernelMode is loadKernel with the request start stamp chosen: at
-// arrival (sk_data_ready) or at the first read (what older kernels get;
-// tests force it to check that path too).
+// arrival (sk_data_ready, with reads and writes taken at their completion
+// from sock_recv_length / sock_send_length) or at the first read, with
+// reads and writes at their syscall exits (what older kernels get; tests
+// force it to check that path too).
 func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
@@ -214,51 +220,55 @@ func haveTracepoint(group, name string) bool {
 func (k *kernel) attachRequests(arrival bool) {
 	o := &k.objs
 	tps := []struct {
-		name string
-		prog *ebpf.Program
-		// needed with arrival stamps too; the others only for read starts
-		always bool
+		group, name string
+		prog        *ebpf.Program
+		// arrival: attached with arrival stamps; read: without
+		arrival, read bool
 	}{
-		{"sys_enter_accept", o.EnterAccept, true}, {"sys_exit_accept", o.ExitAccept, true},
-		{"sys_enter_accept4", o.EnterAccept4, true}, {"sys_exit_accept4", o.ExitAccept4, true},
-		{"sys_enter_read", o.EnterRead, true}, {"sys_exit_read", o.ExitRead, false},
-		{"sys_enter_readv", o.EnterReadv, true}, {"sys_exit_readv", o.ExitReadv, false},
-		{"sys_enter_recvfrom", o.EnterRecvfrom, true}, {"sys_exit_recvfrom", o.ExitRecvfrom, false},
-		{"sys_enter_recvmsg", o.EnterRecvmsg, true}, {"sys_exit_recvmsg", o.ExitRecvmsg, false},
-		{"sys_enter_write", o.EnterWrite, true}, {"sys_exit_write", o.ExitWrite, false},
-		{"sys_enter_writev", o.EnterWritev, true}, {"sys_exit_writev", o.ExitWritev, false},
-		{"sys_enter_sendto", o.EnterSendto, true}, {"sys_exit_sendto", o.ExitSendto, false},
-		{"sys_enter_sendmsg", o.EnterSendmsg, true}, {"sys_exit_sendmsg", o.ExitSendmsg, false},
-		{"sys_enter_sendfile64", o.EnterSendfile64, true}, {"sys_exit_sendfile64", o.ExitSendfile64, false},
-		{"sys_enter_close", o.EnterClose, true},
+		// Only the exit: the new fd is its return value, so a thread
+		// blocked in accept before its process was traced counts too.
+		{"syscalls", "sys_exit_accept", o.ExitAccept, true, true}, {"syscalls", "sys_exit_accept4", o.ExitAccept4, true, true},
+		{"syscalls", "sys_enter_read", o.EnterRead, false, true}, {"syscalls", "sys_exit_read", o.ExitRead, false, true},
+		{"syscalls", "sys_enter_readv", o.EnterReadv, false, true}, {"syscalls", "sys_exit_readv", o.ExitReadv, false, true},
+		{"syscalls", "sys_enter_recvfrom", o.EnterRecvfrom, false, true}, {"syscalls", "sys_exit_recvfrom", o.ExitRecvfrom, false, true},
+		{"syscalls", "sys_enter_recvmsg", o.EnterRecvmsg, false, true}, {"syscalls", "sys_exit_recvmsg", o.ExitRecvmsg, false, true},
+		{"syscalls", "sys_enter_write", o.EnterWrite, false, true}, {"syscalls", "sys_exit_write", o.ExitWrite, false, true},
+		{"syscalls", "sys_enter_writev", o.EnterWritev, false, true}, {"syscalls", "sys_exit_writev", o.ExitWritev, false, true},
+		{"syscalls", "sys_enter_sendto", o.EnterSendto, false, true}, {"syscalls", "sys_exit_sendto", o.ExitSendto, false, true},
+		{"syscalls", "sys_enter_sendmsg", o.EnterSendmsg, false, true}, {"syscalls", "sys_exit_sendmsg", o.ExitSendmsg, false, true},
+		{"syscalls", "sys_enter_sendfile64", o.EnterSendfile64, false, true}, {"syscalls", "sys_exit_sendfile64", o.ExitSendfile64, false, true},
+		{"syscalls", "sys_enter_close", o.EnterClose, true, true},
+		// Arrival, and every read and write at its completion, by socket.
+		{"sock", "sk_data_ready", o.HandleSkDataReady, true, false},
+		{"sock", "sock_send_length", o.HandleSockSendLength, true, false},
+		{"sock", "sock_recv_length", o.HandleSockRecvLength, true, false},
 	}
 	var links []link.Link
 	for _, tp := range tps {
-		if arrival && !tp.always {
+		if (arrival && !tp.arrival) || (!arrival && !tp.read) {
 			continue
 		}
-		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {
 			closeLinks(links)
-			k.requestErr = fmt.Errorf("attach tracepoint syscalls/%s: %w", tp.name, err)
+			k.requestErr = fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
 			return
 		}
 		links = append(links, l)
 	}
 	k.requestMethod = "read"
 	if arrival {
-		l, err := link.Tracepoint("sock", "sk_data_ready", o.HandleSkDataReady, nil)
-		if err != nil {
-			closeLinks(links)
-			k.requestErr = fmt.Errorf("attach tracepoint sock/sk_data_ready: %w", err)
-			return
-		}
-		links = append(links, l)
 		k.requestMethod = "arrival"
 	}
 	// Optional: ends the last request of a connection as soon as the
 	// client closes, rather than when the server closes.
 	if l, err := link.Tracepoint("sock", "inet_sock_set_state", o.HandleInetSockSetState, nil); err == nil {
+		links = append(links, l)
+	}
+	// Optional: traces the children a traced process forks without exec
+	// (pre-fork servers) from the fork; without it they are tracked when
+	// the agent first sees them (a pause of theirs).
+	if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_fork", Program: o.HandleFork}); err == nil {
 		links = append(links, l)
 	}
 	k.links = append(k.links, links...)

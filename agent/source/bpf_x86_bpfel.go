@@ -19,11 +19,12 @@ type bpfConn struct {
 	LastWriteNs uint64
 	PausedStart uint64
 	PausedWrite uint64
+	Seq         uint64
 	Tgid        uint32
 	Fd          uint32
 	Port        uint16
-	State       uint8
 	Flags       uint8
+	Pad8        uint8
 	Pad         uint32
 }
 
@@ -64,6 +65,7 @@ type bpfPwPauseState struct {
 	StartNs       uint64
 	PausedTotalNs uint64
 	Pauses        uint64
+	LastEndNs     uint64
 	Reason        uint32
 	InProgress    uint8
 	Runtime       uint8
@@ -114,8 +116,6 @@ const (
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
-	bpfProgEnterAccept            = "enter_accept"
-	bpfProgEnterAccept4           = "enter_accept4"
 	bpfProgEnterClose             = "enter_close"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
@@ -143,8 +143,11 @@ const (
 	bpfProgGoStopRet              = "go_stop_ret"
 	bpfProgHandleExec             = "handle_exec"
 	bpfProgHandleExit             = "handle_exit"
+	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
+	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
+	bpfProgHandleSockSendLength   = "handle_sock_send_length"
 	bpfProgJvmGcBegin             = "jvm_gc_begin"
 	bpfProgJvmSafepointBegin      = "jvm_safepoint_begin"
 	bpfProgJvmSafepointEnd        = "jvm_safepoint_end"
@@ -200,8 +203,6 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	EnterAccept            *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.ProgramSpec `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
@@ -229,8 +230,11 @@ type bpfProgramSpecs struct {
 	GoStopRet              *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.ProgramSpec `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.ProgramSpec `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
@@ -332,8 +336,6 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	EnterAccept            *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.Program `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
@@ -361,8 +363,11 @@ type bpfPrograms struct {
 	GoStopRet              *ebpf.Program `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.Program `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.Program `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.Program `ebpf:"jvm_safepoint_end"`
@@ -375,8 +380,6 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
-		p.EnterAccept,
-		p.EnterAccept4,
 		p.EnterClose,
 		p.EnterRead,
 		p.EnterReadv,
@@ -404,8 +407,11 @@ func (p *bpfPrograms) Close() error {
 		p.GoStopRet,
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleFork,
 		p.HandleInetSockSetState,
 		p.HandleSkDataReady,
+		p.HandleSockRecvLength,
+		p.HandleSockSendLength,
 		p.JvmGcBegin,
 		p.JvmSafepointBegin,
 		p.JvmSafepointEnd,

@@ -61,7 +61,7 @@ func TestContract(t *testing.T) {
 		enum   string
 		values map[string]uint64
 	}{
-		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest}},
+		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest, "PW_EVENT_FORK": eventFork}},
 		{"pw_runtime", map[string]uint64{"PW_RUNTIME_GO": runtimeGo, "PW_RUNTIME_JVM": runtimeJVM, "PW_RUNTIME_PYTHON": runtimePython}},
 		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart}},
 		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},

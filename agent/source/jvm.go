@@ -1,6 +1,7 @@
 package source
 
 import (
+	"strconv"
 	"bufio"
 	"bytes"
 	"debug/elf"
@@ -249,13 +250,19 @@ func jvmReason(flags uint32, op string) (reason, kind string) {
 	return op, kind
 }
 
-// mappedLib finds a shared library whose base name matches in a process's
-// memory maps, and returns a path to it that works from the agent's mount
-// namespace, and its inode.
-func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fileKey, bool) {
+// mappedLib finds a library the process has mapped (match tests its base
+// name) and opens it. The file is opened once and proven to be the very
+// file of the maps line (its device and inode, as perfMapping.openSame
+// checks hsperfdata files): the path is the process's to change, and a
+// process that renames another file over it after the maps were read must
+// not have that file's contents parsed, or probes placed on it. The caller
+// parses and attaches through the returned file only, and closes it. The
+// key is the opened file's own identity, what uprobes bind to (on
+// overlayfs the layer's inode, shared by every container of the image).
+func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, *os.File, fileKey, bool) {
 	f, err := os.Open(p.path(pid, "maps"))
 	if err != nil {
-		return "", fileKey{}, false
+		return "", nil, fileKey{}, false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -265,18 +272,35 @@ func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fil
 		if i < 0 || !match(string(line[bytes.LastIndexByte(line, '/')+1:])) {
 			continue
 		}
-		lib := string(line[i:])
-		// Through the process's root, so containers' files resolve.
-		path := filepath.Join(p.path(pid, "root"), lib)
-		var key fileKey
-		if fi, err := os.Stat(path); err == nil {
-			key = statKey(fi)
-		} else {
+		fields := strings.Fields(string(line[:i]))
+		if len(fields) < 5 {
 			continue
 		}
-		return path, key, true
+		majMin := strings.SplitN(fields[3], ":", 2)
+		if len(majMin) != 2 {
+			continue
+		}
+		major, err1 := strconv.ParseUint(majMin[0], 16, 32)
+		minor, err2 := strconv.ParseUint(majMin[1], 16, 32)
+		ino, err3 := strconv.ParseUint(fields[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || ino == 0 {
+			continue
+		}
+		lib := string(line[i:])
+		// Through the process's root, so containers' files resolve.
+		m := perfMapping{rootPath: p.inRoot(pid, lib), path: lib, major: uint32(major), minor: uint32(minor), ino: ino}
+		lf, err := m.openSame(m.rootPath)
+		if err != nil {
+			continue
+		}
+		fi, err := lf.Stat()
+		if err != nil {
+			lf.Close()
+			continue
+		}
+		return m.rootPath, lf, statKey(fi), true
 	}
-	return "", fileKey{}, false
+	return "", nil, fileKey{}, false
 }
 
 // javaOptsWithValue are the java launcher's options whose value is the

@@ -345,6 +345,10 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 			switch e.Type {
 			case eventExec:
 				s.inspect(e.Pid, true, retry)
+			case eventFork:
+				// A traced process's child, already traced in the kernel
+				// from its fork: it runs the parent's runtime.
+				s.inspect(e.Pid, false, retry)
 			case eventExit:
 				if p := s.forget(e.Pid); p != nil {
 					send(agent.Event{Type: agent.Exit, Process: p.Process})
@@ -384,9 +388,16 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		return // gone, or a thread
 	}
 	exePath := s.proc.path(pid, "exe")
-	fi, err := os.Stat(exePath)
+	// Opened once: what is parsed and what gets probes is this file, even
+	// if the process execs something else meanwhile (see mappedLib).
+	exeFile, err := os.Open(exePath)
 	if err != nil {
 		return // kernel thread or gone
+	}
+	defer exeFile.Close()
+	fi, err := exeFile.Stat()
+	if err != nil {
+		return
 	}
 	start, err := s.proc.startTime(pid)
 	if err != nil {
@@ -418,8 +429,8 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	}
 
 	// The executable first (Go), then the libraries it has mapped (JVM).
-	path, key := exePath, exeKey
-	info := s.fileInfo(key, path, fileExe)
+	path, key, file := exePath, exeKey, exeFile
+	info := s.fileInfo(key, path, file, fileExe)
 	if info == nil {
 		return
 	}
@@ -434,9 +445,10 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 		if !s.wants(l.runtime) {
 			continue
 		}
-		if lib, lkey, ok := s.proc.mappedLib(pid, l.match); ok {
-			if li := s.fileInfo(lkey, lib, l.kind); li != nil {
-				path, key, info = lib, lkey, li
+		if lib, lf, lkey, ok := s.proc.mappedLib(pid, l.match); ok {
+			defer lf.Close()
+			if li := s.fileInfo(lkey, lib, lf, l.kind); li != nil {
+				path, key, file, info = lib, lkey, lf, li
 			}
 		}
 	}
@@ -510,7 +522,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	p.ContainerID = s.proc.containerID(pid)
 	why := info.why
 	if info.method != MethodNone && info.links == nil {
-		if err := s.attach(path, info); err != nil {
+		if err := s.attach(file, info); err != nil {
 			if _, serr := os.Stat(exePath); serr != nil {
 				// The process exited (or is a zombie, whose exe link is
 				// gone) while we attached: not an error, and nothing
@@ -544,7 +556,10 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	s.procs[pid] = p
 	p.why = why
 	p.since = time.Now()
-	if !s.cfg.NoRequests {
+	// The agent's own pauses are reported, but not its own requests: a
+	// scrape or a `watch` stream is the operator's, and a stream would
+	// read as one request lasting minutes.
+	if !s.cfg.NoRequests && pid != s.self {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
@@ -582,15 +597,11 @@ func statKey(fi os.FileInfo) fileKey {
 
 // fileInfo returns what a file is, reading it once per inode; s.mu is held.
 // nil when it could not be read (the process is gone): nothing is cached.
-func (s *Source) fileInfo(key fileKey, path string, kind int) *fileInfo {
+// f is the file, opened once (path only names it); nothing else is read.
+func (s *Source) fileInfo(key fileKey, path string, f *os.File, kind int) *fileInfo {
 	if info := s.files[key]; info != nil {
 		return info
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var info *fileInfo
 	switch kind {
 	case fileExe:
@@ -678,11 +689,13 @@ func classifyGo(f *os.File) *fileInfo {
 }
 
 // attach puts the runtime's probes on a file; s.mu is held.
-func (s *Source) attach(path string, info *fileInfo) error {
+// Probes go on f's inode through /proc/self/fd: the very file that was
+// parsed, whatever its path names by now.
+func (s *Source) attach(f *os.File, info *fileInfo) error {
 	if s.k.uprobes == uprobeNone {
 		return errNoUprobes
 	}
-	ex, err := link.OpenExecutable(path)
+	ex, err := link.OpenExecutable(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	if err != nil {
 		return fmt.Errorf("open executable for uprobes: %w", err)
 	}

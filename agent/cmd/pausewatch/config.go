@@ -68,7 +68,7 @@ const maxConfigBytes = 1 << 20
 
 // envName is the environment variable that sets a flag.
 func envName(flagName string) string {
-	return "PAUSEWATCH_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return "PAUSEWATCH_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
 }
 
 // origins says where each flag's value came from, so that checks made

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/source"
@@ -62,6 +63,8 @@ type agentFlags struct {
 	logLevel   string
 	memLimitMB int64
 	pprof      bool
+	webConfig  string
+	maxStreams int
 	noJVMProbe bool
 	noRequests bool
 	noJVMUSDT  bool
@@ -86,6 +89,10 @@ const (
 	maxProcsLimit  = 1 << 22   // PID_MAX_LIMIT: more pids cannot exist
 	maxMemLimitMB  = 1 << 20   // 1 TiB; also keeps MB<<20 far from overflow
 	maxLogRate     = 1_000_000 // OTLP log records per second per process
+	// Each stream client holds a goroutine, a connection and a queue of
+	// agent.SubscriberBuffer events (~30 KiB with the HTTP buffers):
+	// 10,000 of them stay within the default memory limit's reach.
+	maxStreamClients = 10_000
 )
 
 // newAgentFlagSet declares the agent's flags, bound to f. Parse errors and
@@ -128,7 +135,10 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.Var(durationValue{p: &f.otlpThreshold}, "otlp-log-threshold", "pauses shorter than this `duration` get no OTLP log record (0: every pause)")
 	fs.Var(rateValue{p: &f.otlpLogRate, max: maxLogRate}, "otlp-log-rate", fmt.Sprintf("OTLP log records per second per process, at most (a `rate` above 0, up to %d; the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})", maxLogRate))
 	fs.Var(intValue[int]{p: &f.otlpLogBurst, min: 1, max: maxLogRate}, "otlp-log-burst", fmt.Sprintf("OTLP log records a process may send in a burst above --otlp-log-rate, `n` from 1 to %d", maxLogRate))
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost; off by default: see docs/api.md)")
+	fs.StringVar(&f.webConfig, "web.config.file", "", "Prometheus exporter-toolkit web configuration `file`: TLS and basic auth for every endpoint (docs/api.md); read again on every request and connection, so certificates and users can change without a restart")
+	f.maxStreams = agent.DefaultMaxSubscribers
+	fs.Var(intValue[int]{p: &f.maxStreams, min: 1, max: maxStreamClients}, "max-stream-clients", fmt.Sprintf("most /api/events clients (watch) at once, `n` from 1 to %d; past it a client gets 503", maxStreamClients))
 	return fs
 }
 
@@ -191,6 +201,14 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	if err := checkProcFS(f.procFS); err != nil {
 		return f, fmt.Errorf("%s: %w", from.of("procfs"), err)
 	}
+	// The toolkit reads the file again on every request; an error there
+	// answers 500 to every scrape. Checked once here, it is a start-up
+	// error that names the file instead.
+	if f.webConfig != "" {
+		if err := web.Validate(f.webConfig); err != nil {
+			return f, fmt.Errorf("%s %q: %w", from.of("web.config.file"), f.webConfig, err)
+		}
+	}
 	// The SDK reads these itself; a value it cannot parse would leave
 	// export on, sending to the SDK's default (localhost), with no error. --otlp-endpoint
 	// replaces the first (agentMain sets it), so it is checked only
@@ -250,7 +268,7 @@ func agentMain(args []string) int {
 		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, SeriesTTL: f.seriesTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
-	stream := agent.NewStream()
+	stream := agent.NewStream(f.maxStreams)
 
 	exporters := []agent.Exporter{prom, stream}
 	var otlpExp *otlp.Exporter
@@ -302,6 +320,8 @@ func agentMain(args []string) int {
 		for name, u := range src.Resources() {
 			out[name] = promexp.Resource{Used: u.Used, Limit: u.Limit}
 		}
+		n, max := stream.Subscribers()
+		out["stream_clients"] = promexp.Resource{Used: n, Limit: max}
 		return out
 	})
 	reg := prometheus.NewRegistry()
@@ -309,6 +329,7 @@ func agentMain(args []string) int {
 		prom,
 		health,
 		captureCollector{src},
+		streamCollector{stream},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -318,14 +339,22 @@ func agentMain(args []string) int {
 		log.Error("listen", "addr", f.listen, "err", err)
 		return 1
 	}
-	mux := newMux(reg, src, prom, stream)
-	if f.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{
+		Handler:           newMux(reg, src, prom, stream, f.pprof),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Connections that say nothing are closed: without it an idle
+		// keep-alive connection is held for ever.
+		IdleTimeout: 2 * time.Minute,
+		// net/http logs failed TLS handshakes and the like through the
+		// standard logger: anyone who can connect could fill the agent's
+		// log with them. At DEBUG they are there when looked for.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// With no web config file, web.Serve is srv.Serve. With one, it
+		// wraps the handler in basic auth and serves TLS as the file says,
+		// the way every Prometheus exporter does.
+		if err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &f.webConfig}, log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 			stop()
 		}
@@ -344,8 +373,15 @@ func agentMain(args []string) int {
 	return 0
 }
 
-func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter, stream *agent.Stream) *http.ServeMux {
+// newMux routes every endpoint; /debug/pprof only when withPprof (the
+// net/http/pprof import registers on http.DefaultServeMux, which the agent
+// never serves).
+func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter, stream *agent.Stream, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -424,6 +460,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+var (
+	streamClientsRefused = prometheus.NewDesc("pausewatch_stream_clients_refused_total",
+		"/api/events clients refused (503) because --max-stream-clients were already connected; the connected ones are pausewatch_resource_used{resource=\"stream_clients\"}.",
+		nil, nil)
+)
+
+// streamCollector exports the stream's refusals.
+type streamCollector struct{ s *agent.Stream }
+
+func (c streamCollector) Describe(ch chan<- *prometheus.Desc) { ch <- streamClientsRefused }
+
+func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(streamClientsRefused, prometheus.CounterValue, float64(c.s.Refused()))
 }
 
 var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
