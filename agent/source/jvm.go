@@ -1,7 +1,6 @@
 package source
 
 import (
-	"strconv"
 	"bufio"
 	"bytes"
 	"debug/elf"
@@ -10,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
