@@ -17,8 +17,9 @@ BUILDAH  ?= buildah
 BUILDAH_STORAGE ?=
 
 # Helm, run as a tool (never a module requirement: its Kubernetes libraries
-# would pin the agent's). Built once into a gitignored cache: about 10 min cold
-# on 2 shared cores, seconds once built (see docs/deploy.md, "Helm").
+# would pin the agent's). Built once into a gitignored cache: 3 min of CPU
+# cold, a link with a warm Go build cache, nothing once built (docs/deploy.md,
+# "Checks and what they cost").
 HELM_VERSION ?= v3.22.0
 HELM_DIR     := .cache/helm-$(HELM_VERSION)
 HELM         ?= $(HELM_DIR)/helm
