@@ -340,11 +340,11 @@ var churnBuilds = []struct{ toolchain, mode string }{
 	{"", "cgo-static-stripped"}, {"", "pie-stripped"}, {"", "trimpath-stripped"},
 	{"", "nogreenteagc"}, {"", "staticlockranking"},
 	{"go1.22.12", ""}, {"go1.22.12", "stripped"}, {"go1.22.12", "cgo-stripped"},
-	{"go1.21.13", ""}, {"go1.21.13", "stripped"}, {"go1.21.13", "cgo-stripped"},
+	{"go1.21.13", ""}, {"go1.21.13", "stripped"}, {"go1.21.13", "cgo-stripped"}, {"go1.21.13", "pie-stripped"},
 	// Before 1.21: no reason argument, the pause classified by its caller.
 	{"go1.20.14", ""}, {"go1.20.14", "stripped"},
 	{"go1.19.13", ""}, {"go1.19.13", "stripped"}, {"go1.19.13", "cgo-stripped"},
-	{"go1.18.10", ""}, {"go1.18.10", "stripped"},
+	{"go1.18.10", ""}, {"go1.18.10", "stripped"}, {"go1.18.10", "pie-stripped"},
 	{"go1.17.13", ""}, {"go1.17.13", "stripped"}, {"go1.17.13", "cgo-stripped"},
 }
 

@@ -35,10 +35,11 @@ func makeVar(t *testing.T, name string) string {
 	return string(m[1])
 }
 
-// TestDeployImageName: the DaemonSet runs the image `make image` builds.
+// TestDeployImageName: the DaemonSet (the Helm chart's, rendered into
+// deploy/kubernetes/) runs the image `make image` builds.
 func TestDeployImageName(t *testing.T) {
 	want := "ghcr.io/pausewatch/pausewatch:" + makeVar(t, "IMAGE_VERSION")
-	b, err := os.ReadFile("../deploy/daemonset.yaml")
+	b, err := os.ReadFile(daemonSetManifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestDeployImageName(t *testing.T) {
 		}
 	}
 	if len(images) != 1 || images[0] != want {
-		t.Fatalf("daemonset.yaml images %v, want [%s] (the Makefile's IMAGE)", images, want)
+		t.Fatalf("%s images %v, want [%s] (the Makefile's IMAGE; the chart's appVersion or image.tag)", daemonSetManifest, images, want)
 	}
 }
 

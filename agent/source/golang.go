@@ -352,9 +352,12 @@ func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 func goPclntab(f *elf.File) (*gosym.Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
-		// Some linkers put the pclntab in .data.rel.ro without a section
-		// name (PIE before Go 1.21); those binaries are not supported yet.
-		return nil, errors.New("no .symtab entry and no .gopclntab section")
+		// PIE binaries keep it in relocated read-only data, in a section
+		// of its own name (Go 1.17-1.22 on this machine).
+		pcln = f.Section(".data.rel.ro.gopclntab")
+	}
+	if pcln == nil {
+		return nil, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
 	}
 	data, err := pcln.Data()
 	if err != nil {
