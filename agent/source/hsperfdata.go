@@ -432,7 +432,7 @@ const hsperfdataInterval = 100 * time.Millisecond
 func (m perfMapping) start(ctx context.Context, p agent.Process, out chan<- agent.Event, log *slog.Logger) (string, error) {
 	f, err := m.open()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("hsperfdata: %w", err)
 	}
 	proc := p
 	proc.Method = MethodHsperfdata

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -122,7 +123,11 @@ func (r jvmRuntime) probesDisabled() bool { return r.noProbes }
 
 // prepareFallback finds the JVM's own hsperfdata file in its maps.
 func (jvmRuntime) prepareFallback(proc procFS, pid uint32) (fallback, error) {
-	return proc.hsperfdataMapping(pid)
+	m, err := proc.hsperfdataMapping(pid)
+	if err != nil {
+		return nil, fmt.Errorf("hsperfdata: %w", err)
+	}
+	return m, nil
 }
 
 // fallbackWorks: the hsperfdata files of other users need CAP_DAC_READ_SEARCH.
