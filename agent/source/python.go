@@ -128,7 +128,12 @@ var pyFileRe = regexp.MustCompile(`(?:^|/)(?:lib)?python([23])\.(\d+)`)
 // pyVersion reads the interpreter version: Py_Version (3.11+, exported),
 // else the file name (python3.X, libpython3.X.so, libpython2.7.so).
 func pyVersion(f *elf.File, name string) (string, int, int, error) {
-	if syms, err := f.DynamicSymbols(); err == nil {
+	// Py_Version is exported by libpython and dynamically linked
+	// interpreters; a host that links libpython3.X.a statically (an
+	// embedded interpreter, whatever its name) has it in .symtab only.
+	dyn, _ := f.DynamicSymbols()
+	static, _ := f.Symbols()
+	for _, syms := range [][]elf.Symbol{dyn, static} {
 		for _, s := range syms {
 			if s.Name != "Py_Version" || s.Size < 4 {
 				continue
