@@ -1,6 +1,8 @@
 package source
 
 import (
+	"bufio"
+	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
 	"debug/gosym"
@@ -274,12 +276,12 @@ type namedFunc struct {
 // present, else from the pclntab.
 func goFuncsByPrefix(f *elf.File, match func(string) bool) ([]namedFunc, error) {
 	var out []namedFunc
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Size > 0 && elf.ST_TYPE(s.Info) == elf.STT_FUNC && match(s.Name) {
-				out = append(out, namedFunc{s.Name, funcRange{s.Value, s.Value + s.Size}})
-			}
+	if err := eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
+		if size > 0 && elf.ST_TYPE(info) == elf.STT_FUNC && match(string(name)) {
+			out = append(out, namedFunc{string(name), funcRange{value, value + size}})
 		}
+		return true
+	}); err == nil {
 		return out, nil
 	}
 	tab, err := goPclntab(f)
@@ -302,17 +304,15 @@ type funcRange struct{ entry, end uint64 }
 func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	found := 0
-	syms, symErr := f.Symbols()
-	if symErr == nil {
-		for _, s := range syms {
-			for i, n := range names {
-				if s.Name == n && s.Size > 0 && out[i].entry == 0 {
-					out[i] = funcRange{s.Value, s.Value + s.Size}
-					found++
-				}
+	eachSymbol(f, func(name []byte, _ byte, value, size uint64) bool {
+		for i, n := range names {
+			if size > 0 && out[i].entry == 0 && string(name) == n {
+				out[i] = funcRange{value, value + size}
+				found++
 			}
 		}
-	}
+		return found < len(names)
+	})
 	pcln, pclnErr := goFuncsPclntab(f, names...)
 	if found < len(names) {
 		return pcln, pclnErr
@@ -331,25 +331,22 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 // Go binaries keep (the runtime needs it for tracebacks). The pclntab holds
 // entries as offsets from the start of Go code (runtime.text), which is not
 // the start of .text when the external linker put C code first (cgo).
+//
+// It looks the names up in place (pclnFuncs) rather than through
+// gosym.NewTable, which builds a Func, a Sym and a name string for every
+// function of the binary: several MiB of garbage for each new Go binary
+// the node runs.
 func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
-	out := make([]funcRange, len(names))
-	tab, err := goPclntab(f)
+	data, textStart, err := goPclnData(f)
 	if err != nil {
 		return nil, err
 	}
-	for i, n := range names {
-		fn := tab.LookupFunc(n)
-		if fn == nil {
-			return nil, fmt.Errorf("function %s not in .gopclntab", n)
-		}
-		out[i] = funcRange{fn.Entry, fn.End}
-	}
-	return out, nil
+	return pclnFuncs(data, textStart, names...)
 }
 
-// goPclntab parses the pclntab with function entries counted from the
-// start of Go code.
-func goPclntab(f *elf.File) (*gosym.Table, error) {
+// goPclnData reads the pclntab and the start of Go code, from which its
+// function entries count.
+func goPclnData(f *elf.File) ([]byte, uint64, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		// PIE binaries keep it in relocated read-only data, in a section
@@ -357,13 +354,84 @@ func goPclntab(f *elf.File) (*gosym.Table, error) {
 		pcln = f.Section(".data.rel.ro.gopclntab")
 	}
 	if pcln == nil {
-		return nil, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
+		return nil, 0, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
 	}
 	data, err := pcln.Data()
 	if err != nil {
-		return nil, fmt.Errorf("read .gopclntab: %w", err)
+		return nil, 0, fmt.Errorf("read .gopclntab: %w", err)
 	}
 	textStart, err := goTextStart(f, pcln.Addr, data)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, textStart, nil
+}
+
+// pclnFuncs finds functions by name in a Go 1.16+ pclntab (little-endian,
+// 64-bit): one pass over its function table, each name compared where it
+// lies, nothing allocated but the result. The layout is the one
+// debug/gosym reads (runtime.pcHeader, functab, _func.nameOff); a
+// function's end is the next one's entry, as gosym has it.
+func pclnFuncs(data []byte, textStart uint64, names ...string) (out []funcRange, err error) {
+	defer func() {
+		if recover() != nil { // an offset out of bounds
+			out, err = nil, errors.New("parse .gopclntab: malformed")
+		}
+	}()
+	le := binary.LittleEndian
+	if len(data) < 16 || data[4] != 0 || data[5] != 0 || data[7] != 8 {
+		return nil, errors.New("parse .gopclntab: not a 64-bit Go 1.16+ pclntab")
+	}
+	// Words of the header after its first 8 bytes: nfunc first, then the
+	// offsets of funcnametab and of functab (the _func records follow it).
+	var sz, nameWord, tabWord uint64
+	switch le.Uint32(data) {
+	case 0xfffffffa: // Go 1.16, 1.17: uintptr entries
+		sz, nameWord, tabWord = 8, 2, 6
+	case 0xfffffff0, 0xfffffff1: // Go 1.18, 1.19; 1.20+: uint32 offsets from textStart
+		sz, nameWord, tabWord = 4, 3, 7
+	default:
+		return nil, fmt.Errorf("parse .gopclntab: magic %#x", le.Uint32(data))
+	}
+	word := func(i uint64) uint64 { return le.Uint64(data[8+8*i:]) }
+	nfunc, nametab, tab := word(0), data[word(nameWord):], data[word(tabWord):]
+	field := func(b []byte) uint64 {
+		if sz == 4 {
+			return uint64(le.Uint32(b))
+		}
+		return le.Uint64(b)
+	}
+	pc := func(i uint64) uint64 {
+		if sz == 4 {
+			return textStart + field(tab[2*i*sz:])
+		}
+		return field(tab[2*i*sz:])
+	}
+	out = make([]funcRange, len(names))
+	found := 0
+	for i := uint64(0); i < nfunc && found < len(names); i++ {
+		fn := tab[field(tab[(2*i+1)*sz:]):]
+		name := nametab[le.Uint32(fn[sz:]):]
+		for j, n := range names {
+			if out[j].entry == 0 && len(name) > len(n) && name[len(n)] == 0 && string(name[:len(n)]) == n {
+				out[j] = funcRange{pc(i), pc(i + 1)}
+				found++
+			}
+		}
+	}
+	for j, n := range names {
+		if out[j].entry == 0 {
+			return nil, fmt.Errorf("function %s not in .gopclntab", n)
+		}
+	}
+	return out, nil
+}
+
+// goPclntab parses the whole pclntab with debug/gosym, for the one caller
+// that lists functions by prefix in a stripped binary of a Go older than
+// goReasonMinor.
+func goPclntab(f *elf.File) (*gosym.Table, error) {
+	data, textStart, err := goPclnData(f)
 	if err != nil {
 		return nil, err
 	}
@@ -379,12 +447,16 @@ func goPclntab(f *elf.File) (*gosym.Table, error) {
 // field of the runtime's first moduledata, which the linker writes for the
 // runtime itself and which survives stripping.
 func goTextStart(f *elf.File, pclnAddr uint64, pcln []byte) (uint64, error) {
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name == "runtime.text" {
-				return s.Value, nil
-			}
+	var text uint64
+	found := false
+	eachSymbol(f, func(name []byte, _ byte, value, _ uint64) bool {
+		if string(name) == "runtime.text" {
+			text, found = value, true
 		}
+		return !found
+	})
+	if found {
+		return text, nil
 	}
 	md, err := findModuledata(f, pclnAddr, pcln)
 	if err != nil {
@@ -726,4 +798,45 @@ func (b *goBinary) Attach(p *probeSet, objs *bpfObjects) error {
 		}
 	}
 	return nil
+}
+
+// eachSymbol calls fn for each symbol of .symtab, in order, until fn
+// returns false. It streams the table instead of building
+// elf.File.Symbols' slice and a string per symbol (tens of thousands in a
+// Go binary); name is only valid during the call. elf.ErrNoSymbols when
+// the file has no .symtab.
+func eachSymbol(f *elf.File, fn func(name []byte, info byte, value, size uint64) bool) error {
+	sec := f.SectionByType(elf.SHT_SYMTAB)
+	if sec == nil {
+		return elf.ErrNoSymbols
+	}
+	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || int(sec.Link) >= len(f.Sections) {
+		return errors.New("malformed .symtab")
+	}
+	strs, err := f.Sections[sec.Link].Data()
+	if err != nil {
+		return fmt.Errorf("read symbol names: %w", err)
+	}
+	r := bufio.NewReaderSize(sec.Open(), 16<<10)
+	var b [elf.Sym64Size]byte
+	for i := 0; ; i++ {
+		if _, err := io.ReadFull(r, b[:]); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read .symtab: %w", err)
+		}
+		if i == 0 { // the null symbol, which Symbols skips too
+			continue
+		}
+		var name []byte
+		if off := binary.LittleEndian.Uint32(b[0:]); int(off) < len(strs) {
+			name = strs[off:]
+			if n := bytes.IndexByte(name, 0); n >= 0 {
+				name = name[:n]
+			}
+		}
+		if !fn(name, b[4], binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])) {
+			return nil
+		}
+	}
 }

@@ -428,3 +428,80 @@ func TestInspectGoBadInput(t *testing.T) {
 		t.Errorf("/bin/true: %v, want errNotGo", err)
 	}
 }
+
+// pclnFuncs and eachSymbol agree with debug/gosym and elf.File.Symbols,
+// which they replace to keep a new binary's parse from allocating a
+// table of all its functions, in every build mode: every 50th function
+// by name, and every symbol.
+func TestPclnFuncsAndSymbolsMatchStdlib(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the pclntab is read as a 64-bit little-endian one")
+	}
+	for _, m := range goBuildModes {
+		t.Run(m.name, func(t *testing.T) { testPclnFuncsAndSymbols(t, buildGo(t, m)) })
+	}
+}
+
+func testPclnFuncsAndSymbols(t *testing.T, path string) {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := goPclntab(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, textStart, err := goPclnData(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]bool{}
+	var names []string
+	var want []funcRange
+	for i, fn := range tab.Funcs {
+		if first[fn.Name] {
+			continue
+		}
+		first[fn.Name] = true
+		if i%50 == 0 || fn.Name == "runtime.stopTheWorldWithSema" {
+			names = append(names, fn.Name)
+			want = append(want, funcRange{fn.Entry, fn.End})
+		}
+	}
+	got, err := pclnFuncs(data, textStart, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range names {
+		if got[i] != want[i] {
+			t.Errorf("%s: pclnFuncs %#x, gosym %#x", names[i], got[i], want[i])
+		}
+	}
+	if _, err := pclnFuncs(data, textStart, "no.such.function"); err == nil {
+		t.Error("pclnFuncs found a function that is not there")
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		if err := eachSymbol(f, func([]byte, byte, uint64, uint64) bool { return true }); err == nil {
+			t.Errorf("Symbols: %v; eachSymbol: no error", err)
+		}
+		t.Logf("%d functions looked up; no .symtab", len(names))
+		return
+	}
+	i := 0
+	if err := eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
+		if i >= len(syms) || string(name) != syms[i].Name || info != syms[i].Info || value != syms[i].Value || size != syms[i].Size {
+			t.Errorf("symbol %d: %q %d %#x %d, Symbols says %+v", i, name, info, value, size, syms[min(i, len(syms)-1)])
+			return false
+		}
+		i++
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if i != len(syms) {
+		t.Errorf("eachSymbol saw %d symbols, Symbols %d", i, len(syms))
+	}
+	t.Logf("%d functions looked up, %d symbols compared", len(names), i)
+}
