@@ -304,24 +304,41 @@ type funcRange struct{ entry, end uint64 }
 func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	found := 0
+	var text uint64 // runtime.text, for the pclntab: one pass over .symtab
 	eachSymbol(f, func(name []byte, _ byte, value, size uint64) bool {
+		if text == 0 && string(name) == "runtime.text" {
+			text = value
+		}
 		for i, n := range names {
 			if size > 0 && out[i].entry == 0 && string(name) == n {
 				out[i] = funcRange{value, value + size}
 				found++
 			}
 		}
-		return found < len(names)
+		return found < len(names) || text == 0
 	})
-	pcln, pclnErr := goFuncsPclntab(f, names...)
 	if found < len(names) {
-		return pcln, pclnErr
+		return goFuncsPclntab(f, names...)
 	}
-	if pclnErr == nil {
-		for i := range out {
-			if out[i].entry != pcln[i].entry {
-				return nil, fmt.Errorf("%s: .symtab says %#x, .gopclntab says %#x", names[i], out[i].entry, pcln[i].entry)
+	// The pclntab must agree when it can be read: the function it has at
+	// each address is the one .symtab names there.
+	tab, err := goPclnTabAt(f, text)
+	if err != nil {
+		return out, nil
+	}
+	for i, n := range names {
+		fn, ok, err := tab.funcAt(out[i].entry)
+		if err != nil {
+			return out, nil
+		}
+		if ok {
+			ok, err = tab.nameIs(fn, n)
+			if err != nil {
+				return out, nil
 			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: .symtab says %#x, where .gopclntab starts no function of that name", n, out[i].entry)
 		}
 	}
 	return out, nil
@@ -331,22 +348,16 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 // Go binaries keep (the runtime needs it for tracebacks). The pclntab holds
 // entries as offsets from the start of Go code (runtime.text), which is not
 // the start of .text when the external linker put C code first (cgo).
-//
-// It looks the names up in place (pclnFuncs) rather than through
-// gosym.NewTable, which builds a Func, a Sym and a name string for every
-// function of the binary: several MiB of garbage for each new Go binary
-// the node runs.
 func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
-	data, textStart, err := goPclnData(f)
+	tab, err := goPclnTab(f)
 	if err != nil {
 		return nil, err
 	}
-	return pclnFuncs(data, textStart, names...)
+	return tab.byName(names...)
 }
 
-// goPclnData reads the pclntab and the start of Go code, from which its
-// function entries count.
-func goPclnData(f *elf.File) ([]byte, uint64, error) {
+// goPclnSection is the pclntab's section.
+func goPclnSection(f *elf.File) (*elf.Section, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		// PIE binaries keep it in relocated read-only data, in a section
@@ -354,69 +365,188 @@ func goPclnData(f *elf.File) ([]byte, uint64, error) {
 		pcln = f.Section(".data.rel.ro.gopclntab")
 	}
 	if pcln == nil {
-		return nil, 0, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
+		return nil, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
 	}
-	data, err := pcln.Data()
-	if err != nil {
-		return nil, 0, fmt.Errorf("read .gopclntab: %w", err)
-	}
-	textStart, err := goTextStart(f, pcln.Addr, data)
-	if err != nil {
-		return nil, 0, err
-	}
-	return data, textStart, nil
+	return pcln, nil
 }
 
-// pclnFuncs finds functions by name in a Go 1.16+ pclntab (little-endian,
-// 64-bit): one pass over its function table, each name compared where it
-// lies, nothing allocated but the result. The layout is the one
-// debug/gosym reads (runtime.pcHeader, functab, _func.nameOff); a
-// function's end is the next one's entry, as gosym has it.
-func pclnFuncs(data []byte, textStart uint64, names ...string) (out []funcRange, err error) {
-	defer func() {
-		if recover() != nil { // an offset out of bounds
-			out, err = nil, errors.New("parse .gopclntab: malformed")
+// pclnTab reads a Go 1.16+ pclntab (little-endian, 64-bit: the layout
+// debug/gosym reads, runtime.pcHeader, functab and _func.nameOff) where it
+// lies in the file, a few bytes at a time. Reading the section whole, and
+// building gosym's Func, Sym and name string for each of its functions,
+// cost several MiB for each new Go binary the node ran (megabytes more
+// for large ones) to find two functions.
+type pclnTab struct {
+	r         io.ReaderAt
+	size      uint64
+	textStart uint64
+	sz        uint64 // functab field size: 8 (Go 1.16, 1.17, addresses) or 4 (offsets from textStart)
+	nfunc     uint64
+	nametab   uint64 // offset of funcnametab
+	tab       uint64 // offset of functab; the _func records are at tab+funcoff
+	buf       [256]byte
+}
+
+// pclnHeaderSize covers runtime.pcHeader in every supported version.
+const pclnHeaderSize = 8 + 8*8
+
+func goPclnTab(f *elf.File) (*pclnTab, error) { return goPclnTabAt(f, 0) }
+
+// goPclnTabAt is goPclnTab with the start of Go code when known (else 0).
+func goPclnTabAt(f *elf.File, textStart uint64) (*pclnTab, error) {
+	sec, err := goPclnSection(f)
+	if err != nil {
+		return nil, err
+	}
+	if sec.Type == elf.SHT_NOBITS || sec.Flags&elf.SHF_COMPRESSED != 0 || sec.ReaderAt == nil {
+		return nil, errors.New(".gopclntab is not stored plainly in the file")
+	}
+	t := &pclnTab{r: sec.ReaderAt, size: sec.Size}
+	var h [pclnHeaderSize]byte
+	if err := t.read(0, h[:]); err != nil {
+		return nil, err
+	}
+	if t.textStart = textStart; t.textStart == 0 {
+		if t.textStart, err = goTextStart(f, sec.Addr, h[:]); err != nil {
+			return nil, err
 		}
-	}()
+	}
 	le := binary.LittleEndian
-	if len(data) < 16 || data[4] != 0 || data[5] != 0 || data[7] != 8 {
+	if h[4] != 0 || h[5] != 0 || h[7] != 8 {
 		return nil, errors.New("parse .gopclntab: not a 64-bit Go 1.16+ pclntab")
 	}
 	// Words of the header after its first 8 bytes: nfunc first, then the
-	// offsets of funcnametab and of functab (the _func records follow it).
-	var sz, nameWord, tabWord uint64
-	switch le.Uint32(data) {
-	case 0xfffffffa: // Go 1.16, 1.17: uintptr entries
-		sz, nameWord, tabWord = 8, 2, 6
-	case 0xfffffff0, 0xfffffff1: // Go 1.18, 1.19; 1.20+: uint32 offsets from textStart
-		sz, nameWord, tabWord = 4, 3, 7
+	// offsets of funcnametab and of functab.
+	var nameWord, tabWord int
+	switch le.Uint32(h[:]) {
+	case 0xfffffffa: // Go 1.16, 1.17
+		t.sz, nameWord, tabWord = 8, 2, 6
+	case 0xfffffff0, 0xfffffff1: // Go 1.18, 1.19; 1.20+
+		t.sz, nameWord, tabWord = 4, 3, 7
 	default:
-		return nil, fmt.Errorf("parse .gopclntab: magic %#x", le.Uint32(data))
+		return nil, fmt.Errorf("parse .gopclntab: magic %#x", le.Uint32(h[:]))
 	}
-	word := func(i uint64) uint64 { return le.Uint64(data[8+8*i:]) }
-	nfunc, nametab, tab := word(0), data[word(nameWord):], data[word(tabWord):]
-	field := func(b []byte) uint64 {
-		if sz == 4 {
-			return uint64(le.Uint32(b))
+	word := func(i int) uint64 { return le.Uint64(h[8+8*i:]) }
+	t.nfunc, t.nametab, t.tab = word(0), word(nameWord), word(tabWord)
+	if t.nfunc == 0 || t.nametab >= t.size || t.tab >= t.size || (2*t.nfunc+2)*t.sz > t.size-t.tab {
+		return nil, errors.New("parse .gopclntab: malformed header")
+	}
+	return t, nil
+}
+
+func (t *pclnTab) read(off uint64, b []byte) error {
+	if off > t.size || uint64(len(b)) > t.size-off {
+		return errors.New("parse .gopclntab: offset out of the section")
+	}
+	if _, err := t.r.ReadAt(b, int64(off)); err != nil {
+		return fmt.Errorf("read .gopclntab: %w", err)
+	}
+	return nil
+}
+
+// field reads a functab field.
+func (t *pclnTab) field(off uint64) (uint64, error) {
+	b := t.buf[:t.sz]
+	if err := t.read(off, b); err != nil {
+		return 0, err
+	}
+	if t.sz == 4 {
+		return uint64(binary.LittleEndian.Uint32(b)), nil
+	}
+	return binary.LittleEndian.Uint64(b), nil
+}
+
+// entry is function i's entry address; entry(nfunc) is the end of the last.
+func (t *pclnTab) entry(i uint64) (uint64, error) {
+	v, err := t.field(t.tab + 2*i*t.sz)
+	if err != nil || t.sz == 8 {
+		return v, err
+	}
+	return t.textStart + v, nil
+}
+
+// funcAt finds the function that starts at pc: ok false when none does.
+func (t *pclnTab) funcAt(pc uint64) (i uint64, ok bool, err error) {
+	lo, hi := uint64(0), t.nfunc // entries ascend: find the first >= pc
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		e, err := t.entry(mid)
+		if err != nil {
+			return 0, false, err
 		}
-		return le.Uint64(b)
-	}
-	pc := func(i uint64) uint64 {
-		if sz == 4 {
-			return textStart + field(tab[2*i*sz:])
+		if e < pc {
+			lo = mid + 1
+		} else {
+			hi = mid
 		}
-		return field(tab[2*i*sz:])
 	}
-	out = make([]funcRange, len(names))
+	if lo == t.nfunc {
+		return 0, false, nil
+	}
+	e, err := t.entry(lo)
+	return lo, err == nil && e == pc, err
+}
+
+// nameAt reads the first n bytes (fewer at the end of the section, at
+// most len(t.buf)) of function i's name and what follows it; valid until
+// the next read.
+func (t *pclnTab) nameAt(i uint64, n int) ([]byte, error) {
+	funcoff, err := t.field(t.tab + (2*i+1)*t.sz)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.read(t.tab+funcoff+t.sz, t.buf[:4]); err != nil {
+		return nil, err
+	}
+	off := t.nametab + uint64(binary.LittleEndian.Uint32(t.buf[:4]))
+	if off >= t.size {
+		return nil, errors.New("parse .gopclntab: name out of the section")
+	}
+	name := t.buf[:min(uint64(n), uint64(len(t.buf)), t.size-off)]
+	return name, t.read(off, name)
+}
+
+// nameIs says whether function i is named n.
+func (t *pclnTab) nameIs(i uint64, n string) (bool, error) {
+	name, err := t.nameAt(i, len(n)+1)
+	return err == nil && isName(name, n), err
+}
+
+// isName says whether b starts with n and its terminating NUL.
+func isName(b []byte, n string) bool {
+	return len(b) > len(n) && b[len(n)] == 0 && string(b[:len(n)]) == n
+}
+
+// byName finds functions by name: the first of each name, in address
+// order, as gosym's LookupFunc has it; a function ends where the next
+// starts.
+func (t *pclnTab) byName(names ...string) ([]funcRange, error) {
+	out := make([]funcRange, len(names))
+	longest := 0
+	for _, n := range names {
+		if len(n)+1 > len(t.buf) {
+			return nil, fmt.Errorf("function name %s too long to look up", n)
+		}
+		longest = max(longest, len(n)+1)
+	}
 	found := 0
-	for i := uint64(0); i < nfunc && found < len(names); i++ {
-		fn := tab[field(tab[(2*i+1)*sz:]):]
-		name := nametab[le.Uint32(fn[sz:]):]
+	for i := uint64(0); i < t.nfunc && found < len(names); i++ {
+		name, err := t.nameAt(i, longest)
+		if err != nil {
+			return nil, err
+		}
 		for j, n := range names {
-			if out[j].entry == 0 && len(name) > len(n) && name[len(n)] == 0 && string(name[:len(n)]) == n {
-				out[j] = funcRange{pc(i), pc(i + 1)}
-				found++
+			if out[j].entry != 0 || !isName(name, n) {
+				continue
 			}
+			if out[j].entry, err = t.entry(i); err != nil {
+				return nil, err
+			}
+			if out[j].end, err = t.entry(i + 1); err != nil {
+				return nil, err
+			}
+			found++
+			break // t.buf, and name, were read over
 		}
 	}
 	for j, n := range names {
@@ -431,7 +561,15 @@ func pclnFuncs(data []byte, textStart uint64, names ...string) (out []funcRange,
 // that lists functions by prefix in a stripped binary of a Go older than
 // goReasonMinor.
 func goPclntab(f *elf.File) (*gosym.Table, error) {
-	data, textStart, err := goPclnData(f)
+	pcln, err := goPclnSection(f)
+	if err != nil {
+		return nil, err
+	}
+	data, err := pcln.Data()
+	if err != nil {
+		return nil, fmt.Errorf("read .gopclntab: %w", err)
+	}
+	textStart, err := goTextStart(f, pcln.Addr, data)
 	if err != nil {
 		return nil, err
 	}

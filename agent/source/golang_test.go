@@ -429,7 +429,7 @@ func TestInspectGoBadInput(t *testing.T) {
 	}
 }
 
-// pclnFuncs and eachSymbol agree with debug/gosym and elf.File.Symbols,
+// pclnTab and eachSymbol agree with debug/gosym and elf.File.Symbols,
 // which they replace to keep a new binary's parse from allocating a
 // table of all its functions, in every build mode: every 50th function
 // by name, and every symbol.
@@ -452,7 +452,7 @@ func testPclnFuncsAndSymbols(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, textStart, err := goPclnData(f)
+	pcln, err := goPclnTab(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,17 +469,26 @@ func testPclnFuncsAndSymbols(t *testing.T, path string) {
 			want = append(want, funcRange{fn.Entry, fn.End})
 		}
 	}
-	got, err := pclnFuncs(data, textStart, names...)
+	got, err := pcln.byName(names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range names {
+	for i, n := range names {
 		if got[i] != want[i] {
-			t.Errorf("%s: pclnFuncs %#x, gosym %#x", names[i], got[i], want[i])
+			t.Errorf("%s: byName %#x, gosym %#x", n, got[i], want[i])
+		}
+		fn, ok, err := pcln.funcAt(want[i].entry)
+		if err != nil || !ok {
+			t.Errorf("%s: no function at %#x (%v)", n, want[i].entry, err)
+		} else if is, err := pcln.nameIs(fn, n); !is || err != nil {
+			t.Errorf("%s: the function at %#x is another (%v)", n, want[i].entry, err)
+		}
+		if _, ok, _ := pcln.funcAt(want[i].entry + 1); ok && want[i].end > want[i].entry+1 {
+			t.Errorf("%s: a function starts at %#x, inside it", n, want[i].entry+1)
 		}
 	}
-	if _, err := pclnFuncs(data, textStart, "no.such.function"); err == nil {
-		t.Error("pclnFuncs found a function that is not there")
+	if _, err := pcln.byName("no.such.function"); err == nil {
+		t.Error("byName found a function that is not there")
 	}
 	syms, err := f.Symbols()
 	if err != nil {
