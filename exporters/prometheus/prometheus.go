@@ -53,6 +53,10 @@ type Options struct {
 	// Objective gives the latency objective of a service's port; requests
 	// slower than it count as SLO breaches. nil: no objectives.
 	Objective Objective
+	// Expired, when set, is called with the number of series an expiry
+	// sweep dropped (when it dropped any), outside the exporter's lock:
+	// the agent returns the memory they held to the OS after a large one.
+	Expired func(series int)
 	// Now is the clock (tests).
 	Now func() time.Time
 	// Started says when a process started (default agent.ProcessStart of
@@ -84,6 +88,8 @@ type Exporter struct {
 	live map[identity]map[uint32]struct{}
 
 	lastExpire time.Time
+	expired    int // series dropped by expire, not yet told to opts.Expired
+	peak       int // most series and request series held since the maps were last rebuilt
 
 	// Wall time the processes were watched, for the report's share of
 	// time paused (see wallKey).
@@ -216,7 +222,7 @@ func (x *Exporter) Record(e agent.Event) {
 	// however built, can take the agent down.
 	e = e.Sanitized()
 	x.mu.Lock()
-	defer x.mu.Unlock()
+	defer x.unlock()
 	// Expiry walks every series: once a second is enough, not per event.
 	if now := x.opts.Now(); now.Sub(x.lastExpire) >= time.Second {
 		x.expire()
@@ -354,6 +360,7 @@ func (x *Exporter) Live() (identities, series int) {
 // expire drops series whose processes exited more than their TTL ago; x.mu is held.
 func (x *Exporter) expire() {
 	now := x.opts.Now()
+	before := len(x.series) + len(x.requests)
 	for k, s := range x.series {
 		if s.expireAt.IsZero() || now.Before(s.expireAt) {
 			continue
@@ -386,6 +393,46 @@ func (x *Exporter) expire() {
 		x.req.breaches.DeletePartialMatch(match)
 	}
 	x.forgetWalls()
+	x.expired += before - len(x.series) - len(x.requests)
+	x.shrink()
+}
+
+// shrink rebuilds the tables once they hold a quarter of what they grew
+// to, from at least 256 series: Go maps never give back their buckets,
+// and a burst of short-lived services would otherwise keep the memory of
+// its largest moment for the agent's lifetime; x.mu is held.
+func (x *Exporter) shrink() {
+	n := len(x.series) + len(x.requests)
+	x.peak = max(x.peak, n)
+	if x.peak < 256 || n > x.peak/4 {
+		return
+	}
+	x.peak = n
+	x.series = rebuilt(x.series)
+	x.requests = rebuilt(x.requests)
+	x.recent = rebuilt(x.recent)
+	x.live = rebuilt(x.live)
+	x.watched = rebuilt(x.watched)
+	x.wallDone = rebuilt(x.wallDone)
+}
+
+// rebuilt copies m into a map sized for what it holds.
+func rebuilt[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// unlock releases x.mu, then tells opts.Expired of the series dropped.
+func (x *Exporter) unlock() {
+	n := x.expired
+	x.expired = 0
+	x.mu.Unlock()
+	if n > 0 && x.opts.Expired != nil {
+		x.opts.Expired(n)
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -404,7 +451,7 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.mu.Lock()
 	x.expire()
-	x.mu.Unlock()
+	x.unlock()
 	x.duration.Collect(ch)
 	x.pauses.Collect(ch)
 	x.seconds.Collect(ch)

@@ -3,6 +3,7 @@ package prometheus
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,5 +310,46 @@ func TestPIDReuseAfterExpiry(t *testing.T) {
 	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
 	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "checkout", "", "", "", "10")); got != 1 {
 		t.Errorf("pauses_total of the reused pid = %v, want 1 (counted again from the expiry)", got)
+	}
+}
+
+// A burst of short-lived services: once their series expire, Expired is
+// told how many went, and the tables rebuilt smaller still count the
+// service that runs on.
+func TestExpiredBurst(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var told []int
+	x := New(Options{SeriesTTL: time.Minute, Now: func() time.Time { return now },
+		Expired: func(n int) { told = append(told, n) }})
+	x.Record(pause(1, "api", "gc", "GC mark termination", time.Millisecond))
+	const n = 600
+	for i := range n {
+		pid := uint32(100 + i)
+		x.Record(pause(pid, fmt.Sprintf("cli-%d", i), "gc", "GC mark termination", time.Millisecond))
+		x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: pid, Runtime: "go", Method: "uprobe", Service: fmt.Sprintf("cli-%d", i)}})
+	}
+	if c := testutil.CollectAndCount(x, "pausewatch_pauses_total"); c != n+1 || len(told) != 0 {
+		t.Fatalf("%d pause counter series, Expired told %v; want %d, nothing", c, told, n+1)
+	}
+	now = now.Add(2 * time.Minute)
+	if c := testutil.CollectAndCount(x, "pausewatch_pauses_total"); c != 1 {
+		t.Fatalf("after the TTL: %d pause counter series, want 1 (api)", c)
+	}
+	sum := 0
+	for _, v := range told {
+		sum += v
+	}
+	if sum != n {
+		t.Errorf("Expired told %v, %d series in all; want %d", told, sum, n)
+	}
+	if x.peak != 1 {
+		t.Errorf("tables not rebuilt: peak %d, want 1", x.peak)
+	}
+	x.Record(pause(1, "api", "gc", "GC mark termination", time.Millisecond))
+	if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", "api", "", "", "")); got != 2 {
+		t.Errorf("api pauses_total across the rebuild = %v, want 2", got)
+	}
+	if ids, series := x.Live(); ids != 1 || series != 1 {
+		t.Errorf("live identities %d, series %d; want 1, 1", ids, series)
 	}
 }
