@@ -266,8 +266,9 @@ func agentMain(args []string) int {
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
 		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
+	rel := &releaser{min: 100, interval: 5 * time.Second, free: debug.FreeOSMemory}
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, SeriesTTL: f.seriesTTL, MaxSeries: f.maxSeries,
-		Objective: f.objectives.lookup})
+		Objective: f.objectives.lookup, Expired: rel.expired})
 	stream := agent.NewStream(f.maxStreams)
 
 	exporters := []agent.Exporter{prom, stream}
