@@ -266,7 +266,10 @@ func agentMain(args []string) int {
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
 		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
-	rel := &releaser{min: 100, interval: 5 * time.Second, free: debug.FreeOSMemory}
+	rel := &releaser{min: 100, interval: 5 * time.Second, free: func() {
+		debug.FreeOSMemory()
+		log.Debug("series expired: freed memory returned to the OS")
+	}}
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, SeriesTTL: f.seriesTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup, Expired: rel.expired})
 	stream := agent.NewStream(f.maxStreams)

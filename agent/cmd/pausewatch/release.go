@@ -11,7 +11,9 @@ import (
 // returns them, slowly, and an agent that has settled allocates too little
 // to collect the dropped series at all: its RSS stays near the burst's
 // peak. The release (debug.FreeOSMemory: a full GC, then every free page
-// returned) runs at most once per interval, off the caller's goroutine.
+// returned) runs at most once per interval, off the caller's goroutine,
+// when min series have been dropped since the last, or any within three
+// intervals of it.
 type releaser struct {
 	min      int           // series dropped since the last release that call for one
 	interval time.Duration // between releases
@@ -28,7 +30,10 @@ func (r *releaser) expired(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pending += n
-	if r.pending < r.min || r.scheduled {
+	// The stragglers of a burst, dropped soon after its release, are
+	// released too.
+	straggler := r.pending > 0 && !r.last.IsZero() && time.Since(r.last) < 3*r.interval
+	if r.scheduled || (r.pending < r.min && !straggler) {
 		return
 	}
 	r.scheduled = true

@@ -7,8 +7,9 @@ import (
 )
 
 // Below the threshold nothing is released; past it one release runs at
-// once, the next not before the interval, and drops during a wait are
-// covered by the release already scheduled.
+// once, the next not before the interval, drops during a wait are covered
+// by the release already scheduled, and a straggler soon after a release
+// gets one of its own.
 func TestReleaser(t *testing.T) {
 	var frees atomic.Int32
 	r := &releaser{min: 100, interval: 300 * time.Millisecond, free: func() { frees.Add(1) }}
@@ -26,9 +27,13 @@ func TestReleaser(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("second release %v after the first, want at least the 300ms interval", d)
 	}
+	r.expired(1) // a straggler of the same burst
+	waitFor(t, func() bool { return frees.Load() == 3 })
+	time.Sleep(1200 * time.Millisecond) // past three intervals
+	r.expired(1)
 	time.Sleep(400 * time.Millisecond)
-	if n := frees.Load(); n != 2 {
-		t.Errorf("%d releases, want 2", n)
+	if n := frees.Load(); n != 3 {
+		t.Errorf("%d releases, want 3: one series, long after a burst, calls for none", n)
 	}
 }
 
