@@ -493,6 +493,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	// agent.LabelValue (serviceName and exeName do it themselves), and a
 	// name that sanitises to nothing falls through to the next.
 	p.Service = s.proc.serviceName(pid)
+	p.ServiceFromEnv = p.Service != ""
 	if p.Service == "" && info.runtime == "jvm" {
 		p.Service = agent.LabelValue(javaService(p.Exe, s.proc.cmdline(pid)))
 	}
@@ -507,7 +508,7 @@ func (s *Source) inspect(pid uint32, fromExec bool, retry chan<- uint32) {
 	if pid == s.self {
 		p.Service = "pausewatch"
 	}
-	p.ContainerID = s.proc.containerID(pid)
+	p.ContainerID, p.PodUID = s.proc.containerID(pid)
 	why := info.why
 	if info.method != MethodNone && info.links == nil {
 		if err := s.attach(path, info); err != nil {
