@@ -8,7 +8,7 @@ BIN      := bin/pausewatch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: help build test test-unit generate check-generated lint demo bench clean
+.PHONY: help build test test-unit generate check-generated lint demo bench clean kube-bin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -16,12 +16,19 @@ help: ## list the targets
 build: ## build bin/pausewatch (no clang needed: BPF objects are committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/pausewatch
 
-test: ## every test: unit, and as root the end-to-end tests against real runtimes
+test: kube-bin ## every test: unit, and as root the end-to-end tests against real runtimes
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 30m ./...
 
 test-unit: ## unit tests only (no root, no clang)
 	$(GO) test -count=1 -short ./agent/... ./exporters/...
+
+# kube-apiserver and etcd for the Kubernetes e2e test, built once into
+# $$HOME/.cache/pausewatch (keyed by version; minutes the first time, nothing
+# after). A failed build (no module proxy) is not fatal here: the test then
+# skips and says why, except in CI, where it fails.
+kube-bin: ## build (or find cached) kube-apiserver and etcd for the Kubernetes e2e test
+	@bash test/kube/build.sh >/dev/null || echo "kube-bin: kube-apiserver/etcd not built; the Kubernetes e2e test will skip (CI: fail)"
 
 generate: ## regenerate the BPF objects from bpf/ (needs clang-14, llvm-14, libbpf-dev)
 	$(GO) generate ./agent/source/
