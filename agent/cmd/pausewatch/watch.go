@@ -231,10 +231,13 @@ func printer(w io.Writer, asJSON bool) func(pauseJSON) {
 func fit(s string, width int) string {
 	var b strings.Builder
 	cols := 0
-	for _, r := range s {
-		// utf8.RuneError (what ranging yields for invalid UTF-8) is a
-		// printable symbol, so it is named here too.
-		if !unicode.IsPrint(r) || r == utf8.RuneError {
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		// An invalid byte decodes as utf8.RuneError of size 1; a real
+		// U+FFFD (what the agent's sanitiser puts for invalid bytes) is
+		// printed as the agent exported it.
+		if !unicode.IsPrint(r) || (r == utf8.RuneError && size == 1) {
 			r = '?'
 		}
 		w := runeWidth(r)

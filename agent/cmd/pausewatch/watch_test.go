@@ -91,6 +91,7 @@ func TestFit(t *testing.T) {
 		{"a\x1b[2Jb", "a?[2Jb  "},         // ESC: clear screen
 		{"evil\u202egnp.exe", "evil?gnp"}, // right-to-left override
 		{"bad\xffutf8", "bad?utf8"},
+		{"bad\ufffdok", "bad\ufffdok  "}, // the sanitiser's replacement is shown as exported
 		{"tab\there", "tab?here"},
 		{"新しいサービス", "新しいサ"},                        // 2 columns each: four fit in 8
 		{"ab新しい", "ab新しい"},                         // 2 + 3*2 = 8
