@@ -1,7 +1,9 @@
 package kube
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"fmt"
 	"path"
 	"slices"
@@ -45,8 +47,16 @@ type Subject struct {
 // ParseSelection reads the config file's `selection:` node and checks its
 // patterns, so that a typo fails at start rather than never matching.
 func ParseSelection(n *yaml.Node) (*Selection, error) {
+	// Node.Decode ignores unknown fields; a misspelt key (namespace:)
+	// would then match everything, so the node is decoded strictly.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("selection: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
 	var s Selection
-	if err := n.Decode(&s); err != nil {
+	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("selection: %w", err)
 	}
 	var errs []error
