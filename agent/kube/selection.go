@@ -3,8 +3,8 @@ package kube
 import (
 	"bytes"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"path"
 	"slices"
 	"strings"
