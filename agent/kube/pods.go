@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -150,6 +151,11 @@ func newPods(cs kubernetes.Interface, node string, log *slog.Logger) *Pods {
 		DeleteFunc: p.remove,
 	})
 	p.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		// An expired resource version is the API server answering: the
+		// reflector lists again, and that is not an outage.
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			return
+		}
 		p.reachable(err)
 	})
 	return p
