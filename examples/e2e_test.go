@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -117,7 +118,7 @@ func startAgentEnv(t *testing.T, port int, env []string, args ...string) *agentP
 // setpriv) when one is given, and stops it when the test ends.
 func launchAgent(t *testing.T, port int, prefix []string, bin string, env []string, args ...string) *agentProc {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := freeAddr(t, port)
 	a := &agentProc{url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	argv := append(append(append([]string{}, prefix...), bin, "--listen", addr, "--log-level", "debug"), args...)
 	a.cmd = exec.Command(argv[0], argv[1:]...)
@@ -134,6 +135,24 @@ func launchAgent(t *testing.T, port int, prefix []string, bin string, env []stri
 		}
 	})
 	return a
+}
+
+// freeAddr returns 127.0.0.1:port, or another free port when that one is
+// taken: a second test run (or anything else) on the machine may hold it,
+// and an agent that cannot listen would leave the test talking to
+// whatever does.
+func freeAddr(t *testing.T, port int) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("no free port: %v", err)
+		}
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	return addr
 }
 
 // waitReady polls /readyz until the agent says ready.

@@ -73,13 +73,14 @@ func TestShortLivedProcessesReleaseResources(t *testing.T) {
 			t.Fatalf("process %d printed no count", i)
 		}
 		seen, _ := strconv.Atoi(w.out.Text())
-		w.cmd.Wait()
 		if check {
 			after, _ := a.settledPauses(t, map[string]string{"service": service})
 			if int(after-before) != seen {
 				t.Errorf("process %d (%s): agent %v collections, gc.callbacks %d", i, method, after-before, seen)
 			}
 		}
+		w.stdin.Close()
+		w.cmd.Wait()
 		if i%50 == 0 {
 			maxSlots = max(maxSlots, a.resources(t)["usdt_spec_slots"])
 		}

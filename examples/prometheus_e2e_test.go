@@ -56,8 +56,8 @@ func TestPrometheusScrapesNativeHistograms(t *testing.T) {
 scrape_configs:
   - job_name: pausewatch
     static_configs:
-      - targets: ["127.0.0.1:%d"]
-`, 19631)), 0o644)
+      - targets: [%q]
+`, strings.TrimPrefix(a.url, "http://"))), 0o644)
 	prom := exec.Command(promBin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address=127.0.0.1:19690", "--enable-feature=native-histograms")
 	logs := &syncBuffer{}
