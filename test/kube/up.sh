@@ -21,6 +21,7 @@ bin=$("$here/build.sh" | tail -n1)
 PAUSEWATCH_KUBE_DIR=$DIR "$here/down.sh" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mkdir -p "$DIR/etcd" "$DIR/certs"
+chmod 700 "$DIR/etcd"
 chmod 700 "$DIR"
 
 openssl genrsa -out "$DIR/sa.key" 2048 2>/dev/null
@@ -40,12 +41,15 @@ setsid "$bin/etcd" --name default --data-dir "$DIR/etcd" \
 echo $! >"$DIR/etcd.pid"
 
 # The API server writes a self-signed serving certificate to --cert-dir.
+# No endpoint reconciler: it refuses a loopback advertise address, and no
+# client here reaches the API server through the kubernetes Service.
 setsid "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 	--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
 	--cert-dir "$DIR/certs" --token-auth-file "$DIR/tokens.csv" --authorization-mode RBAC \
 	--service-account-issuer https://kubernetes.default.svc.cluster.local \
 	--service-account-key-file "$DIR/sa.pub" --service-account-signing-key-file "$DIR/sa.key" \
 	--service-cluster-ip-range 10.96.0.0/24 --profiling=false \
+	--endpoint-reconciler-type none \
 	</dev/null >"$DIR/kube-apiserver.log" 2>&1 &
 echo $! >"$DIR/kube-apiserver.pid"
 
