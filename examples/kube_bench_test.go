@@ -145,6 +145,7 @@ func TestKubeInformerCost(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("first report (before the list): %s", <-lines)
 	t.Logf("synced: %s", last(nPods))
 	ticks0, rss0 := procCPU(t, helper.Process.Pid)
 	// 50 changes per second: status updates (a container restarting),

@@ -93,6 +93,9 @@ func startKube(t *testing.T) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// client-go's default of 5 requests/s would make the test (and the
+	// 50 changes/s measurement) wait on the client, not the server.
+	cfg.QPS, cfg.Burst = 500, 1000
 	if k.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
