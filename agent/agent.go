@@ -30,7 +30,9 @@ func Run(ctx context.Context, src Source, exporters ...Exporter) error {
 		errc <- src.Run(ctx, events)
 		close(events)
 	}()
+	reasons := reasonCap{}
 	for e := range events {
+		e = reasons.apply(e)
 		for _, x := range exporters {
 			x.Record(e)
 		}

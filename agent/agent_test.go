@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -55,8 +56,11 @@ func TestRun(t *testing.T) {
 }
 
 func TestStream(t *testing.T) {
-	s := NewStream()
-	c, cancel := s.Subscribe()
+	s := NewStream(0)
+	c, cancel, err := s.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Record(Event{Type: Exit}) // not a pause: not streamed
 	for i := range 300 {        // the subscriber buffer holds 256
 		s.Record(Event{Type: Pause, Process: Process{PID: uint32(i)}})
@@ -68,6 +72,41 @@ func TestStream(t *testing.T) {
 		t.Errorf("first event pid %d", e.Process.PID)
 	}
 	cancel()
-	cancel() // idempotent
-	s.Record(Event{Type: Pause})
+	cancel()                     // idempotent
+	s.Record(Event{Type: Pause}) // no subscriber left, a closed channel is not written to
+}
+
+// TestReasonCap: one process adds at most MaxReasonsPerProcess reasons;
+// the rest become "other", known ones stay, and an exit frees the pid.
+func TestReasonCap(t *testing.T) {
+	var evs []Event
+	pause := func(pid uint32, reason string) Event {
+		return Event{Type: Pause, Process: Process{PID: pid}, Kind: KindGC, Reason: reason, Duration: time.Millisecond}
+	}
+	for i := range MaxReasonsPerProcess + 10 {
+		evs = append(evs, pause(1, fmt.Sprint("cause-", i)))
+	}
+	evs = append(evs, pause(1, "cause-0"), pause(2, "cause-99"), Event{Type: Exit, Process: Process{PID: 1}}, pause(1, "cause-99"))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var r recorder
+	if err := Run(ctx, sliceSource{events: evs}, &r); err != nil {
+		t.Fatal(err)
+	}
+	distinct := map[string]bool{}
+	for i, e := range r[:MaxReasonsPerProcess+10] {
+		distinct[e.Reason] = true
+		if want := fmt.Sprint("cause-", i); i < MaxReasonsPerProcess && e.Reason != want {
+			t.Errorf("event %d: reason %q, want %q", i, e.Reason, want)
+		}
+	}
+	if len(distinct) != MaxReasonsPerProcess+1 || !distinct[OtherReason] {
+		t.Errorf("%d distinct reasons from pid 1, want %d and %q", len(distinct), MaxReasonsPerProcess+1, OtherReason)
+	}
+	tail := r[MaxReasonsPerProcess+10:]
+	for i, want := range []string{"cause-0", "cause-99", "", "cause-99"} {
+		if tail[i].Reason != want {
+			t.Errorf("tail event %d: reason %q, want %q (a known reason stays, other pids and a reused pid start afresh)", i, tail[i].Reason, want)
+		}
+	}
 }

@@ -67,7 +67,7 @@ type Process struct {
 	// StartTime is the process start in clock ticks since boot
 	// (/proc/<pid>/stat field 22): with PID it tells reused pids apart.
 	StartTime uint64
-	Runtime   string // "go", "jvm", "python"
+	Runtime   string // the runtime's name: "go", "jvm", "python", "node" (source.RuntimeNames)
 	// Method is how the pauses are captured: "uprobe", "usdt",
 	// "hsperfdata" or "none".
 	Method string

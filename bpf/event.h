@@ -7,6 +7,8 @@
  *
  * Rules: fixed-width fields, explicit padding, no pointers, 8-byte aligned,
  * so the same layout holds on amd64 and arm64 and Go can decode it directly.
+ * Every ring-buffer record starts with its type (enum pw_event_type), so
+ * the reader knows which struct it is from its first byte.
  */
 #ifndef __PAUSEWATCH_EVENT_H__
 #define __PAUSEWATCH_EVENT_H__
@@ -16,7 +18,8 @@ enum pw_event_type {
 	PW_EVENT_PAUSE = 1, /* one stop-the-world pause has ended */
 	PW_EVENT_EXEC = 2,  /* a process called execve: inspect it */
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
-	PW_EVENT_REQUEST = 4, /* one request served: aux = STW ns inside it, reason = local port */
+	PW_EVENT_REQUEST = 4, /* one request served: struct pw_request */
+	PW_EVENT_FORK = 5,    /* a traced process forked a child (no exec): pid = the child */
 };
 
 /* event.flags */
@@ -25,27 +28,39 @@ enum pw_event_flag {
 	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
 };
 
-/* event.runtime and pause_state.runtime */
-enum pw_runtime {
-	PW_RUNTIME_GO = 1,
-	PW_RUNTIME_JVM = 2,
-	PW_RUNTIME_PYTHON = 3,
-};
+/*
+ * event.runtime and pause_state.runtime: each runtime's BPF file defines its
+ * own, PW_RUNTIME_<NAME> in an enum pw_runtime_<name> (named, so it is in
+ * BTF, where TestContract checks it against the runtime's Go ID()).
+ */
 
-/* Ring buffer record. */
+/* Ring buffer record of a pause (PW_EVENT_PAUSE), an exec or an exit. */
 struct pw_event {
+	__u8 type;         /* enum pw_event_type: first in every record */
+	__u8 runtime;      /* the runtime's PW_RUNTIME_* (its BPF file) */
+	__u8 flags;        /* PW_EVENT_F_* */
+	__u8 _pad;
+	__u32 pid;         /* tgid, in the root pid namespace */
+	__u32 tid;
+	__u32 reason;      /* runtime-specific reason code */
 	__u64 start_ns;    /* CLOCK_MONOTONIC, the runtime's own clock where it has one */
 	__u64 duration_ns; /* whole pause: stop requested .. world restarted */
 	__u64 stopping_ns; /* time to stop (Go stopping time, JVM time-to-safepoint); 0 = unknown */
 	__u64 aux;         /* runtime-specific (objects collected, ...) */
-	__u32 pid;         /* tgid, in the root pid namespace */
-	__u32 tid;
-	__u32 reason;      /* runtime-specific reason code */
-	__u8 type;         /* enum pw_event_type */
-	__u8 runtime;      /* enum pw_runtime */
-	__u8 flags;        /* PW_EVENT_F_* */
-	__u8 _pad;
 	char detail[40];   /* runtime-specific text (JVM: the VM operation), NUL-terminated */
+};
+
+/* Ring buffer record of one request served (PW_EVENT_REQUEST). */
+struct pw_request {
+	__u8 type;         /* PW_EVENT_REQUEST */
+	__u8 flags;        /* PW_EVENT_F_READ_START */
+	__u16 port;        /* local port */
+	__u32 pid;         /* tgid */
+	__u32 fd;          /* the connection's descriptor in pid */
+	__u32 _pad;
+	__u64 start_ns;    /* when its first bytes reached the socket (or were read), CLOCK_MONOTONIC */
+	__u64 duration_ns; /* to its last response write */
+	__u64 paused_ns;   /* stop-the-world time of pid within it */
 };
 
 /*
@@ -54,9 +69,10 @@ struct pw_event {
  * (paused_total_ns at start vs end, plus the part of a pause in progress).
  */
 struct pw_pause_state {
-	__u64 start_ns;        /* start of the pause in progress, if in_progress */
+	__u64 start_ns;        /* start of the pause in progress, or of the last one */
 	__u64 paused_total_ns; /* cumulative STW time of this process since tracked */
 	__u64 pauses;          /* cumulative number of pauses */
+	__u64 last_end_ns;     /* end of the last finished pause (it began at start_ns) */
 	__u32 reason;          /* reason of the pause in progress */
 	__u8 in_progress;
 	__u8 runtime;

@@ -22,6 +22,10 @@
  * match against the call sites it found in the binary.
  */
 
+/* This runtime's number in records (event.h); in BTF for TestContract. */
+enum pw_runtime_go { PW_RUNTIME_GO = 1 };
+const enum pw_runtime_go *unused_pw_runtime_go __attribute__((unused));
+
 /* Cookie bits, set per attach by the Go side from the binary's Go version. */
 #define GO_COOKIE_HAS_FINISHED 1 /* worldStop.finishedStopping exists (1.23+) */
 #define GO_COOKIE_NO_REASON 2    /* stopTheWorldWithSema has no reason argument (< 1.21) */

@@ -11,6 +11,10 @@
  * SafepointSynchronize::begin/end), which has no operation name.
  */
 
+/* This runtime's number in records (event.h); in BTF for TestContract. */
+enum pw_runtime_jvm { PW_RUNTIME_JVM = 2 };
+const enum pw_runtime_jvm *unused_pw_runtime_jvm __attribute__((unused));
+
 #define JVM_REASON_GC 1   /* a collector ran inside the safepoint */
 #define JVM_REASON_FULL 2 /* ... and it was a full collection */
 

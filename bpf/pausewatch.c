@@ -21,13 +21,12 @@ char __license[] SEC("license") = "Dual MIT/GPL";
  */
 struct pw_contract {
 	struct pw_event event;
+	struct pw_request request;
 	struct pw_pause_state pause_state;
 	enum pw_event_type event_type;
-	enum pw_runtime runtime;
 	enum pw_stat stat;
 	enum pw_usdt_arg_kind usdt_arg_kind;
 	enum pw_event_flag event_flag;
-	__u32 _pad;
 	struct pw_usdt_spec usdt_spec;
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));
@@ -147,6 +146,9 @@ static __always_inline struct pw_event *pause_end(__u32 tgid, __u32 tid, __u8 ru
 	if (st) {
 		__sync_fetch_and_add(&st->paused_total_ns, d);
 		__sync_fetch_and_add(&st->pauses, 1);
+		/* The last pause, for requests stamped in the past (request.c). */
+		st->start_ns = start_ns;
+		st->last_end_ns = end_ns;
 		st->in_progress = 0;
 		st->runtime = runtime;
 	}
@@ -183,6 +185,15 @@ static __always_inline struct pw_pause_state *pause_in_progress(__u32 tgid)
 	return st;
 }
 
+/* Processes whose connections are traced (set by the agent, and by
+ * handle_fork for the children of traced processes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+} traced SEC(".maps");
+
 /* Process discovery: exec and exit of every process on the node. */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -202,6 +213,9 @@ int handle_exit(void *ctx)
 	if ((__u32)id != tgid)
 		return 0;
 	bpf_map_delete_elem(&pause_state, &tgid);
+	/* A child traced from its fork that the agent never took over must
+	 * not leave its pid traced for whoever gets it next. */
+	bpf_map_delete_elem(&traced, &tgid);
 	emit_simple(PW_EVENT_EXIT, tgid);
 	return 0;
 }
@@ -210,4 +224,5 @@ int handle_exit(void *ctx)
 #include "golang.c"
 #include "jvm.c"
 #include "python.c"
+#include "node.c"
 #include "request.c"

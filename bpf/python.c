@@ -25,6 +25,10 @@
  * report) and which the paths that do not collect never reach.
  */
 
+/* This runtime's number in records (event.h); in BTF for TestContract. */
+enum pw_runtime_python { PW_RUNTIME_PYTHON = 3 };
+const enum pw_runtime_python *unused_pw_runtime_python __attribute__((unused));
+
 #define PY_GEN_UNKNOWN 0xff
 
 SEC("uprobe/py_gc_start")

@@ -17,14 +17,6 @@
  * carries P(last write) - P(start).
  */
 
-/* Processes whose connections are traced (set by the agent). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tgid */
-	__type(value, __u8);
-} traced SEC(".maps");
-
 /* Local ports to trace; empty = all ports of traced processes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -43,23 +35,39 @@ volatile const __u8 filter_ports = 0;
  */
 volatile const __u8 arrival_mode = 0;
 
+#define IPPROTO_TCP 6
+#define AF_INET 2
+#define AF_INET6 10
+
 enum conn_state {
 	CONN_IDLE = 0,       /* between requests */
 	CONN_ARRIVED = 1,    /* request bytes arrived, not read yet */
 	CONN_READING = 2,    /* the server is reading the request */
-	CONN_RESPONDING = 3, /* the server has written part of a response */
+	CONN_RESPONDING = 3, /* the server has written part of a final response */
 };
+
+/*
+ * A connection's state is changed from process context (syscalls on any
+ * CPU) and from softirq (sk_data_ready, inet_sock_set_state) on another
+ * CPU at the same time. bpf_spin_lock is refused in tracing programs, so
+ * every transition is a compare-and-swap of seq = generation << 8 | state:
+ * whoever moves a request out of CONN_RESPONDING is the only one who
+ * reports it, and the generation (bumped by every transition) makes a CAS
+ * fail when the connection went round the cycle in between (no ABA).
+ */
+#define CONN_STATE(seq) ((__u8)((seq) & 0xff))
 
 struct conn {
 	__u64 start_ns;        /* first bytes of the current request arrived (or were read) */
-	__u64 last_write_ns;   /* last response write */
+	__u64 last_write_ns;   /* completion of the last response write */
 	__u64 paused_start;    /* P(start_ns) */
 	__u64 paused_write;    /* P(last_write_ns) */
+	__u64 seq;             /* generation << 8 | enum conn_state; changed by CAS only */
 	__u32 tgid;
 	__u32 fd;
 	__u16 port;
-	__u8 state;            /* enum conn_state */
 	__u8 flags;            /* PW_EVENT_F_READ_START */
+	__u8 _pad8;
 	__u32 _pad;
 };
 
@@ -78,9 +86,9 @@ struct {
 } fd_socks SEC(".maps");
 
 enum sys_op {
-	OP_ACCEPT = 1,
 	OP_READ = 2,
 	OP_WRITE = 3,
+	OP_INTERIM = 4, /* a write of an interim (1xx) response */
 };
 
 struct sys_args {
@@ -124,43 +132,203 @@ static __always_inline __u64 paused_at(__u32 tgid, __u64 now)
 	return p;
 }
 
+/*
+ * P(at) for a moment at in the past (a request stamped when it is found,
+ * after the fact): P(now) minus the part of (at, now] that the last pause
+ * (or the one in progress) covered. Earlier pauses inside (at, now] are
+ * not known, so this can only be too high, making the pause time inside
+ * the request too low, never too high.
+ */
+static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
+{
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st)
+		return 0;
+	__u64 p = st->paused_total_ns, s = st->start_ns;
+	__u64 e = st->in_progress ? now : st->last_end_ns;
+	if (st->in_progress && now > s)
+		p += now - s;
+	if (s < at)
+		s = at;
+	if (e > s)
+		p = p > e - s ? p - (e - s) : 0;
+	return p;
+}
+
 static __always_inline bool is_traced(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&traced, &tgid) != NULL;
 }
 
-/* emit_request reports the request in progress on c and makes it idle. */
-static __always_inline void emit_request(struct conn *c)
+/* conn_cas moves c from exactly seen to state to; true if this caller did. */
+static __always_inline bool conn_cas(struct conn *c, __u64 seen, __u8 to)
 {
-	if (c->state != CONN_RESPONDING || c->last_write_ns < c->start_ns) {
-		c->state = CONN_IDLE;
+	__u64 next = (((seen >> 8) + 1) << 8) | to;
+	return __sync_val_compare_and_swap(&c->seq, seen, next) == seen;
+}
+
+/*
+ * end_request reports the request in progress on c, if it has a response,
+ * and makes c idle. Two CPUs may get here for the same request at once
+ * (a close or read on one, data-ready or a state change in softirq on the
+ * other): the fields are read first, then the one CAS that takes the
+ * connection out of CONN_RESPONDING decides who reports, so each request
+ * is reported exactly once. A writer on a third CPU can only make the
+ * copy a little older (its write then lands in the next generation).
+ */
+static __always_inline void end_request(struct conn *c)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) != CONN_RESPONDING)
 		return;
-	}
-	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	c->state = CONN_IDLE;
+	__u64 start = c->start_ns, end = c->last_write_ns;
+	__u64 p0 = c->paused_start, p1 = c->paused_write;
+	__u32 tgid = c->tgid, fd = c->fd;
+	__u16 port = c->port;
+	__u8 flags = c->flags;
+	if (!conn_cas(c, seen, CONN_IDLE))
+		return; /* another CPU ended it (or it moved on): theirs to report */
+	if (end < start)
+		return;
+	struct pw_request *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(PW_STAT_RINGBUF_LOST);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = PW_EVENT_REQUEST;
-	e->pid = c->tgid;
-	e->tid = c->fd;
-	e->reason = c->port;
-	e->flags = c->flags;
-	e->start_ns = c->start_ns;
-	e->duration_ns = c->last_write_ns - c->start_ns;
-	e->aux = c->paused_write > c->paused_start ? c->paused_write - c->paused_start : 0;
+	e->pid = tgid;
+	e->fd = fd;
+	e->port = port;
+	e->flags = flags;
+	e->start_ns = start;
+	e->duration_ns = end - start;
+	e->paused_ns = p1 > p0 ? p1 - p0 : 0;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
-static __always_inline void start_request(struct conn *c, __u64 now, __u8 flags)
+/*
+ * start_request starts a request on c, which was seen idle (seen). The
+ * fields are written while the connection is idle, which nobody else acts
+ * on; the CAS then publishes them. Starters of one socket are serialised
+ * by the socket (softirq receive under its lock, reads after it).
+ */
+static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now, __u8 flags, __u8 to)
 {
-	c->state = CONN_ARRIVED;
 	c->start_ns = now;
 	c->flags = flags;
 	c->paused_start = paused_at(c->tgid, now);
 	c->paused_write = c->paused_start;
+	conn_cas(c, seen, to);
+}
+
+/*
+ * response_write records a completed response write at now. Writes on an
+ * idle connection are server-initiated data, not a response.
+ */
+static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) == CONN_IDLE)
+		return;
+	c->last_write_ns = now;
+	c->paused_write = paused_at(tgid, now);
+	/* A failed CAS means the state moved under us; look once more. */
+	if (CONN_STATE(seen) != CONN_RESPONDING && !conn_cas(c, seen, CONN_RESPONDING)) {
+		seen = *(volatile __u64 *)&c->seq;
+		if (CONN_STATE(seen) == CONN_ARRIVED || CONN_STATE(seen) == CONN_READING)
+			conn_cas(c, seen, CONN_RESPONDING);
+	}
+}
+
+/*
+ * received records a read that returned data (n > 0) at now: it ends the
+ * response in progress only then. A read that returns EAGAIN or nothing
+ * (Go's net/http parks a one-byte background read on every connection
+ * while the handler runs) says nothing about the request.
+ */
+static __always_inline void received(struct conn *c, __u64 start_ts)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	switch (CONN_STATE(seen)) {
+	case CONN_ARRIVED:
+		conn_cas(c, seen, CONN_READING);
+		return;
+	case CONN_RESPONDING:
+		/*
+		 * Data read after a final response: the next request. With
+		 * arrival stamps its arrival would have ended the response
+		 * already, so here it arrived before the response was done
+		 * (pipelined) or had no arrival stamp: it starts at the read.
+		 */
+		end_request(c);
+		seen = *(volatile __u64 *)&c->seq;
+		if (CONN_STATE(seen) != CONN_IDLE)
+			return;
+		/* fallthrough */
+	case CONN_IDLE:
+		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING);
+		return;
+	}
+}
+
+/*
+ * is_interim says whether buf starts an HTTP interim response
+ * ("HTTP/1.x 1xx", except 101 Switching Protocols, which is final for
+ * the HTTP exchange): 100 Continue and 103 Early Hints come before the
+ * request is complete, so they must not end it. No byte pattern tells
+ * an interim answer from a final one in general; HTTP's is the one
+ * interim response in wide use, so it is the one recognised.
+ */
+static __always_inline bool is_interim(const void *buf)
+{
+	char b[12];
+	if (!buf || bpf_probe_read_user(b, sizeof(b), buf))
+		return false;
+	if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[5] != '1' ||
+	    b[6] != '.' || b[8] != ' ' || b[9] != '1')
+		return false;
+	return !(b[10] == '0' && b[11] == '1');
+}
+
+/* The first buffer of a write-like syscall nr with arguments a1 (buf or iov / msghdr). */
+#define NR_WRITE 1
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_SENDMSG 46
+
+struct user_iovec {
+	void *base;
+	__u64 len;
+};
+
+struct user_msghdr_min {
+	void *name;
+	__s32 namelen;
+	__u32 _pad;
+	struct user_iovec *iov;
+};
+
+static __always_inline const void *first_buf(long nr, __u64 a1)
+{
+	struct user_iovec iov = {};
+	switch (nr) {
+	case NR_WRITE:
+	case NR_SENDTO:
+		return (const void *)a1;
+	case NR_WRITEV:
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)a1))
+			return NULL;
+		return iov.base;
+	case NR_SENDMSG: {
+		struct user_msghdr_min m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)a1) ||
+		    bpf_probe_read_user(&iov, sizeof(iov), m.iov))
+			return NULL;
+		return iov.base;
+	}
+	}
+	return NULL;
 }
 
 /* sock_of returns the struct sock behind fd of the current task, or 0. */
@@ -181,12 +349,19 @@ static __always_inline __u64 sock_of(__u32 fd)
 	return (__u64)BPF_CORE_READ(so, sk);
 }
 
-static __always_inline int enter(__u32 fd, __u32 op)
+/*
+ * Read mode (no arrival stamps): reads and writes are finished at their
+ * syscall exit, with the fd kept from the entry in sys_args. With arrival
+ * stamps they are taken at their completion from the sock: tracepoints,
+ * which name the socket, and none of these run (no per-thread map).
+ */
+static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!is_traced(id >> 32))
 		return 0;
-	if (arrival_mode && op != OP_ACCEPT) {
+	if (op == OP_WRITE) {
+		/* Only the first write of a response can be an interim one. */
 		__u64 key = (id & 0xffffffff00000000ULL) | fd;
 		__u64 *sk = bpf_map_lookup_elem(&fd_socks, &key);
 		if (!sk)
@@ -194,39 +369,69 @@ static __always_inline int enter(__u32 fd, __u32 op)
 		struct conn *c = bpf_map_lookup_elem(&conns, sk);
 		if (!c)
 			return 0;
-		if (op == OP_READ) {
-			/* Reading again after writing: the response is done. */
-			if (c->state == CONN_RESPONDING)
-				emit_request(c);
-			else if (c->state == CONN_ARRIVED)
-				c->state = CONN_READING;
-			return 0;
-		}
-		if (c->state == CONN_IDLE)
-			return 0; /* server-initiated data, not a response */
-		__u64 now = bpf_ktime_get_ns();
-		c->state = CONN_RESPONDING;
-		c->last_write_ns = now;
-		c->paused_write = paused_at(id >> 32, now);
-		return 0;
+		__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
+		if ((st == CONN_ARRIVED || st == CONN_READING) && is_interim(first_buf(nr, buf_arg)))
+			op = OP_INTERIM;
 	}
 	struct sys_args a = {.ts = bpf_ktime_get_ns(), .fd = fd, .op = op};
 	__u32 tid = (__u32)id;
 	bpf_map_update_elem(&sys_args, &tid, &a, BPF_ANY);
+	return 0;
+}
 
+/*
+ * accepted tracks the connection accept returned. It needs nothing from
+ * the accept's entry (the fd is the return value), so a thread that was
+ * already blocked in accept when its process became traced (or when the
+ * agent started) still has its connection tracked.
+ */
+static __always_inline int accepted(__s64 ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (ret < 0 || !is_traced(tgid))
+		return 0;
+	__u32 fd = (__u32)ret;
+	__u64 sk = sock_of(fd);
+	if (!sk)
+		return 0;
+	__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
+	if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
+		return 0;
+	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE};
 	/*
-	 * The server reading again after writing means the response is done
-	 * (request/response protocols, no pipelining): report it now.
+	 * The client often sends its request before the server accepts
+	 * (data waits in the socket with the connection): sk_data_ready
+	 * found no connection then. The wait in the accept queue is the
+	 * server's (a stopped accept loop makes it long), so the request
+	 * starts at the socket's last received packet, TCP's tcp_mstamp:
+	 * nothing else touches a socket nobody has accepted, so that is the
+	 * request's last segment (or a later ACK), never before its first
+	 * byte arrived. Failing that, at the accept, marked as such.
 	 */
-	if (op == OP_READ) {
-		__u64 key = (id & 0xffffffff00000000ULL) | fd;
-		__u64 *sk = bpf_map_lookup_elem(&fd_socks, &key);
-		if (sk) {
-			struct conn *c = bpf_map_lookup_elem(&conns, sk);
-			if (c && c->state == CONN_RESPONDING)
-				emit_request(c);
+	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0) {
+		__u64 now = bpf_ktime_get_ns(), at = now;
+		__u8 flags = PW_EVENT_F_READ_START;
+		__u16 family = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_family);
+		/* (Read mode stamps every start at a read: this one at the accept.) */
+		if (arrival_mode && BPF_CORE_READ((struct sock *)sk, sk_protocol) == IPPROTO_TCP &&
+		    (family == AF_INET || family == AF_INET6)) {
+			__u64 last = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp) * 1000;
+			if (last && last <= now && now - last < 60ULL * 1000000000) {
+				at = last;
+				flags = 0;
+			}
+		}
+		start_request(&c, c.seq, at, flags, CONN_ARRIVED);
+		if (at < now) {
+			c.paused_start = paused_at_past(tgid, at, now);
+			c.paused_write = c.paused_start;
 		}
 	}
+	__u64 key = ((__u64)tgid << 32) | fd;
+	if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
+	    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))
+		count_stat(PW_STAT_CONN_LOST);
 	return 0;
 }
 
@@ -245,29 +450,6 @@ static __always_inline int leave(__s64 ret)
 	if (ret < 0)
 		return 0;
 
-	if (op == OP_ACCEPT) {
-		fd = (__u32)ret;
-		__u64 sk = sock_of(fd);
-		if (!sk)
-			return 0;
-		__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
-		if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
-			return 0;
-		struct conn c = {.tgid = tgid, .fd = fd, .port = port, .state = CONN_IDLE};
-		/*
-		 * The client often sends its request before the server accepts
-		 * (data waits in the socket with the connection): its arrival
-		 * was not seen, so the request starts now, marked as such.
-		 */
-		if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0)
-			start_request(&c, bpf_ktime_get_ns(), PW_EVENT_F_READ_START);
-		__u64 key = ((__u64)tgid << 32) | fd;
-		if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
-		    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))
-			count_stat(PW_STAT_CONN_LOST);
-		return 0;
-	}
-
 	__u64 key = ((__u64)tgid << 32) | fd;
 	__u64 *sk = bpf_map_lookup_elem(&fd_socks, &key);
 	if (!sk)
@@ -275,23 +457,12 @@ static __always_inline int leave(__s64 ret)
 	struct conn *c = bpf_map_lookup_elem(&conns, sk);
 	if (!c)
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
-
-	if (op == OP_READ && ret > 0) {
-		if (c->state == CONN_IDLE || c->state == CONN_RESPONDING) {
-			/* No arrival seen (no sk_data_ready): start at the read. */
-			if (c->state == CONN_RESPONDING)
-				emit_request(c);
-			start_request(c, ts, PW_EVENT_F_READ_START);
-		}
-		c->state = CONN_READING;
-	} else if (op == OP_WRITE && ret > 0) {
-		if (c->state == CONN_IDLE)
-			return 0; /* server-initiated data, not a response */
-		c->state = CONN_RESPONDING;
-		c->last_write_ns = now;
-		c->paused_write = paused_at(tgid, now);
-	}
+	if (ret == 0)
+		return 0;
+	if (op == OP_READ)
+		received(c, ts); /* no arrival seen: the request starts at its read */
+	else if (op == OP_WRITE)
+		response_write(c, tgid, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -303,10 +474,80 @@ int handle_sk_data_ready(u64 *ctx)
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
 	if (!c)
 		return 0;
-	if (c->state == CONN_RESPONDING)
-		emit_request(c); /* the next request's data: the last one is done */
-	if (c->state == CONN_IDLE)
-		start_request(c, bpf_ktime_get_ns(), 0);
+	/*
+	 * Data after a final response: the next request, so the last one is
+	 * done. (After an interim response the state is still CONN_READING:
+	 * the rest of the request arriving changes nothing.)
+	 */
+	end_request(c);
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) == CONN_IDLE)
+		start_request(c, seen, bpf_ktime_get_ns(), 0, CONN_ARRIVED);
+	return 0;
+}
+
+/* Layout of sock:sock_send_length and sock:sock_recv_length. */
+struct sock_length_ctx {
+	__u64 common;
+	__u64 sk;
+	__u16 family;
+	__u16 protocol;
+	__s32 ret;   /* bytes, or -errno */
+	__s32 flags; /* MSG_* */
+	__u32 _pad;
+};
+
+#define MSG_PEEK 2
+
+/*
+ * A send on a socket completed (arrival mode): a blocking write ends here,
+ * not at its entry, which for a large body to a slow reader is seconds
+ * earlier. Covers write, writev, send*, sendfile and splice to a socket.
+ */
+SEC("tracepoint/sock/sock_send_length")
+int handle_sock_send_length(struct sock_length_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_traced(id >> 32))
+		return 0;
+	if (ctx->ret <= 0)
+		return 0;
+	__u64 sk = ctx->sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (!c)
+		return 0;
+	__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
+	if (st == CONN_ARRIVED || st == CONN_READING) {
+		/*
+		 * The first write of a response: an interim one leaves the
+		 * request reading. The buffer is the syscall's, still mapped
+		 * (we are inside it); its registers say which call it is.
+		 */
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		long nr = BPF_CORE_READ(regs, orig_ax);
+		if (is_interim(first_buf(nr, BPF_CORE_READ(regs, si))))
+			return 0;
+	}
+	response_write(c, id >> 32, bpf_ktime_get_ns());
+	return 0;
+}
+
+/*
+ * A receive on a socket completed (arrival mode). Only a read that got
+ * data counts: EAGAIN, EOF and MSG_PEEK read nothing of a new request.
+ */
+SEC("tracepoint/sock/sock_recv_length")
+int handle_sock_recv_length(struct sock_length_ctx *ctx)
+{
+	if (!is_traced(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK))
+		return 0;
+	__u64 sk = ctx->sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (!c)
+		return 0;
+	received(c, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -331,28 +572,24 @@ int handle_inet_sock_set_state(struct inet_sock_set_state_ctx *ctx)
 		return 0;
 	__u64 sk = ctx->skaddr;
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
-	if (c && c->state == CONN_RESPONDING)
-		emit_request(c);
+	if (c)
+		end_request(c);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int enter_accept(struct sys_enter_ctx *ctx) { return enter(0, OP_ACCEPT); }
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int enter_accept4(struct sys_enter_ctx *ctx) { return enter(0, OP_ACCEPT); }
 SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+int exit_accept(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+int exit_accept4(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 
 SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ); }
+int enter_read(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
 SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ); }
+int enter_readv(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ); }
+int enter_recvfrom(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ); }
+int enter_recvmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
 SEC("tracepoint/syscalls/sys_exit_read")
 int exit_read(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_readv")
@@ -363,15 +600,15 @@ SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int exit_recvmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 
 SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE); }
+int enter_write(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE); }
+int enter_writev(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE); }
+int enter_sendto(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE); }
+int enter_sendmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile64(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE); }
+int enter_sendfile64(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_exit_write")
 int exit_write(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_writev")
@@ -395,10 +632,34 @@ int enter_close(struct sys_enter_ctx *ctx)
 		return 0;
 	__u64 skv = *sk;
 	struct conn *c = bpf_map_lookup_elem(&conns, &skv);
-	if (c && c->state == CONN_RESPONDING) {
-		emit_request(c);
-	}
+	if (c)
+		end_request(c);
 	bpf_map_delete_elem(&conns, &skv);
 	bpf_map_delete_elem(&fd_socks, &key);
+	return 0;
+}
+
+/*
+ * A traced process forked a child without exec (pre-fork servers: gunicorn,
+ * Apache prefork, multiprocessing): the child serves requests on sockets
+ * it inherits or accepts, so it is traced from the fork, not from when the
+ * agent gets round to it, and the agent is told to inspect it. A raw
+ * tracepoint for the child's task: the classic one gives only its pid,
+ * which does not tell a new process from a new thread. Untraced
+ * processes pay the one lookup.
+ */
+SEC("raw_tracepoint/sched_process_fork")
+int handle_fork(__u64 *ctx)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	if (!is_traced(parent))
+		return 0;
+	struct task_struct *child = (struct task_struct *)ctx[1]; /* (parent, child) */
+	__u32 pid = BPF_CORE_READ(child, pid), tgid = BPF_CORE_READ(child, tgid);
+	if (pid != tgid || tgid == parent)
+		return 0; /* a thread */
+	__u8 one = 1;
+	bpf_map_update_elem(&traced, &tgid, &one, BPF_ANY);
+	emit_simple(PW_EVENT_FORK, tgid);
 	return 0;
 }

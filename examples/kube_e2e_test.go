@@ -110,11 +110,11 @@ func tail(b []byte, n int) string {
 }
 
 // applyAgentRBAC creates the Namespace, ServiceAccount, ClusterRole and
-// ClusterRoleBinding of deploy/daemonset.yaml, so the agent runs with the
+// ClusterRoleBinding of deploy/kubernetes/pausewatch.yaml (rendered from the chart), so the agent runs with the
 // rights the manifest grants and nothing more.
 func (k *kubeCluster) applyAgentRBAC(t *testing.T, ctx context.Context) {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/daemonset.yaml")
+	b, err := os.ReadFile("../deploy/kubernetes/pausewatch.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func (k *kubeCluster) applyAgentRBAC(t *testing.T, ctx context.Context) {
 		if err := dec.Decode(&doc); err == io.EOF {
 			break
 		} else if err != nil {
-			t.Fatalf("daemonset.yaml: %v", err)
+			t.Fatalf("pausewatch.yaml: %v", err)
 		}
 		var meta metav1.TypeMeta
 		decodeJSON(t, doc, &meta)
@@ -150,12 +150,12 @@ func (k *kubeCluster) applyAgentRBAC(t *testing.T, ctx context.Context) {
 			continue
 		}
 		if err != nil {
-			t.Fatalf("create %s from daemonset.yaml: %v", meta.Kind, err)
+			t.Fatalf("create %s from pausewatch.yaml: %v", meta.Kind, err)
 		}
 		n++
 	}
 	if n != 4 {
-		t.Fatalf("daemonset.yaml: %d of Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, want 4", n)
+		t.Fatalf("pausewatch.yaml: %d of Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, want 4", n)
 	}
 }
 
@@ -172,7 +172,7 @@ func decodeJSON(t *testing.T, b []byte, v any) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		t.Fatalf("daemonset.yaml: %v", err)
+		t.Fatalf("pausewatch.yaml: %v", err)
 	}
 }
 

@@ -1,7 +1,7 @@
 package examples
 
 // The agent with least privilege: uid 65534 with exactly the capabilities
-// deploy/daemonset.yaml grants, read from the manifest so the two cannot
+// the DaemonSet in deploy/kubernetes/ grants, read from the manifest so the two cannot
 // drift apart. The workloads run as root, another user to the agent, as
 // they would in other containers.
 
@@ -22,11 +22,15 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// daemonSetManifest is the DaemonSet as users deploy it: rendered from the
+// Helm chart's default values (make manifests).
+const daemonSetManifest = "../deploy/kubernetes/pausewatch.yaml"
+
 // daemonSetCaps returns the capabilities the DaemonSet's container adds
 // (it drops ALL first, so these are all it has).
 func daemonSetCaps(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/daemonset.yaml")
+	b, err := os.ReadFile(daemonSetManifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +54,7 @@ func daemonSetCaps(t *testing.T) []string {
 		if err := dec.Decode(&doc); err == io.EOF {
 			break
 		} else if err != nil {
-			t.Fatalf("daemonset.yaml: %v", err)
+			t.Fatalf("%s: %v", daemonSetManifest, err)
 		}
 		if doc.Kind != "DaemonSet" {
 			continue
@@ -60,12 +64,12 @@ func daemonSetCaps(t *testing.T) []string {
 				continue
 			}
 			if !slices.Equal(c.SecurityContext.Capabilities.Drop, []string{"ALL"}) {
-				t.Fatalf("daemonset.yaml drops %v, want [ALL]", c.SecurityContext.Capabilities.Drop)
+				t.Fatalf("%s drops %v, want [ALL]", daemonSetManifest, c.SecurityContext.Capabilities.Drop)
 			}
 			return c.SecurityContext.Capabilities.Add
 		}
 	}
-	t.Fatal("daemonset.yaml: no pausewatch container")
+	t.Fatalf("%s: no pausewatch container", daemonSetManifest)
 	return nil
 }
 

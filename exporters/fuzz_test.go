@@ -97,8 +97,11 @@ func FuzzExporters(f *testing.F) {
 		// Prometheus: a pedantic registry checks the series are consistent;
 		// both encodings must succeed and the text must parse back.
 		prom := promexp.New(promexp.Options{PIDLabel: pidLabel, Objective: objective})
-		stream := agent.NewStream()
-		sub, cancel := stream.Subscribe()
+		stream := agent.NewStream(1)
+		sub, cancel, err := stream.Subscribe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer cancel()
 		for _, e := range evs {
 			prom.Record(e)

@@ -19,11 +19,12 @@ type bpfConn struct {
 	LastWriteNs uint64
 	PausedStart uint64
 	PausedWrite uint64
+	Seq         uint64
 	Tgid        uint32
 	Fd          uint32
 	Port        uint16
-	State       uint8
 	Flags       uint8
+	Pad8        uint8
 	Pad         uint32
 }
 
@@ -45,17 +46,17 @@ type bpfJvmState struct {
 
 type bpfPwEvent struct {
 	_          structs.HostLayout
-	StartNs    uint64
-	DurationNs uint64
-	StoppingNs uint64
-	Aux        uint64
-	Pid        uint32
-	Tid        uint32
-	Reason     uint32
 	Type       uint8
 	Runtime    uint8
 	Flags      uint8
 	Pad        uint8
+	Pid        uint32
+	Tid        uint32
+	Reason     uint32
+	StartNs    uint64
+	DurationNs uint64
+	StoppingNs uint64
+	Aux        uint64
 	Detail     [40]int8
 }
 
@@ -64,10 +65,24 @@ type bpfPwPauseState struct {
 	StartNs       uint64
 	PausedTotalNs uint64
 	Pauses        uint64
+	LastEndNs     uint64
 	Reason        uint32
 	InProgress    uint8
 	Runtime       uint8
 	Pad           [2]uint8
+}
+
+type bpfPwRequest struct {
+	_          structs.HostLayout
+	Type       uint8
+	Flags      uint8
+	Port       uint16
+	Pid        uint32
+	Fd         uint32
+	Pad        uint32
+	StartNs    uint64
+	DurationNs uint64
+	PausedNs   uint64
 }
 
 type bpfPwUsdtSpec struct {
@@ -107,6 +122,7 @@ const (
 	bpfMapFdSocks                 = "fd_socks"
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
+	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
@@ -114,8 +130,6 @@ const (
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
-	bpfProgEnterAccept            = "enter_accept"
-	bpfProgEnterAccept4           = "enter_accept4"
 	bpfProgEnterClose             = "enter_close"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
@@ -143,19 +157,29 @@ const (
 	bpfProgGoStopRet              = "go_stop_ret"
 	bpfProgHandleExec             = "handle_exec"
 	bpfProgHandleExit             = "handle_exit"
+	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
+	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
+	bpfProgHandleSockSendLength   = "handle_sock_send_length"
 	bpfProgJvmGcBegin             = "jvm_gc_begin"
 	bpfProgJvmSafepointBegin      = "jvm_safepoint_begin"
 	bpfProgJvmSafepointEnd        = "jvm_safepoint_end"
 	bpfProgJvmSafepointSynced     = "jvm_safepoint_synced"
 	bpfProgJvmVmopBegin           = "jvm_vmop_begin"
+	bpfProgNodePerformGc          = "node_perform_gc"
+	bpfProgNodeStartSafepoint     = "node_start_safepoint"
+	bpfProgNodeStopSafepoint      = "node_stop_safepoint"
 	bpfProgPyGcDone               = "py_gc_done"
 	bpfProgPyGcGen                = "py_gc_gen"
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
+	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
+	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
+	bpfVarUnusedPwRuntimeNode     = "unused_pw_runtime_node"
+	bpfVarUnusedPwRuntimePython   = "unused_pw_runtime_python"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -200,8 +224,6 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	EnterAccept            *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.ProgramSpec `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
@@ -229,13 +251,19 @@ type bpfProgramSpecs struct {
 	GoStopRet              *ebpf.ProgramSpec `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.ProgramSpec `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.ProgramSpec `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.ProgramSpec `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced     *ebpf.ProgramSpec `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.ProgramSpec `ebpf:"jvm_vmop_begin"`
+	NodePerformGc          *ebpf.ProgramSpec `ebpf:"node_perform_gc"`
+	NodeStartSafepoint     *ebpf.ProgramSpec `ebpf:"node_start_safepoint"`
+	NodeStopSafepoint      *ebpf.ProgramSpec `ebpf:"node_stop_safepoint"`
 	PyGcDone               *ebpf.ProgramSpec `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.ProgramSpec `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.ProgramSpec `ebpf:"py_gc_start"`
@@ -245,27 +273,32 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Conns       *ebpf.MapSpec `ebpf:"conns"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	FdSocks     *ebpf.MapSpec `ebpf:"fd_socks"`
-	GoStartArgs *ebpf.MapSpec `ebpf:"go_start_args"`
-	JvmState    *ebpf.MapSpec `ebpf:"jvm_state"`
-	PauseState  *ebpf.MapSpec `ebpf:"pause_state"`
-	PyCalls     *ebpf.MapSpec `ebpf:"py_calls"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	SysArgs     *ebpf.MapSpec `ebpf:"sys_args"`
-	Traced      *ebpf.MapSpec `ebpf:"traced"`
-	TracedPorts *ebpf.MapSpec `ebpf:"traced_ports"`
-	UsdtSpecs   *ebpf.MapSpec `ebpf:"usdt_specs"`
+	Conns         *ebpf.MapSpec `ebpf:"conns"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	FdSocks       *ebpf.MapSpec `ebpf:"fd_socks"`
+	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
+	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
+	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
+	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
+	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	SysArgs       *ebpf.MapSpec `ebpf:"sys_args"`
+	Traced        *ebpf.MapSpec `ebpf:"traced"`
+	TracedPorts   *ebpf.MapSpec `ebpf:"traced_ports"`
+	UsdtSpecs     *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	ArrivalMode      *ebpf.VariableSpec `ebpf:"arrival_mode"`
-	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
-	UnusedPwContract *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
+	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
+	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
+	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
+	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimeNode   *ebpf.VariableSpec `ebpf:"unused_pw_runtime_node"`
+	UnusedPwRuntimePython *ebpf.VariableSpec `ebpf:"unused_pw_runtime_python"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -288,18 +321,19 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Conns       *ebpf.Map `ebpf:"conns"`
-	Events      *ebpf.Map `ebpf:"events"`
-	FdSocks     *ebpf.Map `ebpf:"fd_socks"`
-	GoStartArgs *ebpf.Map `ebpf:"go_start_args"`
-	JvmState    *ebpf.Map `ebpf:"jvm_state"`
-	PauseState  *ebpf.Map `ebpf:"pause_state"`
-	PyCalls     *ebpf.Map `ebpf:"py_calls"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	SysArgs     *ebpf.Map `ebpf:"sys_args"`
-	Traced      *ebpf.Map `ebpf:"traced"`
-	TracedPorts *ebpf.Map `ebpf:"traced_ports"`
-	UsdtSpecs   *ebpf.Map `ebpf:"usdt_specs"`
+	Conns         *ebpf.Map `ebpf:"conns"`
+	Events        *ebpf.Map `ebpf:"events"`
+	FdSocks       *ebpf.Map `ebpf:"fd_socks"`
+	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
+	JvmState      *ebpf.Map `ebpf:"jvm_state"`
+	NodeCollector *ebpf.Map `ebpf:"node_collector"`
+	PauseState    *ebpf.Map `ebpf:"pause_state"`
+	PyCalls       *ebpf.Map `ebpf:"py_calls"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	SysArgs       *ebpf.Map `ebpf:"sys_args"`
+	Traced        *ebpf.Map `ebpf:"traced"`
+	TracedPorts   *ebpf.Map `ebpf:"traced_ports"`
+	UsdtSpecs     *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -309,6 +343,7 @@ func (m *bpfMaps) Close() error {
 		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
+		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
 		m.Stats,
@@ -323,17 +358,19 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	ArrivalMode      *ebpf.Variable `ebpf:"arrival_mode"`
-	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
-	UnusedPwContract *ebpf.Variable `ebpf:"unused_pw_contract"`
+	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
+	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
+	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
+	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
+	UnusedPwRuntimeNode   *ebpf.Variable `ebpf:"unused_pw_runtime_node"`
+	UnusedPwRuntimePython *ebpf.Variable `ebpf:"unused_pw_runtime_python"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	EnterAccept            *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4           *ebpf.Program `ebpf:"enter_accept4"`
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
@@ -361,13 +398,19 @@ type bpfPrograms struct {
 	GoStopRet              *ebpf.Program `ebpf:"go_stop_ret"`
 	HandleExec             *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
+	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
+	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
+	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
 	JvmGcBegin             *ebpf.Program `ebpf:"jvm_gc_begin"`
 	JvmSafepointBegin      *ebpf.Program `ebpf:"jvm_safepoint_begin"`
 	JvmSafepointEnd        *ebpf.Program `ebpf:"jvm_safepoint_end"`
 	JvmSafepointSynced     *ebpf.Program `ebpf:"jvm_safepoint_synced"`
 	JvmVmopBegin           *ebpf.Program `ebpf:"jvm_vmop_begin"`
+	NodePerformGc          *ebpf.Program `ebpf:"node_perform_gc"`
+	NodeStartSafepoint     *ebpf.Program `ebpf:"node_start_safepoint"`
+	NodeStopSafepoint      *ebpf.Program `ebpf:"node_stop_safepoint"`
 	PyGcDone               *ebpf.Program `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.Program `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.Program `ebpf:"py_gc_start"`
@@ -375,8 +418,6 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
-		p.EnterAccept,
-		p.EnterAccept4,
 		p.EnterClose,
 		p.EnterRead,
 		p.EnterReadv,
@@ -404,13 +445,19 @@ func (p *bpfPrograms) Close() error {
 		p.GoStopRet,
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleFork,
 		p.HandleInetSockSetState,
 		p.HandleSkDataReady,
+		p.HandleSockRecvLength,
+		p.HandleSockSendLength,
 		p.JvmGcBegin,
 		p.JvmSafepointBegin,
 		p.JvmSafepointEnd,
 		p.JvmSafepointSynced,
 		p.JvmVmopBegin,
+		p.NodePerformGc,
+		p.NodeStartSafepoint,
+		p.NodeStopSafepoint,
 		p.PyGcDone,
 		p.PyGcGen,
 		p.PyGcStart,

@@ -1,10 +1,12 @@
 package source
 
 import (
+	"bytes"
 	"encoding/binary"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/btf"
 )
@@ -23,6 +25,7 @@ func TestContract(t *testing.T) {
 		goType reflect.Type
 	}{
 		{"pw_event", reflect.TypeOf(bpfPwEvent{})},
+		{"pw_request", reflect.TypeOf(bpfPwRequest{})},
 		{"pw_pause_state", reflect.TypeOf(bpfPwPauseState{})},
 		{"pw_usdt_spec", reflect.TypeOf(bpfPwUsdtSpec{})},
 	} {
@@ -56,13 +59,22 @@ func TestContract(t *testing.T) {
 	if got := reflect.TypeOf(bpfPwEvent{}).Size(); got != eventSize {
 		t.Errorf("eventSize = %d, struct is %d bytes", eventSize, got)
 	}
+	if got := reflect.TypeOf(bpfPwRequest{}).Size(); got != requestSize {
+		t.Errorf("requestSize = %d, struct is %d bytes", requestSize, got)
+	}
+	// Every record starts with its type.
+	for _, name := range []string{"pw_event", "pw_request"} {
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(name, &st); err == nil && (st.Members[0].Name != "type" || st.Members[0].Offset != 0) {
+			t.Errorf("%s does not start with its type", name)
+		}
+	}
 
 	for _, tc := range []struct {
 		enum   string
 		values map[string]uint64
 	}{
-		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest}},
-		{"pw_runtime", map[string]uint64{"PW_RUNTIME_GO": runtimeGo, "PW_RUNTIME_JVM": runtimeJVM, "PW_RUNTIME_PYTHON": runtimePython}},
+		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest, "PW_EVENT_FORK": eventFork}},
 		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart}},
 		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},
 		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_MAX": statMax}},
@@ -83,35 +95,67 @@ func TestContract(t *testing.T) {
 	}
 }
 
-func TestDecodeEvent(t *testing.T) {
-	b := make([]byte, eventSize)
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], 1000)
-	le.PutUint64(b[8:], 25_000)
-	le.PutUint64(b[16:], 700)
-	le.PutUint64(b[24:], 9)
-	le.PutUint32(b[32:], 4242)
-	le.PutUint32(b[36:], 4243)
-	le.PutUint32(b[40:], 2)
-	b[44], b[45] = eventPause, runtimeGo
-	copy(b[48:], "G1CollectForAllocation\x00")
-
-	got, err := decodeEvent(b)
+// TestDecodeRecords: the hand-written decoders read back what the kernel's
+// layout (the bpf2go mirrors, checked against BTF above) holds.
+// TestRuntimeIDs: every runtime's Go ID is the PW_RUNTIME_<NAME> its BPF
+// file defines, and no two runtimes share one.
+func TestRuntimeIDs(t *testing.T) {
+	spec, err := loadBpf()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("load collection spec: %v", err)
 	}
-	want := bpfPwEvent{StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9, Pid: 4242, Tid: 4243,
-		Reason: 2, Type: eventPause, Runtime: runtimeGo}
+	seen := map[uint8]string{}
+	for _, r := range runtimeList(Config{}) {
+		var e *btf.Enum
+		name := "pw_runtime_" + r.Name()
+		if err := spec.Types.TypeByName(name, &e); err != nil {
+			t.Errorf("%s: enum %s not in BTF (bpf/%s's file must define it): %v", r.Name(), name, r.Name(), err)
+			continue
+		}
+		if len(e.Values) != 1 || e.Values[0].Name != "PW_RUNTIME_"+strings.ToUpper(r.Name()) || e.Values[0].Value != uint64(r.ID()) {
+			t.Errorf("%s: BTF %s = %+v, Go ID %d", r.Name(), name, e.Values, r.ID())
+		}
+		if other, dup := seen[r.ID()]; dup || r.ID() == 0 {
+			t.Errorf("%s: ID %d is 0 or also %s's", r.Name(), r.ID(), other)
+		}
+		seen[r.ID()] = r.Name()
+	}
+}
+
+func TestDecodeRecords(t *testing.T) {
+	pause := bpfPwEvent{Type: eventPause, Runtime: runtimeJVM, Flags: eventFlagAux, Pid: 4242, Tid: 4243, Reason: 2,
+		StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9}
 	for i, c := range "G1CollectForAllocation" {
-		want.Detail[i] = int8(c)
+		pause.Detail[i] = int8(c)
 	}
-	if got != want {
-		t.Errorf("decode = %+v, want %+v", got, want)
+	req := bpfPwRequest{Type: eventRequest, Flags: eventFlagReadStart, Port: 8080, Pid: 77, Fd: 5,
+		StartNs: 3000, DurationNs: 40_000, PausedNs: 1200}
+	for _, tc := range []struct {
+		name string
+		in   any
+		want record
+	}{
+		{"pause", pause, record{typ: eventPause, pid: 4242, e: pause}},
+		{"request", req, record{typ: eventRequest, pid: 77, req: req}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := binary.Write(&buf, binary.LittleEndian, tc.in); err != nil {
+				t.Fatal(err)
+			}
+			got, err := decodeRecord(buf.Bytes(), time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("decode = %+v, want %+v", got, tc.want)
+			}
+			if _, err := decodeRecord(buf.Bytes()[:buf.Len()-1], time.Time{}); err == nil {
+				t.Error("short record decoded without error")
+			}
+		})
 	}
-	if s := cString(got.Detail[:]); s != "G1CollectForAllocation" {
+	if s := cString(pause.Detail[:]); s != "G1CollectForAllocation" {
 		t.Errorf("detail %q", s)
-	}
-	if _, err := decodeEvent(b[:eventSize-1]); err == nil {
-		t.Error("short record decoded without error")
 	}
 }

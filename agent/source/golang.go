@@ -10,10 +10,11 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 // Go versions whose runtime this file has been checked against: the
@@ -351,9 +352,12 @@ func goFuncsPclntab(f *elf.File, names ...string) ([]funcRange, error) {
 func goPclntab(f *elf.File) (*gosym.Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
-		// Some linkers put the pclntab in .data.rel.ro without a section
-		// name (PIE before Go 1.21); those binaries are not supported yet.
-		return nil, errors.New("no .symtab entry and no .gopclntab section")
+		// PIE binaries keep it in relocated read-only data, in a section
+		// of its own name (Go 1.17-1.22 on this machine).
+		pcln = f.Section(".data.rel.ro.gopclntab")
+	}
+	if pcln == nil {
+		return nil, errors.New("no .symtab entry and no .gopclntab (or .data.rel.ro.gopclntab) section")
 	}
 	data, err := pcln.Data()
 	if err != nil {
@@ -652,9 +656,50 @@ const (
 	goCookieCaller      = 4 // send startTheWorldWithSema's return site (< 1.21)
 )
 
-// attachGo puts the Go STW probes on one executable. Uprobes bind to the
+// runtimeGo is PW_RUNTIME_GO of bpf/golang.
+const runtimeGo = 1
+
+// goRuntime recognises Go executables by their build info.
+type goRuntime struct{}
+
+func (goRuntime) Name() string                  { return "go" }
+func (goRuntime) ID() uint8                     { return runtimeGo }
+func (goRuntime) Library(string) bool           { return false }
+func (goRuntime) Service(string, []byte) string { return "" }
+
+// Recognise reads a Go executable (see inspectGo).
+func (goRuntime) Recognise(f *file) (Plan, error) {
+	if !f.exe {
+		return nil, notMine("Go is linked into executables")
+	}
+	b, err := inspectGo(f.f)
+	if errors.Is(err, errNotGo) {
+		return nil, fmt.Errorf("%w: %w", errNotMine, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (e *unsupportedGoError) runtimeVersion() string { return e.version }
+
+func (b *goBinary) Method() string  { return MethodUprobe }
+func (b *goBinary) Version() string { return b.version }
+
+// Decode: the stwReason the runtime passed (1.21+), else the caller
+// of startTheWorldWithSema.
+func (b *goBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
+	if b.minor < goReasonMinor {
+		ev.Reason, ev.Kind = b.reasonFromCaller(e.Aux, e.Flags&eventFlagAux != 0)
+		return
+	}
+	ev.Reason, ev.Kind = goReason(b.minor, e.Reason)
+}
+
+// Attach puts the Go STW probes on one executable. Uprobes bind to the
 // inode, so every process running this file is covered by one attach.
-func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
+func (b *goBinary) Attach(p *probeSet, objs *bpfObjects) error {
 	var cookie uint64
 	if b.minor >= 23 {
 		cookie = goCookieHasFinished
@@ -663,50 +708,22 @@ func attachGo(p *probeSet, b *goBinary, objs *bpfObjects) ([]link.Link, error) {
 		cookie = goCookieNoReason | goCookieCaller
 	}
 	at := func(addr uint64) link.UprobeOptions { return link.UprobeOptions{Address: addr, Cookie: cookie} }
-	var err error
 	if b.minor >= 22 {
 		for _, r := range b.stopRets {
-			if err = p.add("runtime.stopTheWorldWithSema", objs.GoStopRet, false, at(r)); err != nil {
-				break
+			if err := p.add("runtime.stopTheWorldWithSema", objs.GoStopRet, false, at(r)); err != nil {
+				return err
 			}
 		}
-		if err == nil {
-			err = p.add("runtime.startTheWorldWithSema", objs.GoStartEntry, false, at(b.startEntry))
+		if err := p.add("runtime.startTheWorldWithSema", objs.GoStartEntry, false, at(b.startEntry)); err != nil {
+			return err
 		}
-	} else {
-		err = p.add("runtime.stopTheWorldWithSema", objs.GoStopEntry, false, at(b.stopEntry))
+	} else if err := p.add("runtime.stopTheWorldWithSema", objs.GoStopEntry, false, at(b.stopEntry)); err != nil {
+		return err
 	}
 	for _, r := range b.startRets {
-		if err != nil {
-			break
+		if err := p.add("runtime.startTheWorldWithSema", objs.GoStartRet, false, at(r)); err != nil {
+			return err
 		}
-		err = p.add("runtime.startTheWorldWithSema", objs.GoStartRet, false, at(r))
 	}
-	return p.result(err)
+	return nil
 }
-
-// closeLinks closes links concurrently. Taking a uprobe off waits for RCU
-// grace periods (tens of milliseconds each, more on a busy machine): one
-// after another, a few hundred links took many seconds at shutdown, while
-// concurrent closes share their grace periods.
-func closeLinks(links []link.Link) {
-	if len(links) <= 1 {
-		for _, l := range links {
-			l.Close()
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentCloses)
-	for _, l := range links {
-		sem <- struct{}{}
-		wg.Go(func() {
-			l.Close()
-			<-sem
-		})
-	}
-	wg.Wait()
-}
-
-// maxConcurrentCloses bounds the goroutines closeLinks starts.
-const maxConcurrentCloses = 64

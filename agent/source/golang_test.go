@@ -167,10 +167,19 @@ func TestInspectGoBeforeReasons(t *testing.T) {
 			if r, k := bf.reasonFromCaller(0, true); r != "unknown" || k != "other" {
 				t.Errorf("a return site not found = %q/%q, want unknown/other", r, k)
 			}
-			// PIE before 1.21 keeps its pclntab in an unnamed part of
-			// .data.rel.ro: stripped, it is refused, not probed.
-			if _, err := inspectFile(t, buildOldGo(t, tc, "-buildmode=pie", "-ldflags=-s -w")); err == nil {
-				t.Errorf("stripped PIE accepted")
+			// PIE before 1.23 keeps its pclntab in .data.rel.ro.gopclntab:
+			// stripped, it must give the sites .symtab gives unstripped.
+			pie, err := inspectFile(t, buildOldGo(t, tc, "-buildmode=pie"))
+			if err != nil {
+				t.Fatalf("PIE: %v", err)
+			}
+			spie, err := inspectFile(t, buildOldGo(t, tc, "-buildmode=pie", "-ldflags=-s -w"))
+			if err != nil {
+				t.Fatalf("stripped PIE: %v", err)
+			}
+			if pie.stopEntry != spie.stopEntry || pie.startEntry != spie.startEntry ||
+				!slices.Equal(pie.startRets, spie.startRets) || !slices.Equal(pie.stopRets, spie.stopRets) {
+				t.Errorf("stripped PIE sites %+v, unstripped PIE %+v", spie, pie)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,7 +62,8 @@ func parseHsperfdata(b []byte) (*perfData, error) {
 	if used <= 0 || used > len(b) {
 		used = len(b)
 	}
-	if entryOff < perfPrologueSize || entryOff > used || n < 0 || n > used/perfEntryHeader {
+	// A JVM has under 1,000 counters; a file claiming 32,768 cost the agent a third of a core.
+	if entryOff < perfPrologueSize || entryOff > used || n < 0 || n > used/perfEntryHeader || n > maxPerfEntries {
 		return nil, fmt.Errorf("hsperfdata: bad prologue (entries at %d, %d entries, %d bytes used)", entryOff, n, used)
 	}
 	d := &perfData{longs: make(map[string]int64, n), strings: make(map[string]string)}
@@ -104,6 +106,10 @@ func parseHsperfdata(b []byte) (*perfData, error) {
 	return d, nil
 }
 
+// Bounds on what an hsperfdata file may declare (written by the process
+// watched): counters per file, and collectors (each may make an event per poll).
+const maxPerfEntries, maxPerfCollectors = 4096, 16
+
 // maxPerfDataSize bounds what is read of an hsperfdata file: the JVM's
 // -XX:PerfDataMemorySize cannot exceed 2 MiB, and the file is written by
 // the process we watch, so its header is not trusted past that.
@@ -132,28 +138,6 @@ type perfMapping struct {
 	major    uint32 // device and inode of the mapped file, from the maps line
 	minor    uint32
 	ino      uint64
-}
-
-// hsperfdataMapping finds the hsperfdata file a process has mapped.
-func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
-	nspid, err := p.nsPID(pid)
-	if err != nil {
-		return perfMapping{}, err
-	}
-	f, err := os.Open(p.path(pid, "maps"))
-	if err != nil {
-		return perfMapping{}, fmt.Errorf("read maps: %w", err)
-	}
-	defer f.Close()
-	m, err := findPerfMapping(f, nspid)
-	if err != nil {
-		return perfMapping{}, err
-	}
-	m.mapFile = p.path(pid, "map_files", m.mapFile)
-	if m.rootPath != "" {
-		m.rootPath = filepath.Join(p.path(pid, "root"), m.rootPath)
-	}
-	return m, nil
 }
 
 // findPerfMapping picks the hsperfdata mapping out of /proc/<pid>/maps: a
@@ -206,15 +190,40 @@ func findPerfMapping(maps io.Reader, nspid string) (perfMapping, error) {
 }
 
 // open opens the mapped file and checks it is the very file in the maps
-// line. /proc/<pid>/map_files needs CAP_SYS_ADMIN; without it the path is
-// tried under the process's root, which only passes the check if it still
-// names the mapped inode (not after the file was replaced, and not through
-// overlayfs, whose inodes differ from the mapped ones: then it is an error).
+// line: the device and inode printed there. Two ways reach it, and the
+// first that names that very file is used. /proc/<pid>/map_files reaches
+// the mapped file even once deleted, but needs CAP_SYS_ADMIN (or
+// CAP_CHECKPOINT_RESTORE). The path under the process's root needs neither,
+// and passes only if it still names the mapped inode (not after the file
+// was replaced).
+//
+// On overlayfs (a container's /tmp) the maps line names the overlay's
+// inode: the overlay superblock's device and the overlay inode's number
+// (Linux 6.18, measured in TestContainersJVM). Neither way stats as that:
+// map_files opens the upper layer's file (the upper filesystem's device),
+// and a file through the overlay stats with a per-layer pseudo device. The
+// inode number is the same everywhere, and a directory of the overlay
+// stats with the superblock's device, so a file reached through an overlay
+// path is the mapped one when its inode number matches and its directory
+// is on the device of the maps line (see sameOverlayFile).
 func (m perfMapping) open() (*os.File, error) {
-	f, err := os.Open(m.mapFile)
-	if err != nil && m.rootPath != "" {
-		f, err = os.Open(m.rootPath)
+	var errs []error
+	for _, path := range []string{m.mapFile, m.rootPath} {
+		if path == "" {
+			continue
+		}
+		f, err := m.openSame(path)
+		if err == nil {
+			return f, nil
+		}
+		errs = append(errs, err)
 	}
+	return nil, errors.Join(errs...)
+}
+
+// openSame opens path if it is the file of the maps line.
+func (m perfMapping) openSame(path string) (*os.File, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", m.path, err)
 	}
@@ -223,7 +232,7 @@ func (m perfMapping) open() (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("stat %s: %w", m.path, err)
 	}
-	if st.Ino != m.ino || unix.Major(st.Dev) != m.major || unix.Minor(st.Dev) != m.minor {
+	if (st.Ino != m.ino || unix.Major(st.Dev) != m.major || unix.Minor(st.Dev) != m.minor) && !m.sameOverlayFile(f, path, &st) {
 		f.Close()
 		return nil, fmt.Errorf("%s (dev %d:%d inode %d) is not the file the process has mapped (dev %d:%d inode %d)",
 			f.Name(), unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, m.major, m.minor, m.ino)
@@ -233,6 +242,26 @@ func (m perfMapping) open() (*os.File, error) {
 		return nil, fmt.Errorf("%s is not a regular file", m.path)
 	}
 	return f, nil
+}
+
+// sameOverlayFile says whether f, opened at path and with stat st, is the
+// overlay inode of the maps line: on overlayfs, with its inode number, in
+// a directory on the overlay superblock's device. A file bind-mounted over
+// the name is on another filesystem, or its directory on another device:
+// refused either way.
+func (m perfMapping) sameOverlayFile(f *os.File, path string, st *unix.Stat_t) bool {
+	if st.Ino != m.ino {
+		return false
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.OVERLAYFS_SUPER_MAGIC {
+		return false
+	}
+	var dir unix.Stat_t
+	if err := unix.Stat(filepath.Dir(path), &dir); err != nil {
+		return false
+	}
+	return unix.Major(dir.Dev) == m.major && unix.Minor(dir.Dev) == m.minor
 }
 
 // perfReader reads the used part of an hsperfdata file, no more: the
@@ -282,45 +311,6 @@ func (pr *perfReader) read() ([]byte, error) {
 	return nil, errors.New("hsperfdata: used size kept growing over 3 reads")
 }
 
-// nsPID returns the process's pid in its innermost pid namespace.
-func (p procFS) nsPID(pid uint32) (string, error) {
-	f, err := os.Open(p.path(pid, "status"))
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			fields := strings.Fields(v)
-			if len(fields) > 0 {
-				return fields[len(fields)-1], nil
-			}
-		}
-	}
-	return "", errors.New("status: no NSpid line")
-}
-
-// maxCmdline bounds what is read of a command line (the kernel allows
-// tens of MiB with a large stack limit). 256 KiB holds the longest real
-// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
-const maxCmdline = 256 << 10
-
-// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
-// bytes, ending at an argument's end (a cut argument is left out).
-func (p procFS) cmdline(pid uint32) []byte {
-	f, err := os.Open(p.path(pid, "cmdline"))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
-	if len(b) > maxCmdline {
-		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
-	}
-	return b
-}
-
 // perfCounters is the part of a poll that the counters are built from.
 type perfCounters struct {
 	safepoints int64 // sun.rt.safepoints
@@ -360,7 +350,10 @@ func readPerfCounters(d *perfData) (perfCounters, error) {
 		if !ok {
 			continue
 		}
-		col := c.collectors[idx]
+		col, known := c.collectors[idx]
+		if !known && len(c.collectors) >= maxPerfCollectors {
+			continue // HotSpot has at most 4; more would be one sample event each per poll
+		}
 		switch field {
 		case "invocations":
 			col.invocations = v
@@ -433,17 +426,15 @@ func perfEvents(p agent.Process, prev, cur perfCounters, now time.Time) []agent.
 // refreshes its sampled counters every 50 ms.
 const hsperfdataInterval = 100 * time.Millisecond
 
-// startHsperfdata opens a JVM's mapped hsperfdata file and polls it until
-// the process exits; s.mu is held. The file stays open so every poll reads
-// the same inode, whatever happens to its name.
-func (s *Source) startHsperfdata(p *process, m perfMapping) error {
+// start opens the JVM's mapped hsperfdata file and polls it until ctx is
+// done. The file stays open so every poll reads the same inode, whatever
+// happens to its name.
+func (m perfMapping) start(ctx context.Context, p agent.Process, out chan<- agent.Event, log *slog.Logger) (string, error) {
 	f, err := m.open()
 	if err != nil {
-		return err
+		return "", fmt.Errorf("hsperfdata: %w", err)
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	p.stop = cancel
-	proc := p.Process
+	proc := p
 	proc.Method = MethodHsperfdata
 	go func() {
 		defer f.Close()
@@ -461,12 +452,12 @@ func (s *Source) startHsperfdata(p *process, m perfMapping) error {
 				}
 			}
 			if err != nil {
-				s.log.Debug("hsperfdata poll", "pid", proc.PID, "file", m.path, "err", err)
+				log.Debug("hsperfdata poll", "pid", proc.PID, "file", m.path, "err", err)
 			} else {
 				if prev != nil {
 					for _, e := range perfEvents(proc, *prev, cur, time.Now()) {
 						select {
-						case s.polled <- e:
+						case out <- e:
 						case <-ctx.Done():
 							return
 						}
@@ -481,5 +472,5 @@ func (s *Source) startHsperfdata(p *process, m perfMapping) error {
 			}
 		}
 	}()
-	return nil
+	return MethodHsperfdata, nil
 }

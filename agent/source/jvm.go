@@ -1,12 +1,10 @@
 package source
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -89,105 +87,62 @@ func inspectJVM(f *elf.File, noUSDT bool) (*jvmLib, error) {
 	return lib, nil
 }
 
-// specAllocator stores USDT argument specs in the usdt_specs map and
-// returns the index to use as the attach cookie. Identical specs share a
-// slot; a slot is reference counted and reused once the last probe that
-// used it is gone, so the map's bound is on distinct live specs, not on
-// how many processes ever started.
-type specAllocator struct {
-	m     specMap
-	max   uint32
-	next  uint32   // slots below next have been handed out once
-	free  []uint32 // released slots, reused first
-	slots map[bpfPwUsdtSpec]*specSlot
-	byIdx map[uint32]*specSlot
+// runtimeJVM is PW_RUNTIME_JVM of bpf/jvm.
+const runtimeJVM = 2
+
+// jvmRuntime recognises HotSpot's libjvm.so in a process's maps.
+type jvmRuntime struct {
+	noProbes bool // Config.NoJVMProbes: hsperfdata only
+	noUSDT   bool // Config.NoJVMUSDT: symbol uprobes instead of USDT
 }
 
-type specSlot struct {
-	idx  uint32
-	spec bpfPwUsdtSpec
-	refs int
+func (jvmRuntime) Name() string             { return "jvm" }
+func (jvmRuntime) ID() uint8                { return runtimeJVM }
+func (jvmRuntime) Library(base string) bool { return base == "libjvm.so" }
+
+// Service: the main class, jar or module (javaService).
+func (jvmRuntime) Service(exe string, cmdline []byte) string { return javaService(exe, cmdline) }
+
+// Recognise finds the safepoint probes of a libjvm.so.
+func (r jvmRuntime) Recognise(f *file) (Plan, error) {
+	if f.exe {
+		return nil, notMine("the JVM is found as libjvm.so in the process's maps")
+	}
+	ef, err := f.ELF()
+	if err != nil {
+		return nil, err
+	}
+	if r.noProbes {
+		return nil, errors.New("JVM probes disabled by configuration")
+	}
+	return inspectJVM(ef, r.noUSDT)
 }
 
-// specMap is the part of *ebpf.Map the allocator uses.
-type specMap interface {
-	Put(key, value any) error
+// probesDisabled: --no-jvm-probes leaves the JVM to hsperfdata.
+func (r jvmRuntime) probesDisabled() bool { return r.noProbes }
+
+// prepareFallback finds the JVM's own hsperfdata file in its maps.
+func (jvmRuntime) prepareFallback(proc procFS, pid uint32) (fallback, error) {
+	m, err := proc.hsperfdataMapping(pid)
+	if err != nil {
+		return nil, fmt.Errorf("hsperfdata: %w", err)
+	}
+	return m, nil
 }
 
-func newSpecAllocator(m specMap, max uint32) *specAllocator {
-	return &specAllocator{m: m, max: max, slots: map[bpfPwUsdtSpec]*specSlot{}, byIdx: map[uint32]*specSlot{}}
+// fallbackWorks: the hsperfdata files of other users need CAP_DAC_READ_SEARCH.
+func (jvmRuntime) fallbackWorks(cp *Capture) bool { return cp.Methods[CaptureHsperfdata] == "" }
+
+func (lib *jvmLib) Method() string  { return lib.method }
+func (lib *jvmLib) Version() string { return "" }
+
+// Decode: the VM operation the safepoint ran, and whether it collected.
+func (lib *jvmLib) Decode(e *bpfPwEvent, ev *agent.Event) {
+	ev.Reason, ev.Kind = jvmReason(e.Reason, cString(e.Detail[:]))
 }
 
-// add returns the slot holding args, storing them if no live slot does.
-func (a *specAllocator) add(args []usdt.Arg) (uint64, error) {
-	var spec bpfPwUsdtSpec
-	for i, arg := range args {
-		if i >= len(spec.Args) {
-			break
-		}
-		s := &spec.Args[i]
-		switch arg.Kind {
-		case usdt.ArgConst:
-			s.Kind = usdtArgConst
-		case usdt.ArgReg:
-			s.Kind = usdtArgReg
-		case usdt.ArgRegMem:
-			s.Kind = usdtArgRegMem
-		}
-		s.Val, s.RegOff, s.Size = arg.Val, arg.RegOffset, arg.Size
-		if arg.Signed {
-			s.IsSigned = 1
-		}
-	}
-	if sl := a.slots[spec]; sl != nil {
-		sl.refs++
-		return uint64(sl.idx), nil
-	}
-	var idx uint32
-	switch {
-	case len(a.free) > 0:
-		idx = a.free[len(a.free)-1]
-	case a.next < a.max:
-		idx = a.next
-	default:
-		return 0, fmt.Errorf("usdt_specs map full (%d distinct argument specs in use)", a.max)
-	}
-	if err := a.m.Put(idx, &spec); err != nil {
-		return 0, fmt.Errorf("store USDT spec: %w", err)
-	}
-	if len(a.free) > 0 && a.free[len(a.free)-1] == idx {
-		a.free = a.free[:len(a.free)-1]
-	} else {
-		a.next++
-	}
-	sl := &specSlot{idx: idx, spec: spec, refs: 1}
-	a.slots[spec], a.byIdx[idx] = sl, sl
-	return uint64(idx), nil
-}
-
-// release drops one reference to each slot; the caller has closed the
-// probes that used them, so no program reads them any more.
-func (a *specAllocator) release(idxs []uint64) {
-	for _, i := range idxs {
-		sl := a.byIdx[uint32(i)]
-		if sl == nil {
-			continue
-		}
-		if sl.refs--; sl.refs > 0 {
-			continue
-		}
-		delete(a.slots, sl.spec)
-		delete(a.byIdx, sl.idx)
-		a.free = append(a.free, sl.idx)
-	}
-}
-
-// inUse is the number of live slots.
-func (a *specAllocator) inUse() int { return len(a.byIdx) }
-
-// attachJVM puts the safepoint probes on one libjvm.so file.
-func attachJVM(p *probeSet, lib *jvmLib, objs *bpfObjects) ([]link.Link, error) {
-	var err error
+// Attach puts the safepoint probes on one libjvm.so file.
+func (lib *jvmLib) Attach(p *probeSet, objs *bpfObjects) error {
 	switch lib.method {
 	case MethodUSDT:
 		for _, s := range []struct {
@@ -201,27 +156,31 @@ func attachJVM(p *probeSet, lib *jvmLib, objs *bpfObjects) ([]link.Link, error) 
 			{"hotspot:gc__begin", objs.JvmGcBegin, lib.gc, true},
 			{"hs_private:safepoint__end", objs.JvmSafepointEnd, lib.end, false},
 		} {
-			if err = p.sites(s.what, s.prog, s.sites, s.readsArgs); err != nil {
-				break
+			if err := p.sites(s.what, s.prog, s.sites, s.readsArgs); err != nil {
+				return err
 			}
 		}
 	case MethodUprobe:
-		err = p.add("SafepointSynchronize::begin", objs.JvmSafepointBegin, false, link.UprobeOptions{Address: lib.symBegin})
-		if err == nil && lib.symNotifyGC != 0 {
+		if err := p.add("SafepointSynchronize::begin", objs.JvmSafepointBegin, false, link.UprobeOptions{Address: lib.symBegin}); err != nil {
+			return err
+		}
+		if lib.symNotifyGC != 0 {
 			// VM_GC_Operation::notify_gc_begin(bool full): this in RDI, full in SIL.
 			full, _ := usdt.ParseArgs("1@%sil")
-			err = p.withArgs("VM_GC_Operation::notify_gc_begin", objs.JvmGcBegin, false,
-				link.UprobeOptions{Address: lib.symNotifyGC}, full)
+			if err := p.withArgs("VM_GC_Operation::notify_gc_begin", objs.JvmGcBegin, false,
+				link.UprobeOptions{Address: lib.symNotifyGC}, full); err != nil {
+				return err
+			}
 		}
-		if err == nil {
-			err = p.add("SafepointSynchronize::end", objs.JvmSafepointEnd, true, link.UprobeOptions{Address: lib.symEnd})
+		if err := p.add("SafepointSynchronize::end", objs.JvmSafepointEnd, true, link.UprobeOptions{Address: lib.symEnd}); err != nil {
+			return err
 		}
 	}
-	if err == nil && lib.symSynced != 0 {
-		err = p.add("RuntimeService::record_safepoint_synchronized", objs.JvmSafepointSynced, false,
+	if lib.symSynced != 0 {
+		return p.add("RuntimeService::record_safepoint_synchronized", objs.JvmSafepointSynced, false,
 			link.UprobeOptions{Address: lib.symSynced})
 	}
-	return p.result(err)
+	return nil
 }
 
 // Reason flags shared with bpf/jvm.c.
@@ -247,36 +206,6 @@ func jvmReason(flags uint32, op string) (reason, kind string) {
 		op = "safepoint" // no operation seen (symbol fallback, or none ran)
 	}
 	return op, kind
-}
-
-// mappedLib finds a shared library whose base name matches in a process's
-// memory maps, and returns a path to it that works from the agent's mount
-// namespace, and its inode.
-func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, fileKey, bool) {
-	f, err := os.Open(p.path(pid, "maps"))
-	if err != nil {
-		return "", fileKey{}, false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Bytes()
-		i := bytes.IndexByte(line, '/')
-		if i < 0 || !match(string(line[bytes.LastIndexByte(line, '/')+1:])) {
-			continue
-		}
-		lib := string(line[i:])
-		// Through the process's root, so containers' files resolve.
-		path := filepath.Join(p.path(pid, "root"), lib)
-		var key fileKey
-		if fi, err := os.Stat(path); err == nil {
-			key = statKey(fi)
-		} else {
-			continue
-		}
-		return path, key, true
-	}
-	return "", fileKey{}, false
 }
 
 // javaOptsWithValue are the java launcher's options whose value is the

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/usdt"
@@ -101,7 +104,7 @@ func writeStat(t *testing.T, root string, pid uint32, start uint64) {
 func TestReconcileForgetsUnseenExits(t *testing.T) {
 	root := t.TempDir()
 	s := New(Config{ProcFS: root})
-	info := &fileInfo{runtime: "go", method: MethodUprobe}
+	info := &fileInfo{rt: goRuntime{}, method: MethodUprobe}
 	track := func(pid uint32, start uint64) {
 		p := &process{info: info}
 		p.Process = agent.Process{PID: pid, StartTime: start, Runtime: "go", Method: MethodUprobe, Service: fmt.Sprint("svc", pid)}
@@ -124,5 +127,52 @@ func TestReconcileForgetsUnseenExits(t *testing.T) {
 	}
 	if info.refs != 1 {
 		t.Fatalf("file references %d, want 1 (the live process)", info.refs)
+	}
+}
+
+// TestMappedLibIsTheMappedFile: a library found in a process's maps is
+// opened once and only when its path still names the mapped file. A
+// process that renames another file over the path after mapping it (to
+// have the agent parse one file and probe another) gets nothing.
+func TestMappedLibIsTheMappedFile(t *testing.T) {
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libpython3.11.so.1.0")
+	if err := os.WriteFile(lib, []byte("crafted: whatever the process likes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 16, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	self := uint32(os.Getpid())
+	p := procFS("/proc")
+
+	path, lf, key, ok := p.mappedLib(self, pythonRuntime{}.Library)
+	if !ok {
+		t.Fatal("the mapped library is not found")
+	}
+	st, _ := f.Stat()
+	if key != statKey(st) || !strings.HasSuffix(path, lib) {
+		t.Errorf("found %s %+v, want %s %+v", path, key, lib, statKey(st))
+	}
+	lf.Close()
+
+	// Another file renamed over the mapped one's name: refused.
+	other := filepath.Join(dir, "real")
+	if err := os.WriteFile(other, []byte("another file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, lib); err != nil {
+		t.Fatal(err)
+	}
+	if path, lf, _, ok := p.mappedLib(self, pythonRuntime{}.Library); ok {
+		lf.Close()
+		t.Errorf("%s accepted after another file was renamed over the mapped one", path)
 	}
 }

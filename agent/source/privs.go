@@ -242,15 +242,18 @@ func (s *Source) assess(c capSet, mode uprobeMode, whyMulti, whyPerf string, req
 		}
 	}
 	uprobes := mode != uprobeNone
-	for _, r := range []string{"go", "python", "jvm"} {
-		if !s.wants(r) {
+	for _, r := range s.runtimes {
+		if !s.wants(r.Name()) {
 			continue
 		}
-		switch {
-		case r == "jvm" && (uprobes && !s.cfg.NoJVMProbes || cp.Methods[CaptureHsperfdata] == ""):
-		case r != "jvm" && uprobes:
-		default:
-			cp.Unready = append(cp.Unready, r)
+		// Probes need uprobes; a runtime with a fallback may do without.
+		probes := uprobes
+		fr, ok := r.(fallbackRuntime)
+		if off, ok := r.(interface{ probesDisabled() bool }); ok && off.probesDisabled() {
+			probes = false
+		}
+		if !probes && !(ok && fr.fallbackWorks(cp)) {
+			cp.Unready = append(cp.Unready, r.Name())
 		}
 	}
 	return cp

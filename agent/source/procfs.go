@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -198,4 +199,150 @@ func (p procFS) tgid(pid uint32) (uint32, error) {
 		}
 	}
 	return 0, errors.New("status: no Tgid line")
+}
+
+// mappedLib finds a library the process has mapped (match tests its base
+// name) and opens it. The file is opened once and proven to be the very
+// file of the maps line (its device and inode, as perfMapping.openSame
+// checks hsperfdata files): the path is the process's to change, and a
+// process that renames another file over it after the maps were read must
+// not have that file's contents parsed, or probes placed on it. The caller
+// parses and attaches through the returned file only, and closes it. The
+// key is the opened file's own identity, what uprobes bind to (on
+// overlayfs the layer's inode, shared by every container of the image).
+func (p procFS) mappedLib(pid uint32, match func(base string) bool) (string, *os.File, fileKey, bool) {
+	f, err := os.Open(p.path(pid, "maps"))
+	if err != nil {
+		return "", nil, fileKey{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Bytes()
+		i := bytes.IndexByte(line, '/')
+		if i < 0 || !match(string(line[bytes.LastIndexByte(line, '/')+1:])) {
+			continue
+		}
+		fields := strings.Fields(string(line[:i]))
+		if len(fields) < 5 {
+			continue
+		}
+		majMin := strings.SplitN(fields[3], ":", 2)
+		if len(majMin) != 2 {
+			continue
+		}
+		major, err1 := strconv.ParseUint(majMin[0], 16, 32)
+		minor, err2 := strconv.ParseUint(majMin[1], 16, 32)
+		ino, err3 := strconv.ParseUint(fields[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || ino == 0 {
+			continue
+		}
+		lib := string(line[i:])
+		// Through the process's root, so containers' files resolve.
+		m := perfMapping{rootPath: p.inRoot(pid, lib), path: lib, major: uint32(major), minor: uint32(minor), ino: ino}
+		lf, err := m.openSame(m.rootPath)
+		if err != nil {
+			continue
+		}
+		fi, err := lf.Stat()
+		if err != nil {
+			lf.Close()
+			continue
+		}
+		return m.rootPath, lf, statKey(fi), true
+	}
+	return "", nil, fileKey{}, false
+}
+
+// hsperfdataMapping finds the hsperfdata file a process has mapped.
+func (p procFS) hsperfdataMapping(pid uint32) (perfMapping, error) {
+	nspid, err := p.nsPID(pid)
+	if err != nil {
+		return perfMapping{}, err
+	}
+	f, err := os.Open(p.path(pid, "maps"))
+	if err != nil {
+		return perfMapping{}, fmt.Errorf("read maps: %w", err)
+	}
+	defer f.Close()
+	m, err := findPerfMapping(f, nspid)
+	if err != nil {
+		return perfMapping{}, err
+	}
+	m.mapFile = p.path(pid, "map_files", m.mapFile)
+	if m.rootPath != "" {
+		m.rootPath = p.inRoot(pid, m.rootPath)
+	}
+	return m, nil
+}
+
+// nsPID returns the process's pid in its innermost pid namespace.
+func (p procFS) nsPID(pid uint32) (string, error) {
+	f, err := os.Open(p.path(pid, "status"))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			fields := strings.Fields(v)
+			if len(fields) > 0 {
+				return fields[len(fields)-1], nil
+			}
+		}
+	}
+	return "", errors.New("status: no NSpid line")
+}
+
+// maxCmdline bounds what is read of a command line (the kernel allows
+// tens of MiB with a large stack limit). 256 KiB holds the longest real
+// JVM class paths seen (Hadoop, Spark); a main class past it is not found.
+const maxCmdline = 256 << 10
+
+// cmdline returns /proc/<pid>/cmdline (NUL-separated), at most maxCmdline
+// bytes, ending at an argument's end (a cut argument is left out).
+func (p procFS) cmdline(pid uint32) []byte {
+	f, err := os.Open(p.path(pid, "cmdline"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxCmdline+1))
+	if len(b) > maxCmdline {
+		b = b[:bytes.LastIndexByte(b[:maxCmdline], 0)+1]
+	}
+	return b
+}
+
+// inRoot returns where a path read from /proc/<pid>/maps is found from
+// the agent: under /proc/<pid>/root.
+//
+// The kernel prints a mapped file's path (maps) and a process's root
+// (the /proc/<pid>/root link) the same way, as seen from the reader. A
+// process that pivot_root'ed into its container (runc, crun) has a root
+// the agent cannot reach: both print from that root ("/usr/lib/...", "/").
+// A process that only chroot'ed (runc --no-pivot, DOCKER_RAMDISK, `unshare
+// --root`) has a root inside a mount tree the agent can name: both print
+// the full path ("/var/lib/.../rootfs/usr/lib/...", "/var/lib/.../rootfs"),
+// and the root's part must come off, or the path is looked for twice deep.
+func (p procFS) inRoot(pid uint32, mapped string) string {
+	root, err := os.Readlink(p.path(pid, "root"))
+	if err != nil {
+		root = "/"
+	}
+	return filepath.Join(p.path(pid, "root"), underRoot(root, mapped))
+}
+
+// underRoot is mapped relative to root, when both are printed from the
+// same place (see inRoot); anything else is returned as it is.
+func underRoot(root, mapped string) string {
+	root = filepath.Clean(root)
+	if root == "/" || !filepath.IsAbs(root) {
+		return mapped
+	}
+	if rest, ok := strings.CutPrefix(mapped, root); ok && strings.HasPrefix(rest, "/") {
+		return rest
+	}
+	return mapped
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 
+	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/usdt"
 )
 
@@ -127,7 +128,12 @@ var pyFileRe = regexp.MustCompile(`(?:^|/)(?:lib)?python([23])\.(\d+)`)
 // pyVersion reads the interpreter version: Py_Version (3.11+, exported),
 // else the file name (python3.X, libpython3.X.so, libpython2.7.so).
 func pyVersion(f *elf.File, name string) (string, int, int, error) {
-	if syms, err := f.DynamicSymbols(); err == nil {
+	// Py_Version is exported by libpython and dynamically linked
+	// interpreters; a host that links libpython3.X.a statically (an
+	// embedded interpreter, whatever its name) has it in .symtab only.
+	dyn, _ := f.DynamicSymbols()
+	static, _ := f.Symbols()
+	for _, syms := range [][]elf.Symbol{dyn, static} {
 		for _, s := range syms {
 			if s.Name != "Py_Version" || s.Size < 4 {
 				continue
@@ -344,10 +350,68 @@ func findPySymbol(syms []elf.Symbol, name string) (elf.Symbol, bool) {
 	return elf.Symbol{}, false
 }
 
-// attachPython puts the collection probes on one interpreter or libpython.
+// runtimePython is PW_RUNTIME_PYTHON of bpf/python.
+const runtimePython = 3
+
+// pythonRuntime recognises CPython interpreters and libpython.
+type pythonRuntime struct{}
+
+func (pythonRuntime) Name() string { return "python" }
+func (pythonRuntime) ID() uint8    { return runtimePython }
+
+// Library: libpython3.X.so, and libpython2.7.so so that Python 2 is
+// listed (as not captured, with why) rather than not seen at all.
+func (pythonRuntime) Library(base string) bool {
+	return strings.HasPrefix(base, "libpython") && strings.Contains(base, ".so")
+}
+
+// Service: the script or -m module.
+func (pythonRuntime) Service(_ string, cmdline []byte) string { return pythonService(cmdline) }
+
+// Recognise reads a statically linked interpreter or a libpython; an
+// interpreter that needs libpython is found through its maps instead.
+func (r pythonRuntime) Recognise(f *file) (Plan, error) {
+	ef, err := f.ELF()
+	if err != nil {
+		if f.exe {
+			return nil, fmt.Errorf("%w: %w", errNotMine, err)
+		}
+		return nil, err
+	}
+	if f.exe {
+		libs, _ := ef.ImportedLibraries()
+		for _, l := range libs {
+			if r.Library(l) {
+				return nil, notMine("links %s, found through the process's maps", l)
+			}
+		}
+	}
+	b, err := inspectPython(ef, f.name)
+	if errors.Is(err, errNotPython) {
+		return nil, fmt.Errorf("%w: %w", errNotMine, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *pyBinary) Method() string  { return b.method }
+func (b *pyBinary) Version() string { return b.version }
+
+// Decode: the generation, and the objects collected when the end probe
+// could read them.
+func (b *pyBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
+	ev.Reason, ev.Kind = pyReason(e.Reason), agent.KindGC
+	if e.Flags&eventFlagAux != 0 {
+		ev.Collected, ev.CollectedKnown = e.Aux, true
+	}
+}
+
+// Attach puts the collection probes on one interpreter or libpython.
 // The programs read an argument (generation, objects collected), so each
 // placement gets its own spec, empty where the value cannot be read.
-func attachPython(p *probeSet, b *pyBinary, objs *bpfObjects) ([]link.Link, error) {
+func (b *pyBinary) Attach(p *probeSet, objs *bpfObjects) error {
 	var err error
 	switch {
 	// In every case the end probes go in before the begin probes: a begin
@@ -386,7 +450,7 @@ func attachPython(p *probeSet, b *pyBinary, objs *bpfObjects) ([]link.Link, erro
 			err = p.withArgs(c.sym, objs.PyGcStart, false, link.UprobeOptions{Address: c.offset}, c.gen)
 		}
 	}
-	return p.result(err)
+	return err
 }
 
 // pyReason names a collection by its generation.

@@ -103,10 +103,13 @@ struct files_struct {
 
 struct task_struct {
 	struct files_struct *files;
+	pid_t pid;
+	pid_t tgid;
 } __attribute__((preserve_access_index));
 
 struct sock_common {
 	__u16 skc_num; /* local port, host order */
+	unsigned short skc_family;
 } __attribute__((preserve_access_index));
 
 struct sk_buff_head {
@@ -116,6 +119,13 @@ struct sk_buff_head {
 struct sock {
 	struct sock_common __sk_common;
 	struct sk_buff_head sk_receive_queue;
+	__u16 sk_protocol;
+} __attribute__((preserve_access_index));
+
+/* A TCP socket: tcp_mstamp is its last packet received or sent, in µs of
+ * the TCP clock (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns). */
+struct tcp_sock {
+	__u64 tcp_mstamp;
 } __attribute__((preserve_access_index));
 
 struct socket {

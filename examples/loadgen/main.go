@@ -31,6 +31,9 @@ type result struct {
 	Max      float64 `json:"max_seconds"`
 	Mean     float64 `json:"mean_seconds"`
 	Achieved float64 `json:"achieved_rate"`
+	// Every latency recorded (µs), with -histogram: for comparisons at
+	// any quantile (the request e2e tests' server <= client check).
+	Histogram *hdrhistogram.Snapshot `json:"histogram,omitempty"`
 }
 
 func main() {
@@ -39,6 +42,7 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "how long to send")
 	conns := flag.Int("conns", 32, "keep-alive connections (one request in flight on each)")
 	slow := flag.Duration("slow", 0, "count requests slower than this (0: none)")
+	withHist := flag.Bool("histogram", false, "include the whole latency histogram (µs) in the output")
 	flag.Parse()
 	if *rate <= 0 || *conns <= 0 || *dur <= 0 {
 		fmt.Fprintln(os.Stderr, "loadgen: -rate, -conns and -duration must be positive")
@@ -103,5 +107,8 @@ func main() {
 	res.P50, res.P99, res.P999 = sec(h.ValueAtQuantile(50)), sec(h.ValueAtQuantile(99)), sec(h.ValueAtQuantile(99.9))
 	res.Max, res.Mean = sec(h.Max()), h.Mean()/1e6
 	res.Achieved = float64(res.OK) / elapsed.Seconds()
+	if *withHist {
+		res.Histogram = h.Export()
+	}
 	json.NewEncoder(os.Stdout).Encode(res)
 }

@@ -55,6 +55,11 @@ type Options struct {
 	Objective Objective
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Started says when a process started (default agent.ProcessStart of
+	// its StartTime); the report's share of time paused counts a
+	// process's wall time from then, or from the exporter's creation if
+	// later.
+	Started func(agent.Process) time.Time
 }
 
 // Exporter aggregates events into Prometheus series. Register it on a
@@ -79,6 +84,12 @@ type Exporter struct {
 	live map[identity]map[uint32]struct{}
 
 	lastExpire time.Time
+
+	// Wall time the processes were watched, for the report's share of
+	// time paused (see wallKey).
+	created  time.Time
+	watched  map[uint32]*watchedProc
+	wallDone map[wallKey]time.Duration
 }
 
 // identity is what a process's series share apart from kind, reason,
@@ -124,6 +135,9 @@ func New(opts Options) *Exporter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Started == nil {
+		opts.Started = func(p agent.Process) time.Time { return agent.ProcessStart(p.StartTime) }
+	}
 	proc := []string{"service", "namespace", "pod", "container"}
 	if opts.PIDLabel {
 		proc = append(proc, "pid")
@@ -160,6 +174,9 @@ func New(opts Options) *Exporter {
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
 		live:     make(map[identity]map[uint32]struct{}),
+		created:  opts.Now(),
+		watched:  make(map[uint32]*watchedProc),
+		wallDone: make(map[wallKey]time.Duration),
 	}
 }
 
@@ -207,6 +224,11 @@ func (x *Exporter) Record(e agent.Event) {
 	}
 	if !x.opts.PIDLabel && e.Type != agent.Exit {
 		x.alive(e.Process)
+	}
+	if e.Type == agent.Exit {
+		x.unwatch(e.Process.PID, e.Process.StartTime)
+	} else {
+		x.watch(e.Process)
 	}
 	switch e.Type {
 	case agent.Exit:
@@ -363,6 +385,7 @@ func (x *Exporter) expire() {
 		x.req.pause.DeletePartialMatch(match)
 		x.req.breaches.DeletePartialMatch(match)
 	}
+	x.forgetWalls()
 }
 
 // Describe implements prometheus.Collector.

@@ -141,6 +141,7 @@ type RequestSummary struct {
 	Port          string  `json:"port"`
 	PID           string  `json:"pid,omitempty"`
 	Requests      int64   `json:"requests"`
+	Min           float64 `json:"min_seconds"`
 	P50           float64 `json:"p50_seconds"`
 	P99           float64 `json:"p99_seconds"`
 	P999          float64 `json:"p999_seconds"`
@@ -150,8 +151,8 @@ type RequestSummary struct {
 	Objective     float64 `json:"objective_seconds,omitempty"`
 	PauseBreaches int64   `json:"pause_breaches"`
 	OtherBreaches int64   `json:"other_breaches"`
-	// WallPausedShare is the share of the service's wall time (first to
-	// last request seen) that its process spent stopped.
+	// WallPausedShare is the share of its processes' watched wall time
+	// that the service spent stopped (see wallKey for the window).
 	WallPausedShare float64 `json:"wall_paused_share"`
 }
 
@@ -160,11 +161,14 @@ type RequestSummary struct {
 func (x *Exporter) RequestSummaries() []RequestSummary {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	// Stopped time per service, from the pause series.
-	stopped := map[string]time.Duration{}
+	now := x.opts.Now()
+	// Stopped time per service (and pid with PIDLabel), from the pause
+	// series, which count every pause since the service's series began.
+	stopped := map[wallKey]time.Duration{}
 	for k, s := range x.series {
-		stopped[k.service+"\x00"+k.pid] += s.total
+		stopped[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}] += s.total
 	}
+	wall := x.walls(now)
 	out := make([]RequestSummary, 0, len(x.requests))
 	for k, s := range x.requests {
 		n := s.hdr.TotalCount()
@@ -173,7 +177,7 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 		}
 		r := RequestSummary{
 			Runtime: k.runtime, Service: k.service, Port: k.port, PID: k.pid, Requests: n,
-			P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
+			Min: usSeconds(s.hdr.Min()), P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
 			P999: usSeconds(s.hdr.ValueAtQuantile(99.9)), Max: usSeconds(s.hdr.Max()),
 			PausedShare: float64(s.paused) / float64(n), PauseSeconds: s.pauseTime.Seconds(),
 			PauseBreaches: s.pauseBreaches, OtherBreaches: s.otherBreaches,
@@ -181,12 +185,108 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 		if s.hasObjective {
 			r.Objective = s.objective.Seconds()
 		}
-		if wall := s.last.Sub(s.first); wall > 0 {
-			r.WallPausedShare = min(stopped[k.service+"\x00"+k.pid].Seconds()/wall.Seconds(), 1)
+		wk := wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}
+		if w := wall[wk]; w > 0 {
+			r.WallPausedShare = min(stopped[wk].Seconds()/w.Seconds(), 1)
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// wallKey is what the report's share of time paused is computed over: a
+// service (its identity), or one process of it with PIDLabel. Its wall
+// time is, summed over its processes, the time from when the agent began
+// watching each (the process's start, or the exporter's creation when the
+// process is older) to its exit, or to now while it runs. Its pause time
+// is every pause of those processes. Both start again from zero when the
+// service's series expire (SeriesTTL after its last process exits).
+//
+// Before, the wall time was the span from the service's first to its last
+// request: pauses outside that span were counted against it, so the share
+// grew once the load stopped (42 %, then 84 %, then 100 %, for a process
+// paused 6.5 % of its life).
+type wallKey struct {
+	id  identity
+	pid string // with PIDLabel only
+}
+
+// watchedProc is a process the exporter has seen an event of and no exit.
+type watchedProc struct {
+	key       wallKey
+	startTime uint64 // Process.StartTime: a reused pid is another process
+	since     time.Time
+}
+
+// watch notes a process as watched from its start (or the exporter's
+// creation); x.mu is held.
+func (x *Exporter) watch(p agent.Process) {
+	if w := x.watched[p.PID]; w != nil {
+		if w.startTime == p.StartTime {
+			return
+		}
+		x.unwatch(p.PID, w.startTime) // its exit was missed: the pid is reused
+	}
+	wk := wallKey{id: identityOf(p)}
+	if x.opts.PIDLabel {
+		wk.pid = strconv.FormatUint(uint64(p.PID), 10)
+	}
+	now := x.opts.Now()
+	since := x.opts.Started(p)
+	switch {
+	case since.IsZero() || since.After(now):
+		since = now // unknown start: from the first event on
+	case since.Before(x.created):
+		since = x.created // pauses before the agent ran were not seen
+	}
+	x.watched[p.PID] = &watchedProc{key: wk, startTime: p.StartTime, since: since}
+}
+
+// unwatch adds an exited process's watched time to its key's; x.mu is
+// held.
+func (x *Exporter) unwatch(pid uint32, startTime uint64) {
+	w := x.watched[pid]
+	if w == nil || w.startTime != startTime {
+		return
+	}
+	delete(x.watched, pid)
+	x.wallDone[w.key] += max(x.opts.Now().Sub(w.since), 0)
+}
+
+// walls returns every key's watched wall time up to now; x.mu is held.
+func (x *Exporter) walls(now time.Time) map[wallKey]time.Duration {
+	out := make(map[wallKey]time.Duration, len(x.wallDone)+len(x.watched))
+	for k, d := range x.wallDone {
+		out[k] = d
+	}
+	for _, w := range x.watched {
+		out[w.key] += max(now.Sub(w.since), 0)
+	}
+	return out
+}
+
+// forgetWalls drops the wall time of keys that have no series left and no
+// process watched, so that a service's share starts again with its new
+// series; x.mu is held.
+func (x *Exporter) forgetWalls() {
+	if len(x.wallDone) == 0 {
+		return
+	}
+	kept := map[wallKey]bool{}
+	for k := range x.series {
+		kept[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}] = true
+	}
+	for k := range x.requests {
+		kept[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}] = true
+	}
+	for _, w := range x.watched {
+		kept[w.key] = true
+	}
+	for k := range x.wallDone {
+		if !kept[k] {
+			delete(x.wallDone, k)
+		}
+	}
 }
 
 func usSeconds(us int64) float64 { return float64(us) / 1e6 }

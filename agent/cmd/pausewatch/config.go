@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent/source"
 )
 
 // The agent's settings come from, in rising precedence: defaults, the YAML
@@ -68,7 +70,7 @@ const maxConfigBytes = 1 << 20
 
 // envName is the environment variable that sets a flag.
 func envName(flagName string) string {
-	return "PAUSEWATCH_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return "PAUSEWATCH_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
 }
 
 // origins says where each flag's value came from, so that checks made
@@ -317,7 +319,8 @@ func (v choiceValue) Set(s string) error {
 // runtimeList is --runtimes: a comma-separated subset of the runtimes.
 type runtimeList struct{ p *string }
 
-var knownRuntimes = []string{"go", "jvm", "python"}
+// knownRuntimes are the source's runtimes, in its order.
+var knownRuntimes = source.RuntimeNames()
 
 func (v runtimeList) String() string {
 	if v.p == nil {

@@ -105,6 +105,8 @@ func TestRejectedValues(t *testing.T) {
 	objFile := writeConfig("obj.yaml", "objectives:\n  - service: a\n    objective: 50 millis\n")
 	objPortFile := writeConfig("objport.yaml", "objectives:\n  - port: 70000\n    objective: 50ms\n")
 	procfsFile := writeConfig("procfs.yaml", "procfs: /nonexistent\n")
+	webBadKey := writeConfig("web-nokey.yml", "tls_server_config:\n  cert_file: /nonexistent.crt\n")
+	webUnknown := writeConfig("web-unknown.yml", "basic_auth_user:\n  a: b\n")
 	big := writeConfig("big.yaml", "# "+strings.Repeat("x", maxConfigBytes)+"\n")
 	many := make([]string, maxPorts+1)
 	for i := range many {
@@ -150,6 +152,10 @@ func TestRejectedValues(t *testing.T) {
 		{"procfs in file", []string{"--config", procfsFile}, nil, []string{`field "procfs"`, "/nonexistent"}},
 		{"config /dev/zero", []string{"--config", "/dev/zero"}, nil, []string{"config file /dev/zero", "1 MiB"}},
 		{"config too big", []string{"--config", big}, nil, []string{"config file " + big, "1 MiB"}},
+		{"web config missing", []string{"--web.config.file", "/nonexistent.yml"}, nil, []string{`--web.config.file "/nonexistent.yml"`, "no such file"}},
+		{"web config without key", []string{"--web.config.file", webBadKey}, nil, []string{"--web.config.file", "key"}},
+		{"web config unknown field", nil, map[string]string{"PAUSEWATCH_WEB_CONFIG_FILE": webUnknown}, []string{"PAUSEWATCH_WEB_CONFIG_FILE", "basic_auth_user"}},
+		{"stream clients zero", []string{"--max-stream-clients", "0"}, nil, []string{"--max-stream-clients", "from 1 to 10000"}},
 		{"unknown flag", []string{"--nope"}, nil, []string{"-nope", "pausewatch --help"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

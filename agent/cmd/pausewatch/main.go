@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/pausewatch/pausewatch/agent"
 	"github.com/pausewatch/pausewatch/agent/kube"
@@ -63,6 +64,8 @@ type agentFlags struct {
 	logLevel   string
 	memLimitMB int64
 	pprof      bool
+	webConfig  string
+	maxStreams int
 	noJVMProbe bool
 	noRequests bool
 	noJVMUSDT  bool
@@ -91,6 +94,10 @@ const (
 	maxProcsLimit  = 1 << 22   // PID_MAX_LIMIT: more pids cannot exist
 	maxMemLimitMB  = 1 << 20   // 1 TiB; also keeps MB<<20 far from overflow
 	maxLogRate     = 1_000_000 // OTLP log records per second per process
+	// Each stream client holds a goroutine, a connection and a queue of
+	// agent.SubscriberBuffer events (~30 KiB with the HTTP buffers):
+	// 10,000 of them stay within the default memory limit's reach.
+	maxStreamClients = 10_000
 )
 
 // newAgentFlagSet declares the agent's flags, bound to f. Parse errors and
@@ -122,7 +129,7 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
 	fs.StringVar(&f.uprobes, "uprobes", "auto", "how uprobes are attached: auto (uprobe_multi links where the kernel has them and allows it, else perf-PMU uprobes), uprobe_multi or perf_uprobe")
-	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: go, jvm, python")
+	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: "+strings.Join(knownRuntimes, ", "))
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", fmt.Sprintf("comma-separated local `ports` whose requests are measured, at most %d (default: every port of a tracked process)", maxPorts))
 	fs.Var(durationValue{p: &f.slo}, "slo", "default latency objective, a `duration` such as 250ms: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
@@ -137,7 +144,10 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's `name`: only its pods are watched (default NODE_NAME, set from spec.nodeName by the downward API)")
 	f.k8sWait = kube.DefaultWait
 	fs.Var(durationValue{p: &f.k8sWait, positive: true}, "k8s-identity-wait", "how long a new container process's events wait for its pod to be known before they are exported without it (a positive `duration`)")
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost; off by default: see docs/api.md)")
+	fs.StringVar(&f.webConfig, "web.config.file", "", "Prometheus exporter-toolkit web configuration `file`: TLS and basic auth for every endpoint (docs/api.md); read again on every request and connection, so certificates and users can change without a restart")
+	f.maxStreams = agent.DefaultMaxSubscribers
+	fs.Var(intValue[int]{p: &f.maxStreams, min: 1, max: maxStreamClients}, "max-stream-clients", fmt.Sprintf("most /api/events clients (watch) at once, `n` from 1 to %d; past it a client gets 503", maxStreamClients))
 	return fs
 }
 
@@ -203,6 +213,14 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	if err := checkProcFS(f.procFS); err != nil {
 		return f, fmt.Errorf("%s: %w", from.of("procfs"), err)
 	}
+	// The toolkit reads the file again on every request; an error there
+	// answers 500 to every scrape. Checked once here, it is a start-up
+	// error that names the file instead.
+	if f.webConfig != "" {
+		if err := web.Validate(f.webConfig); err != nil {
+			return f, fmt.Errorf("%s %q: %w", from.of("web.config.file"), f.webConfig, err)
+		}
+	}
 	// The SDK reads these itself; a value it cannot parse would leave
 	// export on, sending to the SDK's default (localhost), with no error. --otlp-endpoint
 	// replaces the first (agentMain sets it), so it is checked only
@@ -267,7 +285,7 @@ func agentMain(args []string) int {
 	}
 	prom := promexp.New(promexp.Options{PIDLabel: f.pidLabel, PIDSeriesTTL: f.pidTTL, SeriesTTL: f.seriesTTL, MaxSeries: f.maxSeries,
 		Objective: f.objectives.lookup})
-	stream := agent.NewStream()
+	stream := agent.NewStream(f.maxStreams)
 
 	exporters := []agent.Exporter{prom, stream}
 	var otlpExp *otlp.Exporter
@@ -319,6 +337,8 @@ func agentMain(args []string) int {
 		for name, u := range src.Resources() {
 			out[name] = promexp.Resource{Used: u.Used, Limit: u.Limit}
 		}
+		n, max := stream.Subscribers()
+		out["stream_clients"] = promexp.Resource{Used: n, Limit: max}
 		return out
 	})
 	reg := prometheus.NewRegistry()
@@ -327,6 +347,7 @@ func agentMain(args []string) int {
 		health,
 		captureCollector{src},
 		ident.Collector(),
+		streamCollector{stream},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -336,14 +357,22 @@ func agentMain(args []string) int {
 		log.Error("listen", "addr", f.listen, "err", err)
 		return 1
 	}
-	mux := newMux(reg, src, ident, prom, stream)
-	if f.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{
+		Handler:           newMux(reg, src, ident, prom, stream, f.pprof),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Connections that say nothing are closed: without it an idle
+		// keep-alive connection is held for ever.
+		IdleTimeout: 2 * time.Minute,
+		// net/http logs failed TLS handshakes and the like through the
+		// standard logger: anyone who can connect could fill the agent's
+		// log with them. At DEBUG they are there when looked for.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// With no web config file, web.Serve is srv.Serve. With one, it
+		// wraps the handler in basic auth and serves TLS as the file says,
+		// the way every Prometheus exporter does.
+		if err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &f.webConfig}, log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 			stop()
 		}
@@ -362,8 +391,15 @@ func agentMain(args []string) int {
 	return 0
 }
 
-func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, prom *promexp.Exporter, stream *agent.Stream) *http.ServeMux {
+// newMux routes every endpoint; /debug/pprof only when withPprof (the
+// net/http/pprof import registers on http.DefaultServeMux, which the agent
+// never serves).
+func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, prom *promexp.Exporter, stream *agent.Stream, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -457,6 +493,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
+var (
+	streamClientsRefused = prometheus.NewDesc("pausewatch_stream_clients_refused_total",
+		"/api/events clients refused (503) because --max-stream-clients were already connected; the connected ones are pausewatch_resource_used{resource=\"stream_clients\"}.",
+		nil, nil)
+)
+
+// streamCollector exports the stream's refusals.
+type streamCollector struct{ s *agent.Stream }
+
+func (c streamCollector) Describe(ch chan<- *prometheus.Desc) { ch <- streamClientsRefused }
+
+func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(streamClientsRefused, prometheus.CounterValue, float64(c.s.Refused()))
+}
+
 var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
 	"1 when a capture method works with the agent's privileges and kernel, else 0 (/api/status and the start-up log say why): "+
 		"uprobe_multi and perf_uprobe (Go, Python, JVM probes), hsperfdata (JVM counters), requests (request tracepoints).",
@@ -465,9 +516,17 @@ var captureDesc = prometheus.NewDesc("pausewatch_capture_available",
 // captureCollector exports what the start-up trials found.
 type captureCollector struct{ src *source.Source }
 
-func (c captureCollector) Describe(ch chan<- *prometheus.Desc) { ch <- captureDesc }
+var delayDesc = prometheus.NewDesc("pausewatch_event_delay_seconds",
+	"Delay from reading a pause record off the ring buffer to handing its event to the exporters: the agent's own added latency.", nil, nil)
+
+func (c captureCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- captureDesc
+	ch <- delayDesc
+}
 
 func (c captureCollector) Collect(ch chan<- prometheus.Metric) {
+	buckets, n, sum := c.src.EventDelay()
+	ch <- prometheus.MustNewConstHistogram(delayDesc, n, sum, buckets)
 	cp := c.src.Capture()
 	if cp == nil {
 		return // not loaded yet: nothing known

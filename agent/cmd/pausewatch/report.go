@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -24,6 +26,10 @@ share of wall time paused (see docs/api.md, /api/requests).
 Flags:
 `
 
+// maxReportBytes bounds the agent's answer: rows are bounded by the
+// agent's --max-series (at most 1,000,000, ~400 bytes each).
+const maxReportBytes = 512 << 20
+
 // reportMain prints, per service and port, what the running agent has
 // measured: requests, latency quantiles, how many a pause overlapped,
 // breaches by cause, and the share of time paused.
@@ -31,7 +37,8 @@ func reportMain(args []string) int {
 	fs := flag.NewFlagSet("pausewatch report", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	agentURL := fs.String("agent", "http://127.0.0.1:9464", "the agent to ask, a `URL`")
+	var cf clientFlags
+	cf.register(fs, "the agent to ask, a `URL` (https:// for an agent with a TLS web config)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -41,20 +48,36 @@ func reportMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", flagError("pausewatch report", err))
 		return 2
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(*agentURL + "/api/requests")
+	if err := cf.fromEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
+		return 2
+	}
+	client, err := cf.newClient(10 * time.Second)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", *agentURL, err)
+		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
+		return 2
+	}
+	resp, err := client.get(context.Background(), "/api/requests")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", client.base, err)
 		return 1
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(os.Stderr, "pausewatch report: agent at %s: %v\n", client.base, refusal(resp))
+		return 1
+	}
 	var rows []promexp.RequestSummary
-	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", *agentURL, err)
+	// The answer is bounded like any input from a process we do not own.
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReportBytes)).Decode(&rows); err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", client.base, err)
 		return 1
 	}
 	rows = sanitizeRows(rows)
 	sort.Slice(rows, func(i, j int) bool {
+		if a, b := strings.ToLower(rows[i].Service), strings.ToLower(rows[j].Service); a != b {
+			return a < b
+		}
 		if rows[i].Service != rows[j].Service {
 			return rows[i].Service < rows[j].Service
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -52,17 +53,25 @@ func toJSON(e agent.Event) pauseJSON {
 }
 
 // serveEvents streams pauses as JSON lines until the client goes away.
+// Past the stream's subscriber cap it answers 503: whoever can reach the
+// port could otherwise make the agent hold a subscription per idle
+// connection.
 func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	events, cancel, err := stream.Subscribe()
+	if err != nil {
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, fmt.Sprintf("%v (--max-stream-clients); try again later", err), http.StatusServiceUnavailable)
+		return
+	}
+	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	fl.Flush()
-	events, cancel := stream.Subscribe()
-	defer cancel()
 	enc := json.NewEncoder(w)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -72,7 +81,7 @@ func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 		case <-r.Context().Done():
 			return
 		case e := <-events:
-			if enc.Encode(toJSON(e)) != nil {
+			if enc.Encode(toJSON(*e)) != nil {
 				return
 			}
 			dirty = true
@@ -88,8 +97,9 @@ func serveEvents(w http.ResponseWriter, r *http.Request, stream *agent.Stream) {
 const watchUsageHead = `Usage: pausewatch watch [flags]
 
 Prints pauses as they happen, and under each the requests it slowed. Follows
-the agent at --agent when one answers; otherwise loads the probes itself
-(root needed). Ctrl-C ends it.
+the agent at --agent; when --agent is not given and no agent answers on the
+default address, loads the probes itself (root needed). --service and --pid
+narrow what is printed. Ctrl-C ends it.
 
 Flags:
 `
@@ -99,7 +109,10 @@ func watchMain(args []string) int {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	agentURL := fs.String("agent", "http://127.0.0.1:9464", "follow the agent at this `URL` when one answers; otherwise run the probes here")
+	services := fs.String("service", "", "print only these comma-separated `services`")
+	pids := fs.String("pid", "", "print only these comma-separated `pids`")
+	var cf clientFlags
+	cf.register(fs, "follow the agent at this `URL` when one answers; otherwise run the probes here")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(os.Stdout, watchUsageHead, fs)
@@ -108,15 +121,43 @@ func watchMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch watch:", flagError("pausewatch watch", err))
 		return 2
 	}
+	if err := cf.fromEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
+	client, err := cf.newClient(0) // a stream: no overall timeout
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
+	keep, err := watchFilter(*services, *pids)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "agent" })
+	_, fromEnv := os.LookupEnv(envName("agent"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	print := printer(os.Stdout, *asJSON)
+	printAll := printer(os.Stdout, *asJSON)
+	print := func(p pauseJSON) {
+		if keep(p) {
+			printAll(p)
+		}
+	}
 
-	if code, followed := follow(ctx, *agentURL, print, os.Stderr); followed {
+	if code, followed := follow(ctx, client, print, os.Stderr); followed {
 		return code
 	}
 	if ctx.Err() != nil {
 		return 0 // interrupted before any agent answered
+	}
+	if explicit || fromEnv {
+		// An agent was named: loading probes here instead would quietly
+		// make a second agent out of a typo.
+		fmt.Fprintf(os.Stderr, "pausewatch watch: no agent answering at %s\n", client.base)
+		return 1
 	}
 
 	fmt.Fprintln(os.Stderr, "no agent answering; running the probes in this process (needs root)")
@@ -138,25 +179,27 @@ func watchMain(args []string) int {
 // are longer, and an agent that does not cap them may send such lines.
 const maxEventLine = 1 << 20
 
-// follow prints the agent's event stream. followed is false when no agent
-// answered at agentURL (the caller then runs the probes itself). The exit
-// code is 0 when ctx ended (Ctrl-C), 1 when the stream did, 2 when
-// agentURL is not a URL.
-func follow(ctx context.Context, agentURL string, print func(pauseJSON), stderr io.Writer) (code int, followed bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/api/events", nil)
+// follow prints the agent's event stream. followed is false when nothing
+// answered at the agent's address (the caller then runs the probes
+// itself); an agent that answered but refused (credentials, TLS, the
+// stream cap) is an error, not a reason to load probes here. The exit code
+// is 0 when ctx ended (Ctrl-C), 1 when the stream did or the agent
+// refused.
+func follow(ctx context.Context, c *agentClient, print func(pauseJSON), stderr io.Writer) (code int, followed bool) {
+	resp, err := c.get(ctx, "/api/events")
 	if err != nil {
-		fmt.Fprintln(stderr, "pausewatch watch: --agent:", err)
-		return 2, true
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false
+		if noAgent(err) || ctx.Err() != nil {
+			return 0, false
+		}
+		fmt.Fprintf(stderr, "pausewatch watch: agent at %s: %v\n", c.base, err)
+		return 1, true
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, false
+		fmt.Fprintf(stderr, "pausewatch watch: agent at %s: %v\n", c.base, refusal(resp))
+		return 1, true
 	}
-	fmt.Fprintf(stderr, "following the agent at %s\n", agentURL)
+	fmt.Fprintf(stderr, "following the agent at %s\n", c.base)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), maxEventLine)
 	for sc.Scan() {
@@ -197,6 +240,31 @@ func (p pauseJSON) sanitized() pauseJSON {
 		*s = agent.LabelValue(*s)
 	}
 	return p
+}
+
+// watchFilter returns what `watch` prints: events of the given services
+// and pids (either list may be empty: no filter on it).
+func watchFilter(services, pids string) (func(pauseJSON) bool, error) {
+	svc := map[string]bool{}
+	for _, s := range strings.Split(services, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			svc[s] = true
+		}
+	}
+	pid := map[uint32]bool{}
+	for _, s := range strings.Split(pids, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("--pid %q: want comma-separated process ids such as 1234,5678", pids)
+		}
+		pid[uint32(n)] = true
+	}
+	return func(p pauseJSON) bool {
+		return (len(svc) == 0 || svc[p.Service]) && (len(pid) == 0 || pid[p.PID])
+	}, nil
 }
 
 func printer(w io.Writer, asJSON bool) func(pauseJSON) {

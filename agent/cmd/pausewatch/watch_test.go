@@ -45,7 +45,7 @@ func TestFollowInterrupted(t *testing.T) {
 	var code int
 	var followed bool
 	go func() {
-		code, followed = follow(ctx, srv.URL, print, &stderr)
+		code, followed = follow(ctx, plainClient(t, srv.URL), print, &stderr)
 		close(done)
 	}()
 	select {
@@ -64,6 +64,16 @@ func TestFollowInterrupted(t *testing.T) {
 	}
 }
 
+// plainClient is a client of an http agent, without credentials.
+func plainClient(t *testing.T, url string) *agentClient {
+	t.Helper()
+	c, err := (&clientFlags{agent: url}).newClient(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestFollowStreamEnded: an agent that goes away is reported, exit 1.
 func TestFollowStreamEnded(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -72,7 +82,7 @@ func TestFollowStreamEnded(t *testing.T) {
 	defer srv.Close()
 	var stderr bytes.Buffer
 	n := 0
-	code, followed := follow(context.Background(), srv.URL, func(pauseJSON) { n++ }, &stderr)
+	code, followed := follow(context.Background(), plainClient(t, srv.URL), func(pauseJSON) { n++ }, &stderr)
 	if !followed || code != 1 || n != 1 {
 		t.Errorf("followed %v, exit %d, %d events; want true, 1, 1", followed, code, n)
 	}
@@ -179,5 +189,31 @@ func TestPrintersSanitise(t *testing.T) {
 	}
 	if !strings.Contains(table.String(), "a]0;pwnedbFAKE ROW") {
 		t.Errorf("table lost the printable part of the service:\n%s", table.String())
+	}
+}
+
+func TestWatchFilter(t *testing.T) {
+	a := pauseJSON{Service: "checkout", PID: 7}
+	b := pauseJSON{Service: "compile", PID: 8}
+	for _, tc := range []struct {
+		services, pids string
+		a, b           bool
+	}{
+		{"", "", true, true},
+		{"checkout", "", true, false},
+		{"checkout, compile", "", true, true},
+		{"", "8", false, true},
+		{"checkout", "8", false, false},
+	} {
+		keep, err := watchFilter(tc.services, tc.pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keep(a) != tc.a || keep(b) != tc.b {
+			t.Errorf("filter %q/%q: checkout %v compile %v, want %v %v", tc.services, tc.pids, keep(a), keep(b), tc.a, tc.b)
+		}
+	}
+	if _, err := watchFilter("", "12x"); err == nil || !strings.Contains(err.Error(), "--pid") {
+		t.Errorf("bad pid list: %v", err)
 	}
 }

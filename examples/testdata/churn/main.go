@@ -11,7 +11,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -27,7 +30,15 @@ type account struct {
 	Calls      int     `json:"calls"`
 	GoVersion  string  `json:"go_version"`
 	Metric     string  `json:"metric"`
+	// Over the whole life of the process, not the window: every pause
+	// since the runtime started, and the seconds from main's package
+	// initialisation (a few ms after exec) to this account.
+	LifePauseSeconds float64 `json:"life_pause_seconds"`
+	LifeSeconds      float64 `json:"life_seconds"`
 }
+
+// started is when the process began, as near as Go code can see it.
+var started = time.Now()
 
 var sink [][]byte
 
@@ -49,6 +60,10 @@ func main() {
 		gcName, otherName = "/gc/pauses:seconds", ""
 	}
 	before := read(gcName, otherName)
+	if port := os.Getenv("CHURN_SERVE_PORT"); port != "" {
+		// Requests for the agent to measure; the test sends them.
+		serve("127.0.0.1:" + port)
+	}
 	calls := 0
 	sink = make([][]byte, 256)
 	deadline := time.Now().Add(time.Duration(secs * float64(time.Second)))
@@ -76,6 +91,7 @@ func main() {
 		GCCount: after.gcCount - before.gcCount, GCSeconds: after.gcSecs - before.gcSecs,
 		OtherCount: after.otherCount - before.otherCount, OtherSecs: after.otherSecs - before.otherSecs,
 		Calls: calls, GoVersion: runtime.Version(), Metric: gcName,
+		LifePauseSeconds: after.gcSecs + after.otherSecs, LifeSeconds: time.Since(started).Seconds(),
 	}
 	json.NewEncoder(os.Stdout).Encode(a)
 }
@@ -129,4 +145,16 @@ func sum(h *metrics.Float64Histogram) (uint64, float64) {
 		t += float64(c) * (lo + hi) / 2
 	}
 	return n, t
+}
+
+// serve answers HTTP on addr.
+func serve(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
 }
