@@ -127,6 +127,9 @@ func (k *kubeCluster) applyAgentRBAC(t *testing.T, ctx context.Context) {
 		} else if err != nil {
 			t.Fatalf("pausewatch.yaml: %v", err)
 		}
+		if d := bytes.TrimSpace(doc); len(d) == 0 || string(d) == "null" {
+			continue // a document of comments only
+		}
 		var meta metav1.TypeMeta
 		decodeJSON(t, doc, &meta)
 		switch meta.Kind {
