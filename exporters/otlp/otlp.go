@@ -86,7 +86,8 @@ type Exporter struct {
 	logs   *sdklog.LoggerProvider
 	logger otellog.Logger
 
-	pauseDur, reqDur, jvmGC     metric.Float64Histogram
+	pauseDur, stopping          metric.Float64Histogram
+	reqDur, jvmGC               metric.Float64Histogram
 	pauses, collected, breaches metric.Int64Counter
 	pauseTime, reqPause         metric.Float64Counter
 
@@ -177,6 +178,7 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		return i
 	}
 	x.pauseDur = h("pausewatch.pause.duration", "Stop-the-world pauses, seen one by one.")
+	x.stopping = h("pausewatch.pause.stopping", "Stopping time of stop-the-world pauses (Go's stopping time, HotSpot's time to safepoint): the part of the pause spent bringing threads to a stop, from pauses that report it.")
 	x.reqDur = h("pausewatch.request.duration", "Requests served, from their first bytes reaching the socket to the last response write.")
 	x.jvmGC = h("jvm.gc.duration", "Duration of JVM garbage collection actions (the collector's stop-the-world pauses).")
 	x.pauses, err = m.Int64Counter("pausewatch.pause.count", metric.WithUnit("{pause}"), metric.WithDescription("Stop-the-world pauses, every capture method."))
@@ -248,6 +250,10 @@ func (x *Exporter) Record(e agent.Event) {
 		if e.Type != agent.PauseTotals {
 			with := metric.WithAttributes(append(attrs, attribute.String("pausewatch.pause.reason", e.Reason))...)
 			x.pauseDur.Record(ctx, e.Duration.Seconds(), with)
+			if e.Stopping > 0 { // 0: the runtime does not report it
+				// Without the reason, as pausewatch_pause_stopping_seconds.
+				x.stopping.Record(ctx, e.Stopping.Seconds(), metric.WithAttributes(attrs...))
+			}
 			if e.Process.Runtime == "jvm" && e.Kind == agent.KindGC {
 				// Semantic conventions' own JVM metric, where the data allows:
 				// the collector's operation as jvm.gc.name.
