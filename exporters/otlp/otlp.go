@@ -207,11 +207,27 @@ func (x *Exporter) processAttrs(p agent.Process) []attribute.KeyValue {
 	if x.opts.PIDLabel {
 		a = append(a, attribute.Int("process.pid", int(p.PID)))
 	}
+	return append(a, k8sAttrs(p)...)
+}
+
+// workloadAttr is the semantic conventions' attribute naming each kind of
+// pod owner the agent resolves (agent/kube).
+var workloadAttr = map[string]string{
+	"Deployment": "k8s.deployment.name", "ReplicaSet": "k8s.replicaset.name",
+	"StatefulSet": "k8s.statefulset.name", "DaemonSet": "k8s.daemonset.name",
+	"Job": "k8s.job.name", "CronJob": "k8s.cronjob.name",
+}
+
+// k8sAttrs are the container and Kubernetes attributes of a process, the
+// ones it has: none off Kubernetes. They add no series beyond the pod's.
+func k8sAttrs(p agent.Process) []attribute.KeyValue {
+	var a []attribute.KeyValue
 	for _, kv := range []struct{ k, v string }{
 		{"container.id", p.ContainerID}, {"k8s.namespace.name", p.Namespace},
-		{"k8s.pod.name", p.Pod}, {"k8s.container.name", p.Container},
+		{"k8s.pod.name", p.Pod}, {"k8s.pod.uid", p.PodUID}, {"k8s.container.name", p.Container},
+		{workloadAttr[p.WorkloadKind], p.Workload},
 	} {
-		if kv.v != "" {
+		if kv.v != "" && kv.k != "" {
 			a = append(a, attribute.String(kv.k, kv.v))
 		}
 	}
@@ -319,9 +335,7 @@ func (x *Exporter) log(e agent.Event) {
 	if e.Stopping > 0 {
 		r.AddAttributes(attribute.Float64("pausewatch.pause.stopping", e.Stopping.Seconds()))
 	}
-	if e.Process.ContainerID != "" {
-		r.AddAttributes(attribute.String("container.id", e.Process.ContainerID))
-	}
+	r.AddAttributes(k8sAttrs(e.Process)...)
 	x.logger.Emit(context.Background(), r)
 }
 
