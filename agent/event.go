@@ -71,9 +71,14 @@ type Process struct {
 	// Method is how the pauses are captured: "uprobe", "usdt",
 	// "hsperfdata" or "none".
 	Method string
-	// Service is OTEL_SERVICE_NAME from the process environment, else the
-	// executable name.
+	// Service is OTEL_SERVICE_NAME from the process environment, else
+	// (agent/kube) the pod's app.kubernetes.io/name label, its workload's
+	// name or its container's name, else the executable name (the main
+	// class, jar or script for java and python).
 	Service string
+	// ServiceFromEnv says Service is the process's own OTEL_SERVICE_NAME,
+	// which nothing overrides.
+	ServiceFromEnv bool
 	// Exe is the executable's base name.
 	Exe string
 	// ContainerID, Pod, Namespace and Container stay empty off Kubernetes.
@@ -81,4 +86,11 @@ type Process struct {
 	Pod         string
 	Namespace   string
 	Container   string
+	// PodUID is read from the cgroup path (the kubelet names the pod's
+	// cgroup after it); the rest from the pod object in the API server.
+	PodUID string
+	// WorkloadKind and Workload name the pod's owner: Deployment (through
+	// its ReplicaSet), ReplicaSet, StatefulSet, DaemonSet, Job or CronJob.
+	WorkloadKind string
+	Workload     string
 }

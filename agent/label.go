@@ -85,6 +85,9 @@ func (p Process) Sanitized() Process {
 	p.Pod = LabelValue(p.Pod)
 	p.Namespace = LabelValue(p.Namespace)
 	p.Container = LabelValue(p.Container)
+	p.PodUID = LabelValue(p.PodUID)
+	p.WorkloadKind = LabelValue(p.WorkloadKind)
+	p.Workload = LabelValue(p.Workload)
 	return p
 }
 

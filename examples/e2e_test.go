@@ -30,6 +30,13 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(containerInitEnv); spec != "" {
+		containerInit(spec) // never returns
+	}
+	if os.Getenv("PAUSEWATCH_INFORMER_HELPER") != "" {
+		// A helper process of TestKubeInformerCost: it needs no builds.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "pausewatch-e2e")
 	if err != nil {
 		panic(err)
@@ -117,9 +124,17 @@ func launchAgent(t *testing.T, port int, prefix []string, bin string, env []stri
 	addr := freeAddr(t, port)
 	a := &agentProc{url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	argv := append(append(append([]string{}, prefix...), bin, "--listen", addr, "--log-level", "debug"), args...)
-	a.cmd = exec.Command(argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	return runAgent(t, a, cmd)
+}
+
+// runAgent starts cmd as agent a (its url set) and stops it when the test
+// ends.
+func runAgent(t *testing.T, a *agentProc, cmd *exec.Cmd) *agentProc {
+	t.Helper()
+	a.cmd = cmd
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
-	a.cmd.Env = append(os.Environ(), env...)
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}

@@ -66,7 +66,18 @@ func TestDeployImageName(t *testing.T) {
 	}
 }
 
-func TestImage(t *testing.T) {
+// imageConfig is what TestImage checks of the image's OCI config.
+type imageConfig struct {
+	User       string
+	Entrypoint []string
+	Labels     map[string]string
+}
+
+// buildImage runs `make image` into a temporary buildah store and returns
+// the image's name, its config and its root filesystem (buildah from +
+// mount: the files a runtime would unpack).
+func buildImage(t *testing.T) (image string, cfg imageConfig, rootfs string) {
+	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("buildah"); err != nil {
 		t.Skip("buildah not installed (apt-get install buildah): the image is not built")
@@ -88,7 +99,7 @@ func TestImage(t *testing.T) {
 	}
 	t.Cleanup(func() { buildah("rm", "--all"); buildah("rmi", "--all", "--force") })
 
-	image := "ghcr.io/pausewatch/pausewatch:" + makeVar(t, "IMAGE_VERSION")
+	image = "ghcr.io/pausewatch/pausewatch:" + makeVar(t, "IMAGE_VERSION")
 	mk := exec.Command("make", "-C", "..", "image",
 		"BUILDAH_STORAGE=--root "+filepath.Join(store, "root")+" --runroot "+filepath.Join(store, "run")+" --storage-driver vfs")
 	if out, err := mk.CombinedOutput(); err != nil {
@@ -97,17 +108,19 @@ func TestImage(t *testing.T) {
 
 	var info struct {
 		OCIv1 struct {
-			Config struct {
-				User       string
-				Entrypoint []string
-				Labels     map[string]string
-			} `json:"config"`
+			Config imageConfig `json:"config"`
 		}
 	}
 	if err := json.Unmarshal(buildah("inspect", "--type", "image", image), &info); err != nil {
 		t.Fatal(err)
 	}
-	cfg := info.OCIv1.Config
+	ctr := strings.TrimSpace(string(buildah("from", image)))
+	rootfs = strings.TrimSpace(string(buildah("mount", ctr)))
+	return image, info.OCIv1.Config, rootfs
+}
+
+func TestImage(t *testing.T) {
+	image, cfg, rootfs := buildImage(t)
 	t.Logf("%s: user %s, entrypoint %v, labels %v", image, cfg.User, cfg.Entrypoint, cfg.Labels)
 	if cfg.User != "65534:65534" || strings.Join(cfg.Entrypoint, " ") != "/pausewatch" {
 		t.Errorf("user %q, entrypoint %v; want 65534:65534 and /pausewatch", cfg.User, cfg.Entrypoint)
@@ -118,8 +131,6 @@ func TestImage(t *testing.T) {
 		}
 	}
 
-	ctr := strings.TrimSpace(string(buildah("from", image)))
-	rootfs := strings.TrimSpace(string(buildah("mount", ctr)))
 	var files []string
 	var size int64
 	filepath.Walk(rootfs, func(p string, fi os.FileInfo, err error) error {

@@ -282,6 +282,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 	// agent.LabelValue (serviceName and exeName do it themselves), and a
 	// name that sanitises to nothing falls through to the next.
 	p.Service = s.proc.serviceName(pid)
+	p.ServiceFromEnv = p.Service != ""
 	if p.Service == "" {
 		p.Service = agent.LabelValue(info.rt.Service(p.Exe, s.proc.cmdline(pid)))
 	}
@@ -293,7 +294,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 	if pid == s.self {
 		p.Service = "pausewatch"
 	}
-	p.ContainerID = s.proc.containerID(pid)
+	p.ContainerID, p.PodUID = s.proc.containerID(pid)
 
 	method, whyNot, err := s.attachFile(info, file)
 	if err != nil {

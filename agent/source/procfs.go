@@ -105,20 +105,44 @@ func (p procFS) exeName(pid uint32) string {
 	return agent.LabelValue(filepath.Base(strings.TrimSuffix(target, " (deleted)")))
 }
 
+// containerIDRe finds a container id as the last element of a cgroup path:
+// a bare 64-hex-digit directory (the cgroupfs driver, with containerd,
+// Docker or cri-dockerd) or a systemd scope named <runtime>-<id>.scope
+// (cri-containerd-, crio-, docker-). CRI-O's cgroupfs form is crio-<id>.
+// conmon's scope (crio-conmon-<id>.scope) matches too, but conmon is no
+// runtime process, so the agent never asks about it.
 var containerIDRe = regexp.MustCompile(`([0-9a-f]{64})(?:\.scope)?$`)
 
-// containerID returns the container id from /proc/<pid>/cgroup (cgroup v2
-// "0::/..." line, or any v1 line), as set by containerd, CRI-O or Docker
-// with either cgroup driver; "" outside containers.
-func (p procFS) containerID(pid uint32) string {
+// podUIDRe finds the pod uid the kubelet puts in the pod's cgroup name:
+// pod<uid> with the cgroupfs driver (kubepods/burstable/pod<uid>), and
+// kubepods-<qos>-pod<uid>.slice with the systemd driver, where systemd's
+// naming turns the uid's dashes into underscores.
+var podUIDRe = regexp.MustCompile(`(?:^|[/-])pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?/`)
+
+// containerID returns the container id and the pod uid from
+// /proc/<pid>/cgroup (cgroup v2 "0::/..." line, or any v1 line), as set by
+// containerd, CRI-O or Docker with either cgroup driver; "" outside
+// containers, and an empty pod uid for a container that no kubelet made.
+func (p procFS) containerID(pid uint32) (id, podUID string) {
 	b, err := os.ReadFile(p.path(pid, "cgroup"))
 	if err != nil {
-		return ""
+		return "", ""
 	}
-	return parseContainerID(b)
+	return parseCgroup(b)
 }
 
+// parseContainerID returns the container id of parseCgroup.
 func parseContainerID(cgroup []byte) string {
+	id, _ := parseCgroup(cgroup)
+	return id
+}
+
+// parseCgroup reads the container id and pod uid from the first line of
+// /proc/<pid>/cgroup whose path ends in a container. Paths may be relative
+// to the reader's cgroup namespace (0::/../../kubepods.slice/...): an agent
+// in a pod of a cgroup v2 node sees them so, and the patterns are anchored
+// on names, not on the root.
+func parseCgroup(cgroup []byte) (id, podUID string) {
 	sc := bufio.NewScanner(bytes.NewReader(cgroup))
 	for sc.Scan() {
 		_, path, ok := strings.Cut(sc.Text(), "::")
@@ -129,13 +153,19 @@ func parseContainerID(cgroup []byte) string {
 			}
 			path = parts[2]
 		}
-		if m := containerIDRe.FindStringSubmatch(path); m != nil {
-			// The pattern admits hex digits only; the gate is passed all
-			// the same, so a change of pattern cannot let bytes through.
-			return agent.LabelValue(m[1])
+		m := containerIDRe.FindStringSubmatch(path)
+		if m == nil {
+			continue
 		}
+		if u := podUIDRe.FindStringSubmatch(path); u != nil {
+			podUID = strings.ReplaceAll(u[1], "_", "-")
+		}
+		// The patterns admit hex digits, dashes and underscores only; the
+		// gate is passed all the same, so a change of pattern cannot let
+		// bytes through.
+		return agent.LabelValue(m[1]), agent.LabelValue(podUID)
 	}
-	return ""
+	return "", ""
 }
 
 // pids lists the numeric entries of the procfs root.

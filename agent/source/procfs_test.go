@@ -47,20 +47,57 @@ func TestParseServiceName(t *testing.T) {
 	}
 }
 
-func TestParseContainerID(t *testing.T) {
-	for file, want := range map[string]string{
-		"containerd-systemd": "4f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4",
-		"docker":             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-		"cgroupfs-v1":        "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
-		"host":               "",
-	} {
-		b, err := os.ReadFile(filepath.Join("testdata/cgroup", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := parseContainerID(b); got != want {
-			t.Errorf("%s: %q, want %q", file, got, want)
-		}
+// Every file in testdata/cgroup is a /proc/<pid>/cgroup as the kubelet
+// and a container runtime leave it; each must have a row here.
+func TestParseCgroup(t *testing.T) {
+	const id = "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00112233"
+	want := map[string]struct{ id, pod string }{
+		"containerd-systemd":                {"4f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4", "1b2c3d4e-0000-1111-2222-333344445555"},
+		"containerd-systemd-v1":             {id, "7c6b5a49-3827-4161-a5f4-e3d2c1b0a998"},
+		"containerd-cgroupfs-v1":            {id, "5e0c9d1a-3b2f-4c6d-8e7f-90a1b2c3d4e5"},
+		"containerd-cgroupfs-guaranteed-v1": {id, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"},
+		"cgroupfs-v1":                       {"fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210", "8a7b6c5d-0000-1111-2222-333344445555"},
+		"crio-systemd":                      {id, "2d3e4f50-6172-4384-95a6-b7c8d9e0f1a2"},
+		"crio-cgroupfs-v1":                  {id, "2d3e4f50-6172-4384-95a6-b7c8d9e0f1a2"},
+		"crio-cgroupfs-v2":                  {id, "2d3e4f50-6172-4384-95a6-b7c8d9e0f1a2"},
+		"cri-dockerd-systemd":               {id, "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"},
+		"cgroupns-relative-v2":              {id, "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"},
+		"kind-nested-v2":                    {id, "4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f7a"},
+		// A container outside Kubernetes: an id, no pod.
+		"docker":    {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", ""},
+		"docker-v1": {id, ""},
+		// A process in a pod's cgroup but in no container's (a sandbox
+		// being set up): no container, so no identity at all.
+		"pod-cgroup-only": {"", ""},
+		"host":            {"", ""},
+		"host-v1":         {"", ""},
+	}
+	ents, err := os.ReadDir("testdata/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Run(e.Name(), func(t *testing.T) {
+			w, ok := want[e.Name()]
+			if !ok {
+				t.Fatalf("fixture %s has no expected result in this table", e.Name())
+			}
+			b, err := os.ReadFile(filepath.Join("testdata/cgroup", e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, pod := parseCgroup(b)
+			if id != w.id || pod != w.pod {
+				t.Errorf("= (%q, %q), want (%q, %q)", id, pod, w.id, w.pod)
+			}
+			if got := parseContainerID(b); got != w.id {
+				t.Errorf("parseContainerID = %q, want %q", got, w.id)
+			}
+		})
+		delete(want, e.Name())
+	}
+	for name := range want {
+		t.Errorf("no fixture testdata/cgroup/%s", name)
 	}
 }
 

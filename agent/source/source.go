@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -119,7 +121,7 @@ func New(cfg Config) *Source {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		proc:      procFS(cfg.ProcFS),
-		self:      uint32(os.Getpid()),
+		self:      selfPID(cfg.ProcFS),
 		selfExe:   selfExe,
 		runtimes:  runtimeList(cfg),
 		ready:     make(chan struct{}),
@@ -130,6 +132,22 @@ func New(cfg Config) *Source {
 		files:     make(map[fileKey]*fileInfo),
 		lost:      make(map[string]uint64),
 	}
+}
+
+// selfPID is the agent's pid as procfs numbers it. Every pid the agent
+// compares with its own comes from procfs or from BPF (root-namespace
+// tgids), so in a container with a pid namespace of its own and the
+// host's /proc mounted at --procfs (pid 1 to itself, another pid on the
+// host) os.Getpid would name another process: its own pauses were never
+// reported and the host's pid 1 was named "pausewatch". procfs's "self"
+// link is the reader's pid in the pid namespace that procfs belongs to.
+func selfPID(procfs string) uint32 {
+	if l, err := os.Readlink(filepath.Join(procfs, "self")); err == nil {
+		if pid, err := strconv.ParseUint(l, 10, 32); err == nil {
+			return uint32(pid)
+		}
+	}
+	return uint32(os.Getpid())
 }
 
 // Ready is closed once the BPF programs are loaded and the first /proc pass

@@ -86,7 +86,8 @@ type Exporter struct {
 	logs   *sdklog.LoggerProvider
 	logger otellog.Logger
 
-	pauseDur, reqDur, jvmGC     metric.Float64Histogram
+	pauseDur, stopping          metric.Float64Histogram
+	reqDur, jvmGC               metric.Float64Histogram
 	pauses, collected, breaches metric.Int64Counter
 	pauseTime, reqPause         metric.Float64Counter
 
@@ -177,6 +178,7 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		return i
 	}
 	x.pauseDur = h("pausewatch.pause.duration", "Stop-the-world pauses, seen one by one.")
+	x.stopping = h("pausewatch.pause.stopping", "Stopping time of stop-the-world pauses (Go's stopping time, HotSpot's time to safepoint): the part of the pause spent bringing threads to a stop, from pauses that report it.")
 	x.reqDur = h("pausewatch.request.duration", "Requests served, from their first bytes reaching the socket to the last response write.")
 	x.jvmGC = h("jvm.gc.duration", "Duration of JVM garbage collection actions (the collector's stop-the-world pauses).")
 	x.pauses, err = m.Int64Counter("pausewatch.pause.count", metric.WithUnit("{pause}"), metric.WithDescription("Stop-the-world pauses, every capture method."))
@@ -207,11 +209,27 @@ func (x *Exporter) processAttrs(p agent.Process) []attribute.KeyValue {
 	if x.opts.PIDLabel {
 		a = append(a, attribute.Int("process.pid", int(p.PID)))
 	}
+	return append(a, k8sAttrs(p)...)
+}
+
+// workloadAttr is the semantic conventions' attribute naming each kind of
+// pod owner the agent resolves (agent/kube).
+var workloadAttr = map[string]string{
+	"Deployment": "k8s.deployment.name", "ReplicaSet": "k8s.replicaset.name",
+	"StatefulSet": "k8s.statefulset.name", "DaemonSet": "k8s.daemonset.name",
+	"Job": "k8s.job.name", "CronJob": "k8s.cronjob.name",
+}
+
+// k8sAttrs are the container and Kubernetes attributes of a process, the
+// ones it has: none off Kubernetes. They add no series beyond the pod's.
+func k8sAttrs(p agent.Process) []attribute.KeyValue {
+	var a []attribute.KeyValue
 	for _, kv := range []struct{ k, v string }{
 		{"container.id", p.ContainerID}, {"k8s.namespace.name", p.Namespace},
-		{"k8s.pod.name", p.Pod}, {"k8s.container.name", p.Container},
+		{"k8s.pod.name", p.Pod}, {"k8s.pod.uid", p.PodUID}, {"k8s.container.name", p.Container},
+		{workloadAttr[p.WorkloadKind], p.Workload},
 	} {
-		if kv.v != "" {
+		if kv.v != "" && kv.k != "" {
 			a = append(a, attribute.String(kv.k, kv.v))
 		}
 	}
@@ -232,6 +250,10 @@ func (x *Exporter) Record(e agent.Event) {
 		if e.Type != agent.PauseTotals {
 			with := metric.WithAttributes(append(attrs, attribute.String("pausewatch.pause.reason", e.Reason))...)
 			x.pauseDur.Record(ctx, e.Duration.Seconds(), with)
+			if e.Stopping > 0 { // 0: the runtime does not report it
+				// Without the reason, as pausewatch_pause_stopping_seconds.
+				x.stopping.Record(ctx, e.Stopping.Seconds(), metric.WithAttributes(attrs...))
+			}
 			if e.Process.Runtime == "jvm" && e.Kind == agent.KindGC {
 				// Semantic conventions' own JVM metric, where the data allows:
 				// the collector's operation as jvm.gc.name.
@@ -319,9 +341,7 @@ func (x *Exporter) log(e agent.Event) {
 	if e.Stopping > 0 {
 		r.AddAttributes(attribute.Float64("pausewatch.pause.stopping", e.Stopping.Seconds()))
 	}
-	if e.Process.ContainerID != "" {
-		r.AddAttributes(attribute.String("container.id", e.Process.ContainerID))
-	}
+	r.AddAttributes(k8sAttrs(e.Process)...)
 	x.logger.Emit(context.Background(), r)
 }
 

@@ -1,9 +1,17 @@
 package otlp
 
 import (
+	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
+
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 func TestProtocol(t *testing.T) {
@@ -69,5 +77,66 @@ func TestLogRateLimit(t *testing.T) {
 	}
 	if n != 5 { // refilled to the burst cap (10/s for 1 s, capped at 5)
 		t.Errorf("after 1s: %d allowed, want 5", n)
+	}
+}
+
+type discardLogs struct{}
+
+func (discardLogs) Enabled(context.Context, sdklog.EnabledParameters) bool { return false }
+func (discardLogs) OnEmit(context.Context, *sdklog.Record) error           { return nil }
+func (discardLogs) Shutdown(context.Context) error                         { return nil }
+func (discardLogs) ForceFlush(context.Context) error                       { return nil }
+
+// pausewatch.pause.stopping gets the stopping time of the pauses that report
+// it, without the reason, and nothing from the others.
+func TestStoppingTime(t *testing.T) {
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	x, err := New(ctx, Options{MetricReader: reader, LogProcessor: discardLogs{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Shutdown(ctx)
+	p := agent.Process{PID: 10, Runtime: "go", Method: "uprobe", Service: "checkout"}
+	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "gc", Reason: "GC mark termination", Duration: time.Millisecond, Stopping: 300 * time.Microsecond})
+	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "gc", Reason: "GC sweep termination", Duration: time.Millisecond, Stopping: 100 * time.Microsecond})
+	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "other", Reason: "read mem stats", Duration: time.Millisecond})
+	x.Record(agent.Event{Type: agent.PauseTotals, Process: p, Kind: "other", Count: 2, Duration: time.Millisecond, Stopping: time.Millisecond})
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "pausewatch.pause.stopping" {
+				continue
+			}
+			found = true
+			if m.Unit != "s" {
+				t.Errorf("unit %q, want s", m.Unit)
+			}
+			d, ok := m.Data.(metricdata.ExponentialHistogram[float64])
+			if !ok {
+				t.Fatalf("data %T, want an exponential histogram", m.Data)
+			}
+			if len(d.DataPoints) != 1 {
+				t.Fatalf("%d data points, want 1 (gc, both reasons)", len(d.DataPoints))
+			}
+			dp := d.DataPoints[0]
+			if dp.Count != 2 || math.Abs(dp.Sum-400e-6) > 1e-12 {
+				t.Errorf("count %d sum %v, want 2 and 0.0004", dp.Count, dp.Sum)
+			}
+			if v, _ := dp.Attributes.Value("pausewatch.pause.kind"); v.AsString() != "gc" {
+				t.Errorf("kind %q, want gc", v.AsString())
+			}
+			if dp.Attributes.HasValue("pausewatch.pause.reason") {
+				t.Error("stopping time carries the reason")
+			}
+		}
+	}
+	if !found {
+		t.Error("no pausewatch.pause.stopping")
 	}
 }

@@ -72,6 +72,7 @@ type Exporter struct {
 	opts Options
 
 	duration *prometheus.HistogramVec
+	stopping *prometheus.HistogramVec
 	pauses   *prometheus.CounterVec
 	seconds  *prometheus.CounterVec
 	objects  *prometheus.CounterVec
@@ -123,6 +124,7 @@ type series struct {
 	// label values on every pause is the exporter's largest cost. They
 	// stay nil until used, so no empty series is exported.
 	duration        prometheus.Observer
+	stopping        prometheus.Observer // shared by the series that differ only in reason and method
 	pauses, seconds prometheus.Counter
 	objects         prometheus.Counter
 }
@@ -159,6 +161,19 @@ func New(opts Options) *Exporter {
 			NativeHistogramMaxBucketNumber:  160,
 			NativeHistogramMinResetDuration: time.Hour,
 		}, append([]string{"runtime", "kind", "reason"}, proc...)),
+		// No reason label: how long threads take to stop depends on what
+		// they run when the stop is requested (a goroutine in a tight loop,
+		// a JIT-compiled counted loop), not on why the world is stopped; and
+		// it keeps this histogram to one series per kind and process.
+		stopping: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pausewatch_pause_stopping_seconds",
+			Help: "Stopping time of stop-the-world pauses (Go's stopping time, HotSpot's time to safepoint): the part of the pause spent bringing threads to a stop, from pauses that report it.",
+
+			Buckets:                         DurationBuckets,
+			NativeHistogramBucketFactor:     1.1,
+			NativeHistogramMaxBucketNumber:  160,
+			NativeHistogramMinResetDuration: time.Hour,
+		}, append([]string{"runtime", "kind"}, proc...)),
 		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_pauses_total",
 			Help: "Stop-the-world pauses, by capture method.",
@@ -204,6 +219,20 @@ func (k seriesKey) histLabels(pidLabel bool) []string {
 		l = append(l, k.pid)
 	}
 	return l
+}
+
+func (k seriesKey) stoppingLabels(pidLabel bool) []string {
+	l := []string{k.runtime, k.kind, k.service, k.namespace, k.pod, k.container}
+	if pidLabel {
+		l = append(l, k.pid)
+	}
+	return l
+}
+
+// sameStopping says whether two series share their stopping-time series.
+func (k seriesKey) sameStopping(o seriesKey) bool {
+	k.reason, k.method, o.reason, o.method = "", "", "", ""
+	return k == o
 }
 
 func (k seriesKey) countLabels(pidLabel bool) []string {
@@ -280,6 +309,14 @@ func (x *Exporter) Record(e agent.Event) {
 				s.duration = x.duration.WithLabelValues(k.histLabels(x.opts.PIDLabel)...)
 			}
 			s.duration.Observe(sec)
+			// Only pauses whose runtime reports their stopping time (Go
+			// 1.23+, HotSpot with RuntimeService in .symtab): 0 means unknown.
+			if e.Stopping > 0 {
+				if s.stopping == nil {
+					s.stopping = x.stopping.WithLabelValues(k.stoppingLabels(x.opts.PIDLabel)...)
+				}
+				s.stopping.Observe(e.Stopping.Seconds())
+			}
 		}
 		if e.Type != agent.PauseSample {
 			s.total += e.Duration
@@ -370,11 +407,18 @@ func (x *Exporter) expire() {
 		x.pauses.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
 		x.seconds.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
 		x.objects.DeleteLabelValues(k.countLabels(x.opts.PIDLabel)...)
+		shared := false
+		for other := range x.series {
+			shared = shared || other.sameStopping(k)
+		}
+		if !shared {
+			x.stopping.DeleteLabelValues(k.stoppingLabels(x.opts.PIDLabel)...)
+		}
 		// A live series of a reused pid may share those children: it
 		// resolves them again on its next pause.
 		for _, other := range x.series {
 			if other.pid == s.pid {
-				other.duration, other.pauses, other.seconds, other.objects = nil, nil, nil, nil
+				other.duration, other.stopping, other.pauses, other.seconds, other.objects = nil, nil, nil, nil, nil
 			}
 		}
 	}
@@ -438,6 +482,7 @@ func (x *Exporter) unlock() {
 // Describe implements prometheus.Collector.
 func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	x.duration.Describe(ch)
+	x.stopping.Describe(ch)
 	x.pauses.Describe(ch)
 	x.seconds.Describe(ch)
 	x.objects.Describe(ch)
@@ -453,6 +498,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.expire()
 	x.unlock()
 	x.duration.Collect(ch)
+	x.stopping.Collect(ch)
 	x.pauses.Collect(ch)
 	x.seconds.Collect(ch)
 	x.objects.Collect(ch)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -25,6 +27,11 @@ func pause(pid uint32, service, kind, reason string, d time.Duration) agent.Even
 		Process: agent.Process{PID: pid, Runtime: "go", Method: "uprobe", Service: service},
 		Kind:    kind, Reason: reason, Duration: d,
 	}
+}
+
+func stopping(e agent.Event, d time.Duration) agent.Event {
+	e.Stopping = d
+	return e
 }
 
 // exposition renders the registry in the text format, for golden files.
@@ -73,9 +80,9 @@ func TestExposition(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := New(tc.opts)
-			x.Record(pause(10, "checkout", "gc", "GC mark termination", 20*time.Microsecond))
-			x.Record(pause(10, "checkout", "gc", "GC mark termination", 120*time.Microsecond))
-			x.Record(pause(10, "checkout", "gc", "GC sweep termination", 40*time.Microsecond))
+			x.Record(stopping(pause(10, "checkout", "gc", "GC mark termination", 20*time.Microsecond), 8*time.Microsecond))
+			x.Record(stopping(pause(10, "checkout", "gc", "GC mark termination", 120*time.Microsecond), 70*time.Microsecond))
+			x.Record(stopping(pause(10, "checkout", "gc", "GC sweep termination", 40*time.Microsecond), 30*time.Microsecond))
 			x.Record(pause(11, "checkout", "other", "read mem stats", 3*time.Millisecond))
 			x.Record(pause(12, "billing", "gc", "GC sweep termination", 2*time.Second))
 			py := pause(13, "api", "gc", "gen0", 400*time.Microsecond)
@@ -351,5 +358,53 @@ func TestExpiredBurst(t *testing.T) {
 	}
 	if ids, series := x.Live(); ids != 1 || series != 1 {
 		t.Errorf("live identities %d, series %d; want 1, 1", ids, series)
+	}
+}
+
+// The stopping-time histogram takes only pauses that report their stopping
+// time, one series per runtime, kind and process whatever the reason, and
+// stays while any series that feeds it does.
+func TestStoppingTime(t *testing.T) {
+	now := time.Unix(1000, 0)
+	x := New(Options{PIDLabel: true, PIDSeriesTTL: time.Minute, Now: func() time.Time { return now }})
+	x.Record(stopping(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond), 300*time.Microsecond))
+	x.Record(stopping(pause(10, "checkout", "gc", "GC sweep termination", time.Millisecond), 100*time.Microsecond))
+	x.Record(pause(10, "checkout", "other", "read mem stats", time.Millisecond)) // Go before 1.23: unknown
+	x.Record(agent.Event{Type: agent.PauseTotals, Process: agent.Process{PID: 14, Runtime: "jvm", Method: "hsperfdata", Service: "orders"},
+		Kind: "gc", Count: 3, Duration: 30 * time.Millisecond, Stopping: time.Millisecond}) // counters only
+
+	count := func() int { return testutil.CollectAndCount(x, "pausewatch_pause_stopping_seconds") }
+	if n := count(); n != 1 {
+		t.Fatalf("%d stopping series, want 1 (go gc of pid 10)", n)
+	}
+	h := x.stopping.WithLabelValues("go", "gc", "checkout", "", "", "", "10").(prometheus.Histogram)
+	m := &dto.Metric{}
+	if err := h.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	if c, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); c != 2 || math.Abs(sum-400e-6) > 1e-12 {
+		t.Errorf("stopping histogram: count %d sum %v, want 2 and 0.0004", c, sum)
+	}
+
+	// pid 10 exits and comes back (pid reuse) with a mark termination only:
+	// the sweep series expires, the stopping series it shared stays.
+	x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: 10}})
+	now = now.Add(30 * time.Second)
+	x.Record(stopping(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond), 200*time.Microsecond))
+	now = now.Add(40 * time.Second)
+	if n := count(); n != 1 {
+		t.Fatalf("after the sweep series expired: %d stopping series, want 1", n)
+	}
+	if err := x.stopping.WithLabelValues("go", "gc", "checkout", "", "", "", "10").(prometheus.Histogram).Write(m); err != nil {
+		t.Fatal(err)
+	}
+	if c := m.GetHistogram().GetSampleCount(); c != 3 {
+		t.Errorf("stopping count after a sharing series expired = %d, want 3", c)
+	}
+	// Once every series of the pid is gone, so is the stopping series.
+	x.Record(agent.Event{Type: agent.Exit, Process: agent.Process{PID: 10}})
+	now = now.Add(2 * time.Minute)
+	if n := count(); n != 0 {
+		t.Errorf("after every series expired: %d stopping series, want 0", n)
 	}
 }

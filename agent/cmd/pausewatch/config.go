@@ -158,6 +158,9 @@ func applyConfig(fs *flag.FlagSet, path string) ([]objective, origins, error) {
 				}
 				continue
 			}
+			if key == "selection" {
+				continue // selectionConfig reads it
+			}
 			if key == "config" || fs.Lookup(key) == nil {
 				return nil, nil, fmt.Errorf("config file %s: unknown field %q", path, key)
 			}

@@ -221,3 +221,31 @@ func TestMaxPortsMatchesTheMap(t *testing.T) {
 		t.Errorf("traced_ports holds %d ports, maxPorts is %d", m.MaxEntries, maxPorts)
 	}
 }
+
+func TestSelectionInConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		body    string
+		wantErr string // "" for accepted
+	}{
+		{"slo: 50ms\nselection:\n  exclude:\n    - namespaces: [kube-system]\n    - runtimes: [python]\n", ""},
+		{"selection:\n  exclude:\n    - runtimes: [rust]\n", `runtime "rust"`},
+		{"selection:\n  include:\n    - exe: ['[']\n", "pattern"},
+		{"selection:\n  exclude:\n    - {}\n", "empty rule"},
+		{"selection:\n  exclude:\n    - namespace: [typo]\n", `field namespace not found`},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(tc.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := parseAgentFlags([]string{"--config", p})
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", tc.body, err)
+		case tc.wantErr == "" && (f.selection == nil || len(f.selection.Exclude) != 2):
+			t.Errorf("%q: selection = %+v", tc.body, f.selection)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), p)):
+			t.Errorf("%q: err = %v, want one naming the file and %q", tc.body, err, tc.wantErr)
+		}
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/pausewatch/pausewatch/agent"
+	"github.com/pausewatch/pausewatch/agent/kube"
 	"github.com/pausewatch/pausewatch/agent/source"
 	"github.com/pausewatch/pausewatch/exporters/otlp"
 	promexp "github.com/pausewatch/pausewatch/exporters/prometheus"
@@ -74,6 +75,10 @@ type agentFlags struct {
 	slo        time.Duration
 	config     string
 	objectives objectives
+	selection  *kube.Selection
+	kubeconfig string
+	nodeName   string
+	k8sWait    time.Duration
 
 	otlpEndpoint  string
 	otlpProtocol  string
@@ -135,6 +140,10 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.Var(durationValue{p: &f.otlpThreshold}, "otlp-log-threshold", "pauses shorter than this `duration` get no OTLP log record (0: every pause)")
 	fs.Var(rateValue{p: &f.otlpLogRate, max: maxLogRate}, "otlp-log-rate", fmt.Sprintf("OTLP log records per second per process, at most (a `rate` above 0, up to %d; the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})", maxLogRate))
 	fs.Var(intValue[int]{p: &f.otlpLogBurst, min: 1, max: maxLogRate}, "otlp-log-burst", fmt.Sprintf("OTLP log records a process may send in a burst above --otlp-log-rate, `n` from 1 to %d", maxLogRate))
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig `file` of the API server whose pods name the processes (default: KUBECONFIG, else the in-cluster service account when in a pod; off Kubernetes none is contacted)")
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's `name`: only its pods are watched (default NODE_NAME, set from spec.nodeName by the downward API)")
+	f.k8sWait = kube.DefaultWait
+	fs.Var(durationValue{p: &f.k8sWait, positive: true}, "k8s-identity-wait", "how long a new container process's events wait for its pod to be known before they are exported without it (a positive `duration`)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles on /debug/pprof/ (for investigating the agent's own cost; off by default: see docs/api.md)")
 	fs.StringVar(&f.webConfig, "web.config.file", "", "Prometheus exporter-toolkit web configuration `file`: TLS and basic auth for every endpoint (docs/api.md); read again on every request and connection, so certificates and users can change without a restart")
 	f.maxStreams = agent.DefaultMaxSubscribers
@@ -195,6 +204,9 @@ func parseAgentFlags(args []string) (agentFlags, error) {
 	}
 	objs, from, err := applyConfig(fs, f.config)
 	if err != nil {
+		return f, err
+	}
+	if f.selection, err = selectionConfig(f.config); err != nil {
 		return f, err
 	}
 	f.objectives = objectives{def: f.slo, list: objs}
@@ -266,6 +278,11 @@ func agentMain(args []string) int {
 	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
 		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
 		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
+	ident, err := newIdentity(ctx, f, log)
+	if err != nil {
+		log.Error("kubernetes", "err", err)
+		return 2
+	}
 	rel := &releaser{min: 100, interval: 5 * time.Second, free: func() {
 		debug.FreeOSMemory()
 		log.Debug("series expired: freed memory returned to the OS")
@@ -333,6 +350,7 @@ func agentMain(args []string) int {
 		prom,
 		health,
 		captureCollector{src},
+		ident.Collector(),
 		streamCollector{stream},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -344,7 +362,7 @@ func agentMain(args []string) int {
 		return 1
 	}
 	srv := &http.Server{
-		Handler:           newMux(reg, src, prom, stream, f.pprof),
+		Handler:           newMux(reg, src, ident, prom, stream, f.pprof),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Connections that say nothing are closed: without it an idle
 		// keep-alive connection is held for ever.
@@ -365,7 +383,7 @@ func agentMain(args []string) int {
 	}()
 	log.Info("pausewatch starting", "version", version, "listen", ln.Addr().String())
 
-	runErr := agent.Run(ctx, src, exporters...)
+	runErr := agent.Run(ctx, ident.Wrap(src), exporters...)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdownCtx)
@@ -380,7 +398,7 @@ func agentMain(args []string) int {
 // newMux routes every endpoint; /debug/pprof only when withPprof (the
 // net/http/pprof import registers on http.DefaultServeMux, which the agent
 // never serves).
-func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter, stream *agent.Stream, withPprof bool) *http.ServeMux {
+func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, prom *promexp.Exporter, stream *agent.Stream, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -411,7 +429,7 @@ func newMux(reg *prometheus.Registry, src *source.Source, prom *promexp.Exporter
 		writeJSON(w, src.Capture())
 	})
 	mux.HandleFunc("/api/processes", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, processesJSON(src.Status()))
+		writeJSON(w, processesJSON(src.Status(), ident))
 	})
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
@@ -438,19 +456,32 @@ type processJSON struct {
 	Service   string `json:"service"`
 	Exe       string `json:"exe"`
 	// Kubernetes identity; empty off Kubernetes.
-	ContainerID string    `json:"container_id"`
-	Pod         string    `json:"pod"`
-	Namespace   string    `json:"namespace"`
-	Container   string    `json:"container"`
-	Why         string    `json:"why,omitempty"` // set when method is "none"
-	Version     string    `json:"version,omitempty"`
-	Since       time.Time `json:"since"`
+	ContainerID  string `json:"container_id"`
+	Pod          string `json:"pod"`
+	Namespace    string `json:"namespace"`
+	Container    string `json:"container"`
+	PodUID       string `json:"pod_uid"`
+	WorkloadKind string `json:"workload_kind"` // Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet
+	Workload     string `json:"workload"`
+	// ServiceFromEnv: the service name is the process's OTEL_SERVICE_NAME.
+	ServiceFromEnv bool `json:"service_from_env"`
+	// Excluded says why the selection in the config file leaves the
+	// process out (its events are dropped); empty when it is reported.
+	Excluded string    `json:"excluded,omitempty"`
+	Why      string    `json:"why,omitempty"` // set when method is "none"
+	Version  string    `json:"version,omitempty"`
+	Since    time.Time `json:"since"`
 }
 
-func processesJSON(st []source.ProcessStatus) []processJSON {
+func processesJSON(st []source.ProcessStatus, ident *kube.Identity) []processJSON {
 	out := make([]processJSON, 0, len(st))
 	for _, p := range st {
+		var excluded string
+		if ident != nil {
+			p.Process, excluded = ident.Describe(p.Process)
+		}
 		out = append(out, processJSON{
+			PodUID: p.PodUID, WorkloadKind: p.WorkloadKind, Workload: p.Workload, ServiceFromEnv: p.ServiceFromEnv, Excluded: excluded,
 			PID: p.PID, StartTime: p.StartTime, Runtime: p.Runtime, Method: p.Method, Service: p.Service, Exe: p.Exe,
 			ContainerID: p.ContainerID, Pod: p.Pod, Namespace: p.Namespace, Container: p.Container,
 			Why: p.Why, Version: p.Version, Since: p.Since.UTC(),

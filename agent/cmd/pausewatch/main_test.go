@@ -111,10 +111,11 @@ func jsonKeys(t *testing.T, v any) []string {
 func TestAPIsAreSnakeCase(t *testing.T) {
 	st := source.ProcessStatus{
 		Process: agent.Process{PID: 1, StartTime: 2, Runtime: "go", Method: "none", Service: "s", Exe: "e",
-			ContainerID: "c", Pod: "p", Namespace: "n", Container: "k"},
+			ContainerID: "c", Pod: "p", Namespace: "n", Container: "k", PodUID: "u", WorkloadKind: "Deployment", Workload: "w",
+			ServiceFromEnv: true},
 		Why: "why", Version: "go1.26", Since: time.Now(),
 	}
-	procs := processesJSON([]source.ProcessStatus{st})
+	procs := processesJSON([]source.ProcessStatus{st}, nil)
 	keys := jsonKeys(t, procs[0])
 	if want := reflect.TypeFor[agent.Process]().NumField() + 3; len(keys) != want {
 		t.Errorf("/api/processes row has %d fields %v, want %d (every agent.Process field plus why, version, since)", len(keys), keys, want)

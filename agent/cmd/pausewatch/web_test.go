@@ -102,7 +102,7 @@ func serveTestAgent(t *testing.T, webConfig string, withPprof bool, stream *agen
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: newMux(reg, src, prom, stream, withPprof), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newMux(reg, src, nil, prom, stream, withPprof), ReadHeaderTimeout: 10 * time.Second}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &webConfig}, log)
 	t.Cleanup(func() { srv.Close() })

@@ -170,7 +170,7 @@ func Overview() *dashboard.DashboardBuilder {
 // Service: one service in detail.
 func Service() *dashboard.DashboardBuilder {
 	return base("pausewatch-service", "pausewatch / Service",
-		"One service: its pauses by reason and kind, and the latency of its requests by port.").
+		"One service: its pauses by reason and kind, their stopping time, and the latency of its requests by port.").
 		WithVariable(variable("service", "Service", `label_values(pausewatch_pauses_total{namespace=~"$namespace"}, service)`, false)).
 		Link(dashboard.NewDashboardLinkBuilder("pausewatch").Type(dashboard.DashboardLinkTypeDashboards).Tags([]string{"pausewatch"}).AsDropdown(true).IncludeVars(true).KeepTime(true)).
 		WithRow(dashboard.NewRowBuilder("Pauses")).
@@ -183,6 +183,9 @@ func Service() *dashboard.DashboardBuilder {
 		WithPanel(ts("Pauses per second by capture method", "Every capture method counts here, hsperfdata included.", "ops",
 			query(`sum by (runtime, kind, method) (rate(pausewatch_pauses_total{`+sel+`}[$__rate_interval]))`, "{{runtime}} {{kind}} ({{method}})"))).
 		WithPanel(pauseHeatmap(sel)).
+		WithPanel(ts("Stopping time p99 by runtime",
+			"99th percentile of the stopping time: the part of each pause spent bringing threads to a stop (Go 1.23+ stopping time, HotSpot time to safepoint; pausewatch_pause_stopping_seconds). Only pauses whose runtime reports it. A long stopping time beside a short pause points at threads slow to reach a stop (loops without preemption points or safepoint polls), not at the collector.", "s",
+			query(quantile("0.99", "pausewatch_pause_stopping_seconds", sel, "runtime"), "{{runtime}}"))).
 		WithRow(dashboard.NewRowBuilder("Requests")).
 		WithPanel(ts("Request latency by port", "p50 and p99 of every request, per port.", "s",
 			query(quantile("0.5", "pausewatch_request_duration_seconds", sel, "port"), "p50 :{{port}}"),
