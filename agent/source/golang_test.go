@@ -514,3 +514,46 @@ func testPclnFuncsAndSymbols(t *testing.T, path string) {
 	}
 	t.Logf("%d functions looked up, %d symbols compared", len(names), i)
 }
+
+// Recognising a Go binary allocates a bounded amount, well under the size
+// of its pclntab and symbol table: every new Go binary the node runs is
+// parsed, and reading those whole (gosym's table, elf.File.Symbols) made
+// MiB of garbage per binary.
+func TestInspectGoAllocates(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("probe offsets are built for amd64 only")
+	}
+	for _, m := range []goBuildMode{goBuildModes[0], goBuildModes[1]} {
+		t.Run(m.name, func(t *testing.T) {
+			f, err := os.Open(buildGo(t, m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			ef, err := elf.NewFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tables := uint64(0)
+			for _, s := range ef.Sections {
+				if s.Name == ".gopclntab" || s.Name == ".symtab" {
+					tables += s.Size
+				}
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			const runs = 5
+			for range runs {
+				if _, err := inspectGo(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			per := (after.TotalAlloc - before.TotalAlloc) / runs
+			t.Logf("%d bytes allocated per inspection; .gopclntab and .symtab: %d bytes", per, tables)
+			if per > tables/2 {
+				t.Errorf("%d bytes allocated per inspection, more than half the %d bytes of .gopclntab and .symtab", per, tables)
+			}
+		})
+	}
+}
