@@ -21,6 +21,24 @@ func (a *agentProc) resources(t *testing.T) map[string]float64 {
 	return out
 }
 
+// waitTrackedFresh is waitTracked for a pid the agent may still list for
+// an earlier process (pids are reused after a few hundred short-lived
+// processes, and an exit is handled a moment after it happens): only an
+// entry tracked since the process started counts.
+func (a *agentProc) waitTrackedFresh(t *testing.T, pid uint32, started time.Time) processStatus {
+	t.Helper()
+	for time.Since(started) < 10*time.Second {
+		for _, p := range a.processes(t) {
+			if p.PID == pid && !p.Since.Before(started) {
+				return p
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pid %d not tracked after 10s", pid)
+	return processStatus{}
+}
+
 // TestShortLivedProcessesReleaseResources runs more sequential Python
 // processes than the USDT spec map could hold had each attach kept its
 // slots (1,024 slots, two per interpreter file: the bug this guards
@@ -57,7 +75,7 @@ func TestShortLivedProcessesReleaseResources(t *testing.T) {
 		service := "short-" + strconv.Itoa(i)
 		w := startWorkload(t, exec.Command(interp, "testdata/pyshort.py", "3"), "OTEL_SERVICE_NAME="+service)
 		pids[w.pid] = true
-		st := a.waitTracked(t, w.pid, w.started)
+		st := a.waitTrackedFresh(t, w.pid, w.started)
 		if st.Method != method {
 			t.Fatalf("process %d (%s): method %q (%s), want %s", i, interp, st.Method, st.Why, method)
 		}

@@ -149,7 +149,7 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 	var handle func(r record)
 	handle = func(r record) {
 		e := &r.e
-		if w, ok := waiting[r.pid]; ok && (r.typ == eventPause || r.typ == eventExit) {
+		if w, ok := waiting[r.pid]; ok && (r.typ == eventPause || r.typ == eventExit || r.typ == eventRequest) {
 			// Keep the order of a waiting process's records.
 			if len(w) >= maxWaitingPerPID {
 				s.countUnresolved()
@@ -170,6 +170,19 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
 			}
 		case eventRequest:
+			if p, _ := s.lookup(r.pid); p == nil {
+				// A worker forked a moment ago (pre-fork servers) serves
+				// before the discovery workers have looked at it: its
+				// requests wait with it, as its pauses do, instead of
+				// being dropped.
+				if len(waiting) >= maxWaitingPIDs {
+					s.countUnresolved()
+					return
+				}
+				waiting[r.pid] = []record{r}
+				s.queue.push(r.pid, inspectSeen)
+				return
+			}
 			if ev, ok := s.requestEvent(&r.req); ok {
 				send(ev)
 			}
@@ -208,8 +221,11 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 				continue
 			}
 			delete(waiting, pid)
-			_, known := s.lookup(pid)
+			p, known := s.lookup(pid)
 			for _, r := range w {
+				if r.typ == eventRequest && p == nil {
+					continue // not a process the agent tracks after all
+				}
 				if !known && r.typ == eventPause {
 					continue // not a runtime process after all
 				}
