@@ -502,8 +502,12 @@ func compareGC(t *testing.T, a *agentProc, service string, acc account) {
 	if acc.GCCount < 20 {
 		t.Fatalf("workload made only %d GC pauses; the comparison needs more", acc.GCCount)
 	}
-	if n != float64(acc.GCCount) {
-		t.Errorf("pause count: agent %v, runtime %d (want equal)", n, acc.GCCount)
+	// The agent counts the process's whole tracked life, the runtime its
+	// window from "go" on: a collection between the attach and the
+	// program's first read of its metrics is the agent's alone (seen once
+	// in CI, 1939 vs 1938). One such extra is allowed, none missing.
+	if n < float64(acc.GCCount) || n > float64(acc.GCCount)+1 {
+		t.Errorf("pause count: agent %v, runtime %d (want equal, or one more from before the window)", n, acc.GCCount)
 	}
 	if !within(secs, acc.GCSeconds, 0.20, 0) {
 		t.Errorf("pause total: agent %.6fs, runtime %.6fs (want within 20%%)", secs, acc.GCSeconds)

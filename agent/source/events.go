@@ -170,7 +170,7 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
 			}
 		case eventRequest:
-			if p, _ := s.lookup(r.pid); p == nil {
+			if p, _ := s.lookup(r.pid); p == nil || p.info.rt == nil {
 				// A worker forked a moment ago (pre-fork servers) serves
 				// before the discovery workers have looked at it: its
 				// requests wait with it, as its pauses do, instead of
@@ -223,7 +223,7 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			delete(waiting, pid)
 			p, known := s.lookup(pid)
 			for _, r := range w {
-				if r.typ == eventRequest && p == nil {
+				if r.typ == eventRequest && (p == nil || p.info.rt == nil) {
 					continue // not a process the agent tracks after all
 				}
 				if !known && r.typ == eventPause {
