@@ -44,20 +44,9 @@ func (nodeRuntime) Service(_ string, cmdline []byte) string { return nodeService
 // libnode. Node exports the N-API for native addons, so napi_module_register
 // in the dynamic string table tells a node from other programs cheaply.
 func (r nodeRuntime) Recognise(f *file) (Plan, error) {
-	ef, err := f.ELF()
+	ef, err := libraryRuntimeELF(f, r.Library)
 	if err != nil {
-		if f.exe {
-			return nil, fmt.Errorf("%w: %w", errNotMine, err)
-		}
 		return nil, err
-	}
-	if f.exe {
-		libs, _ := ef.ImportedLibraries()
-		for _, l := range libs {
-			if r.Library(l) {
-				return nil, notMine("links %s, found through the process's maps", l)
-			}
-		}
 	}
 	dynstr := ef.Section(".dynstr")
 	if dynstr == nil {

@@ -371,20 +371,9 @@ func (pythonRuntime) Service(_ string, cmdline []byte) string { return pythonSer
 // Recognise reads a statically linked interpreter or a libpython; an
 // interpreter that needs libpython is found through its maps instead.
 func (r pythonRuntime) Recognise(f *file) (Plan, error) {
-	ef, err := f.ELF()
+	ef, err := libraryRuntimeELF(f, r.Library)
 	if err != nil {
-		if f.exe {
-			return nil, fmt.Errorf("%w: %w", errNotMine, err)
-		}
 		return nil, err
-	}
-	if f.exe {
-		libs, _ := ef.ImportedLibraries()
-		for _, l := range libs {
-			if r.Library(l) {
-				return nil, notMine("links %s, found through the process's maps", l)
-			}
-		}
 	}
 	b, err := inspectPython(ef, f.name)
 	if errors.Is(err, errNotPython) {

@@ -139,3 +139,26 @@ func (f *file) ELF() (*elf.File, error) {
 }
 
 func (f *file) close() { f.f.Close() }
+
+// libraryRuntimeELF opens f's ELF for a runtime that lives in an executable
+// or in a shared library (CPython, node). An unreadable executable is not
+// the runtime's; an executable that links the runtime's library is left to
+// the library, found through the process's maps, so it is probed once.
+func libraryRuntimeELF(f *file, library func(base string) bool) (*elf.File, error) {
+	ef, err := f.ELF()
+	if err != nil {
+		if f.exe {
+			return nil, fmt.Errorf("%w: %w", errNotMine, err)
+		}
+		return nil, err
+	}
+	if f.exe {
+		libs, _ := ef.ImportedLibraries()
+		for _, l := range libs {
+			if library(l) {
+				return nil, notMine("links %s, found through the process's maps", l)
+			}
+		}
+	}
+	return ef, nil
+}
