@@ -20,6 +20,7 @@ enum pw_event_type {
 	PW_EVENT_EXIT = 3,  /* a thread group leader exited */
 	PW_EVENT_REQUEST = 4, /* one request served: struct pw_request */
 	PW_EVENT_FORK = 5,    /* a traced process forked a child (no exec): pid = the child */
+	PW_EVENT_MAPPED = 6,  /* a process mapped a file executable (mapping.c): look at its maps again */
 };
 
 /* event.flags */
@@ -79,6 +80,17 @@ struct pw_pause_state {
 	__u8 _pad[2];
 };
 
+/*
+ * Per-process state of the mapping signal (mapping.c), keyed by tgid: at
+ * most one PW_EVENT_MAPPED per window; the agent reads pending one window
+ * after a signal to know whether mappings were folded into it.
+ */
+struct pw_mapping_state {
+	__u64 last_ns;  /* when the last signal was emitted, CLOCK_MONOTONIC */
+	__u32 pending;  /* executable mappings since then that emitted nothing */
+	__u32 _pad;
+};
+
 /* Where a USDT argument lives (agent/usdt.ArgKind). */
 enum pw_usdt_arg_kind {
 	PW_USDT_ARG_CONST = 1,   /* the value is val */
@@ -107,7 +119,8 @@ enum pw_stat {
 	PW_STAT_RINGBUF_LOST = 0, /* bpf_ringbuf_reserve failed: event dropped */
 	PW_STAT_UNPAIRED_END = 1, /* pause end without a begin (attached mid-pause) */
 	PW_STAT_CONN_LOST = 2,    /* a connection could not be tracked (map full) */
-	PW_STAT_MAX = 3,
+	PW_STAT_MAPPING_LIMITED = 3, /* a mapping signal folded into its window's (rate limit) */
+	PW_STAT_MAX = 4,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

@@ -28,6 +28,7 @@ struct pw_contract {
 	enum pw_usdt_arg_kind usdt_arg_kind;
 	enum pw_event_flag event_flag;
 	struct pw_usdt_spec usdt_spec;
+	struct pw_mapping_state mapping_state;
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));
 
@@ -194,6 +195,16 @@ struct {
 	__type(value, __u8);
 } traced SEC(".maps");
 
+/* Here, not in mapping.c, so handle_exit can drop an exited process's
+ * window: a new process given the same pid must not find its first
+ * signal folded into a window whose follow-up nobody will make. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tgid */
+	__type(value, struct pw_mapping_state);
+} mapping_signals SEC(".maps");
+
 /* Process discovery: exec and exit of every process on the node. */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -216,6 +227,7 @@ int handle_exit(void *ctx)
 	/* A child traced from its fork that the agent never took over must
 	 * not leave its pid traced for whoever gets it next. */
 	bpf_map_delete_elem(&traced, &tgid);
+	bpf_map_delete_elem(&mapping_signals, &tgid);
 	emit_simple(PW_EVENT_EXIT, tgid);
 	return 0;
 }
@@ -226,3 +238,4 @@ int handle_exit(void *ctx)
 #include "python.c"
 #include "node.c"
 #include "request.c"
+#include "mapping.c"

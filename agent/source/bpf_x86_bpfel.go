@@ -60,6 +60,13 @@ type bpfPwEvent struct {
 	Detail     [40]int8
 }
 
+type bpfPwMappingState struct {
+	_       structs.HostLayout
+	LastNs  uint64
+	Pending uint32
+	Pad     uint32
+}
+
 type bpfPwPauseState struct {
 	_             structs.HostLayout
 	StartNs       uint64
@@ -122,6 +129,8 @@ const (
 	bpfMapFdSocks                 = "fd_socks"
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
+	bpfMapMappingSignals          = "mapping_signals"
+	bpfMapMmapExec                = "mmap_exec"
 	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
@@ -131,6 +140,7 @@ const (
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
 	bpfProgEnterClose             = "enter_close"
+	bpfProgEnterMmap              = "enter_mmap"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
 	bpfProgEnterRecvfrom          = "enter_recvfrom"
@@ -142,6 +152,7 @@ const (
 	bpfProgEnterWritev            = "enter_writev"
 	bpfProgExitAccept             = "exit_accept"
 	bpfProgExitAccept4            = "exit_accept4"
+	bpfProgExitMmap               = "exit_mmap"
 	bpfProgExitRead               = "exit_read"
 	bpfProgExitReadv              = "exit_readv"
 	bpfProgExitRecvfrom           = "exit_recvfrom"
@@ -175,6 +186,8 @@ const (
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarMappingWindowNs         = "mapping_window_ns"
+	bpfVarMmapExecInflight        = "mmap_exec_inflight"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -225,6 +238,7 @@ type bpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterMmap              *ebpf.ProgramSpec `ebpf:"enter_mmap"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
@@ -236,6 +250,7 @@ type bpfProgramSpecs struct {
 	EnterWritev            *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.ProgramSpec `ebpf:"exit_accept"`
 	ExitAccept4            *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitMmap               *ebpf.ProgramSpec `ebpf:"exit_mmap"`
 	ExitRead               *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv              *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
@@ -273,19 +288,21 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Conns         *ebpf.MapSpec `ebpf:"conns"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	FdSocks       *ebpf.MapSpec `ebpf:"fd_socks"`
-	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
-	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
-	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
-	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
-	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	SysArgs       *ebpf.MapSpec `ebpf:"sys_args"`
-	Traced        *ebpf.MapSpec `ebpf:"traced"`
-	TracedPorts   *ebpf.MapSpec `ebpf:"traced_ports"`
-	UsdtSpecs     *ebpf.MapSpec `ebpf:"usdt_specs"`
+	Conns          *ebpf.MapSpec `ebpf:"conns"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	FdSocks        *ebpf.MapSpec `ebpf:"fd_socks"`
+	GoStartArgs    *ebpf.MapSpec `ebpf:"go_start_args"`
+	JvmState       *ebpf.MapSpec `ebpf:"jvm_state"`
+	MappingSignals *ebpf.MapSpec `ebpf:"mapping_signals"`
+	MmapExec       *ebpf.MapSpec `ebpf:"mmap_exec"`
+	NodeCollector  *ebpf.MapSpec `ebpf:"node_collector"`
+	PauseState     *ebpf.MapSpec `ebpf:"pause_state"`
+	PyCalls        *ebpf.MapSpec `ebpf:"py_calls"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	SysArgs        *ebpf.MapSpec `ebpf:"sys_args"`
+	Traced         *ebpf.MapSpec `ebpf:"traced"`
+	TracedPorts    *ebpf.MapSpec `ebpf:"traced_ports"`
+	UsdtSpecs      *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -294,6 +311,8 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	MappingWindowNs       *ebpf.VariableSpec `ebpf:"mapping_window_ns"`
+	MmapExecInflight      *ebpf.VariableSpec `ebpf:"mmap_exec_inflight"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -321,19 +340,21 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Conns         *ebpf.Map `ebpf:"conns"`
-	Events        *ebpf.Map `ebpf:"events"`
-	FdSocks       *ebpf.Map `ebpf:"fd_socks"`
-	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
-	JvmState      *ebpf.Map `ebpf:"jvm_state"`
-	NodeCollector *ebpf.Map `ebpf:"node_collector"`
-	PauseState    *ebpf.Map `ebpf:"pause_state"`
-	PyCalls       *ebpf.Map `ebpf:"py_calls"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	SysArgs       *ebpf.Map `ebpf:"sys_args"`
-	Traced        *ebpf.Map `ebpf:"traced"`
-	TracedPorts   *ebpf.Map `ebpf:"traced_ports"`
-	UsdtSpecs     *ebpf.Map `ebpf:"usdt_specs"`
+	Conns          *ebpf.Map `ebpf:"conns"`
+	Events         *ebpf.Map `ebpf:"events"`
+	FdSocks        *ebpf.Map `ebpf:"fd_socks"`
+	GoStartArgs    *ebpf.Map `ebpf:"go_start_args"`
+	JvmState       *ebpf.Map `ebpf:"jvm_state"`
+	MappingSignals *ebpf.Map `ebpf:"mapping_signals"`
+	MmapExec       *ebpf.Map `ebpf:"mmap_exec"`
+	NodeCollector  *ebpf.Map `ebpf:"node_collector"`
+	PauseState     *ebpf.Map `ebpf:"pause_state"`
+	PyCalls        *ebpf.Map `ebpf:"py_calls"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	SysArgs        *ebpf.Map `ebpf:"sys_args"`
+	Traced         *ebpf.Map `ebpf:"traced"`
+	TracedPorts    *ebpf.Map `ebpf:"traced_ports"`
+	UsdtSpecs      *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -343,6 +364,8 @@ func (m *bpfMaps) Close() error {
 		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
+		m.MappingSignals,
+		m.MmapExec,
 		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
@@ -360,6 +383,8 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	MappingWindowNs       *ebpf.Variable `ebpf:"mapping_window_ns"`
+	MmapExecInflight      *ebpf.Variable `ebpf:"mmap_exec_inflight"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
@@ -372,6 +397,7 @@ type bpfVariables struct {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
+	EnterMmap              *ebpf.Program `ebpf:"enter_mmap"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.Program `ebpf:"enter_recvfrom"`
@@ -383,6 +409,7 @@ type bpfPrograms struct {
 	EnterWritev            *ebpf.Program `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.Program `ebpf:"exit_accept"`
 	ExitAccept4            *ebpf.Program `ebpf:"exit_accept4"`
+	ExitMmap               *ebpf.Program `ebpf:"exit_mmap"`
 	ExitRead               *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv              *ebpf.Program `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.Program `ebpf:"exit_recvfrom"`
@@ -419,6 +446,7 @@ type bpfPrograms struct {
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
 		p.EnterClose,
+		p.EnterMmap,
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterRecvfrom,
@@ -430,6 +458,7 @@ func (p *bpfPrograms) Close() error {
 		p.EnterWritev,
 		p.ExitAccept,
 		p.ExitAccept4,
+		p.ExitMmap,
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitRecvfrom,

@@ -13,9 +13,9 @@ import (
 )
 
 // This file is discovery: the process table, the initial /proc scan, the
-// inspection of processes as they exec (by the discovery workers), the
-// retries for runtimes mapped after exec, reconciliation with /proc, and
-// what the table says (Status, Resources, Lost).
+// inspection of processes as they exec or map a file executable (by the
+// discovery workers), reconciliation with /proc, and what the table says
+// (Status, Resources, Lost).
 
 // process is one tracked (or deliberately untracked) runtime process.
 type process struct {
@@ -26,7 +26,7 @@ type process struct {
 	reasons map[string]bool // distinct reasons seen, bounded; the event loop's
 	why     string          // why Method is "none"
 	since   time.Time
-	pending bool   // waiting for its runtime to show (retries)
+	pending bool   // waiting for its fallback's file to show (retries)
 	stop    func() // stops the fallback poller, if any
 }
 
@@ -34,9 +34,10 @@ type process struct {
 // one still waiting for its runtime to show).
 func (p *process) tracked() bool { return p.info.rt != nil && !p.pending }
 
-// Retry delays for a process whose runtime was not visible at exec:
-// the java launcher dlopens libjvm.so and a shared-library Python maps
-// libpython after exec, so the memory maps are read again before giving up.
+// Retry delays for a runtime process whose fallback has nothing to read
+// yet: a JVM without probes creates its hsperfdata file a little after it
+// maps libjvm.so, and no signal announces the file. (A runtime mapped after
+// exec is announced: the mapping signal, mapping.go.)
 var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 	200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond}
 
@@ -44,9 +45,10 @@ var retryDelays = []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 
 type inspectWhy uint8
 
 const (
-	inspectSeen  inspectWhy = iota // at the scan, or a record of an unknown pid
-	inspectRetry                   // its runtime was not visible yet
-	inspectExec                    // it called execve
+	inspectSeen   inspectWhy = iota // at the scan, or a record of an unknown pid
+	inspectRetry                    // its fallback had nothing to read yet
+	inspectMapped                   // it mapped a file executable (mapping.go)
+	inspectExec                     // it called execve
 )
 
 // inspectQueue holds the pids waiting for a discovery worker, each once:
@@ -180,7 +182,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		s.mu.Unlock()
 		return // settled meanwhile
 	}
-	if same && why == inspectSeen && old.info.rt != nil {
+	if same && (why == inspectSeen || why == inspectMapped) && old.info.rt != nil {
 		s.mu.Unlock()
 		return
 	}
@@ -240,8 +242,11 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		fb, fbErr = fr.prepareFallback(s.proc, pid)
 		fbLooked = true
 	}
-	canRetry := why != inspectSeen && p.retries < len(retryDelays)
-	if info.rt == nil || (fbErr != nil && canRetry) {
+	// Not a runtime process, or not yet: a runtime library it maps later
+	// (dlopen) brings it back through the mapping signal. Only what a
+	// fallback reads is waited for.
+	canRetry := fbErr != nil && why != inspectSeen && p.retries < len(retryDelays)
+	if info.rt == nil || canRetry {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if cur := s.procs[pid]; cur != nil {
@@ -254,8 +259,6 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 			}
 			return
 		}
-		// Not (yet) a runtime process: the java launcher dlopens
-		// libjvm.so after exec, so look again a few times before giving up.
 		d := retryDelays[p.retries]
 		p.retries++
 		p.pending = true
@@ -506,6 +509,9 @@ func (s *Source) readStats() {
 	}
 	if v, err := s.k.stat(statConnLost); err == nil {
 		s.lost["connections"] = v
+	}
+	if v, err := s.k.stat(statMappingLimited); err == nil {
+		s.lost["mapping_rate_limited"] = v
 	}
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved

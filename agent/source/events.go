@@ -40,6 +40,7 @@ const (
 	eventExit    = 3
 	eventRequest = 4
 	eventFork    = 5
+	eventMapped  = 6
 
 	eventFlagAux       = 1
 	eventFlagReadStart = 2
@@ -48,10 +49,11 @@ const (
 	usdtArgReg    = 2
 	usdtArgRegMem = 3
 
-	statRingbufLost = 0
-	statUnpairedEnd = 1
-	statConnLost    = 2
-	statMax         = 3
+	statRingbufLost    = 0
+	statUnpairedEnd    = 1
+	statConnLost       = 2
+	statMappingLimited = 3
+	statMax            = 4
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.
@@ -161,6 +163,8 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 		switch r.typ {
 		case eventExec:
 			s.queue.push(e.Pid, inspectExec)
+		case eventMapped:
+			s.mapped(e.Pid)
 		case eventFork:
 			// A traced process's child, already traced in the kernel
 			// from its fork: it runs the parent's runtime.

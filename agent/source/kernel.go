@@ -60,8 +60,8 @@ func liftMemlock() error {
 	return nil
 }
 
-// loadKernel loads the BPF collection and attaches the discovery and
-// request tracepoints. ports, if any, limits request capture to those
+// loadKernel loads the BPF collection and attaches the discovery (exec,
+// exit, executable mappings) and request tracepoints. ports, if any, limits request capture to those
 // local ports; uprobes says how the uprobe programs will be attached.
 // Requests start at arrival when sk_data_ready exists and reads and writes
 // can be taken at completion (sock_recv_length / sock_send_length).
@@ -105,6 +105,9 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 			return nil, fmt.Errorf("set arrival_mode: %w", err)
 		}
 	}
+	if err := spec.Variables["mapping_window_ns"].Set(uint64(mappingWindow)); err != nil {
+		return nil, fmt.Errorf("set mapping_window_ns: %w", err)
+	}
 	k := &kernel{uprobes: uprobes}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -120,16 +123,21 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 		}
 	}
 	for _, tp := range []struct {
-		name string
-		prog *ebpf.Program
+		group, name string
+		prog        *ebpf.Program
 	}{
-		{"sched_process_exec", k.objs.HandleExec},
-		{"sched_process_exit", k.objs.HandleExit},
+		{"sched", "sched_process_exec", k.objs.HandleExec},
+		{"sched", "sched_process_exit", k.objs.HandleExit},
+		// The exit before the entry: an entry seen without its exit
+		// would keep mmap_exec_inflight up, and every mmap's exit on the
+		// slow path (mapping.c).
+		{"syscalls", "sys_exit_mmap", k.objs.ExitMmap},
+		{"syscalls", "sys_enter_mmap", k.objs.EnterMmap},
 	} {
-		l, err := link.Tracepoint("sched", tp.name, tp.prog, nil)
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {
 			k.close()
-			return nil, fmt.Errorf("attach tracepoint sched/%s: %w", tp.name, err)
+			return nil, fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
 		}
 		k.links = append(k.links, l)
 	}
