@@ -130,7 +130,6 @@ const (
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
 	bpfMapMappingSignals          = "mapping_signals"
-	bpfMapMmapExec                = "mmap_exec"
 	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
@@ -140,7 +139,6 @@ const (
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
 	bpfProgEnterClose             = "enter_close"
-	bpfProgEnterMmap              = "enter_mmap"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
 	bpfProgEnterRecvfrom          = "enter_recvfrom"
@@ -187,7 +185,6 @@ const (
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarMappingWindowNs         = "mapping_window_ns"
-	bpfVarMmapExecInflight        = "mmap_exec_inflight"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -238,7 +235,6 @@ type bpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterMmap              *ebpf.ProgramSpec `ebpf:"enter_mmap"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
@@ -294,7 +290,6 @@ type bpfMapSpecs struct {
 	GoStartArgs    *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState       *ebpf.MapSpec `ebpf:"jvm_state"`
 	MappingSignals *ebpf.MapSpec `ebpf:"mapping_signals"`
-	MmapExec       *ebpf.MapSpec `ebpf:"mmap_exec"`
 	NodeCollector  *ebpf.MapSpec `ebpf:"node_collector"`
 	PauseState     *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls        *ebpf.MapSpec `ebpf:"py_calls"`
@@ -312,7 +307,6 @@ type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.VariableSpec `ebpf:"mapping_window_ns"`
-	MmapExecInflight      *ebpf.VariableSpec `ebpf:"mmap_exec_inflight"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -346,7 +340,6 @@ type bpfMaps struct {
 	GoStartArgs    *ebpf.Map `ebpf:"go_start_args"`
 	JvmState       *ebpf.Map `ebpf:"jvm_state"`
 	MappingSignals *ebpf.Map `ebpf:"mapping_signals"`
-	MmapExec       *ebpf.Map `ebpf:"mmap_exec"`
 	NodeCollector  *ebpf.Map `ebpf:"node_collector"`
 	PauseState     *ebpf.Map `ebpf:"pause_state"`
 	PyCalls        *ebpf.Map `ebpf:"py_calls"`
@@ -365,7 +358,6 @@ func (m *bpfMaps) Close() error {
 		m.GoStartArgs,
 		m.JvmState,
 		m.MappingSignals,
-		m.MmapExec,
 		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
@@ -384,7 +376,6 @@ type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.Variable `ebpf:"mapping_window_ns"`
-	MmapExecInflight      *ebpf.Variable `ebpf:"mmap_exec_inflight"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
@@ -397,7 +388,6 @@ type bpfVariables struct {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
-	EnterMmap              *ebpf.Program `ebpf:"enter_mmap"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.Program `ebpf:"enter_recvfrom"`
@@ -446,7 +436,6 @@ type bpfPrograms struct {
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
 		p.EnterClose,
-		p.EnterMmap,
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterRecvfrom,

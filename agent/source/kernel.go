@@ -128,11 +128,8 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 	}{
 		{"sched", "sched_process_exec", k.objs.HandleExec},
 		{"sched", "sched_process_exit", k.objs.HandleExit},
-		// The exit before the entry: an entry seen without its exit
-		// would keep mmap_exec_inflight up, and every mmap's exit on the
-		// slow path (mapping.c).
+		// Runtimes loaded after exec (mapping.c).
 		{"syscalls", "sys_exit_mmap", k.objs.ExitMmap},
-		{"syscalls", "sys_enter_mmap", k.objs.EnterMmap},
 	} {
 		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {

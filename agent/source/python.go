@@ -366,7 +366,15 @@ func (pythonRuntime) Library(base string) bool {
 }
 
 // Service: the script or -m module.
-func (pythonRuntime) Service(_ string, cmdline []byte) string { return pythonService(cmdline) }
+func (pythonRuntime) Service(exe string, cmdline []byte) string {
+	if !strings.HasPrefix(exe, "python") {
+		// A program embedding CPython (uwsgi, a native host that dlopens
+		// libpython): its arguments are not python's, and its own
+		// executable names it. "" = the exe name.
+		return ""
+	}
+	return pythonService(cmdline)
+}
 
 // Recognise reads a statically linked interpreter or a libpython; an
 // interpreter that needs libpython is found through its maps instead.

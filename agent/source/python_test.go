@@ -335,4 +335,15 @@ func TestPythonService(t *testing.T) {
 			t.Errorf("pythonService(%q) = %q, want %q", tc.cmd, got, tc.want)
 		}
 	}
+	// A host embedding CPython is named by its executable, not by its
+	// first argument.
+	for _, tc := range []struct{ exe, cmd, want string }{
+		{"python3.11", "python3.11\x00app.py\x00", "app"},
+		{"native-host", "native-host\x003.5\x00/opt/lib/libpython3.11.so.1.0\x00", ""},
+		{"uwsgi", "uwsgi\x00--ini\x00app.ini\x00", ""},
+	} {
+		if got := (pythonRuntime{}).Service(tc.exe, []byte(tc.cmd)); got != tc.want {
+			t.Errorf("Service(%q, %q) = %q, want %q", tc.exe, tc.cmd, got, tc.want)
+		}
+	}
 }

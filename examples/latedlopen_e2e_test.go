@@ -1,0 +1,150 @@
+package examples
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// lateDelay is how long the native hosts below wait after exec before they
+// load their runtime: past the 3.2 s over which the agent used to re-read a
+// new process's maps (25 ms … 1.6 s, doubling), so only the mapping signal
+// can find the runtime.
+const lateDelay = "3.5"
+
+// TestLateRuntime: a native host that loads its runtime long after exec
+// (a JVM through JNI from a private JDK copy, a libpython through dlopen),
+// from a library file of its own that no other process has mapped, so that
+// nothing but the mapping signal can lead the agent to it (issue 16, case 5).
+func TestLateRuntime(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, 19731)
+	t.Run("jvm", func(t *testing.T) {
+		t.Parallel()
+		lateJVM(t, a)
+	})
+	t.Run("python", func(t *testing.T) {
+		t.Parallel()
+		latePython(t, a)
+	})
+}
+
+// lateJVM: every safepoint the JVM logs after the agent lists it is
+// counted, and none that it did not make.
+func lateJVM(t *testing.T, a *agentProc) {
+	requireJava(t)
+	const jdk = "/usr/lib/jvm/java-17-openjdk-amd64"
+	if _, err := os.Stat(jdk + "/include/jni.h"); err != nil {
+		t.Skipf("%s/include/jni.h not installed (openjdk-17-jdk-headless)", jdk)
+	}
+	dir := t.TempDir()
+	host := filepath.Join(dir, "native-host")
+	build(t, "gcc", "-O1", "-I"+jdk+"/include", "-I"+jdk+"/include/linux", "testdata/latedlopen/jvmhost.c", "-ldl", "-o", host)
+	classes := filepath.Join(dir, "classes")
+	build(t, "javac", "-d", classes, "testdata/JavaChurn.java")
+	libjvm := privateJDK(t, jdk, filepath.Join(dir, "jdk"))
+
+	const service = "late-jvm"
+	log := filepath.Join(dir, "safepoint.log")
+	w := startWorkload(t, exec.Command(host, lateDelay, libjvm, "-Xmx64m", "-Djava.class.path="+classes,
+		"-Xlog:safepoint=info:file="+log+":timenanos"), "OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3")
+	st := a.waitTracked(t, w.pid, w.started)
+	t.Logf("tracked %v after exec: %+v", st.Since.Sub(w.started), st)
+	checkMethod(t, st, "usdt")
+	since := monoNow() - time.Since(st.Since).Nanoseconds()
+	runJava(t, a, &javaProc{workload: w, log: log}, service, "usdt")
+
+	// Over the JVM's whole life: nothing it did not make, nothing missed
+	// once listed (what it made between its dlopen and the attach is the
+	// agent's reaction time).
+	agentN, _ := a.settledPauses(t, map[string]string{"service": service})
+	all, _, _ := safepoints(t, log, 0)
+	listed, _, _ := safepoints(t, log, since)
+	t.Logf("whole life: agent %v safepoints, -Xlog:safepoint %d (%d after the agent listed it)", agentN, all, listed)
+	if int(agentN) > all || int(agentN) < listed {
+		t.Errorf("agent %v safepoints, want between %d (after it was listed) and %d (all)", agentN, listed, all)
+	}
+}
+
+// latePython: every collection of a libpython loaded late is counted.
+func latePython(t *testing.T, a *agentProc) {
+	const lib = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("%s not installed (libpython3.11)", lib)
+	}
+	dir := t.TempDir()
+	host := filepath.Join(dir, "native-host")
+	build(t, "gcc", "-O1", "testdata/latedlopen/pyhost.c", "-ldl", "-o", host)
+	private := filepath.Join(dir, "libpython3.11.so.1.0")
+	copyFile(t, lib, private)
+
+	// No OTEL_SERVICE_NAME: a host embedding CPython is named by its
+	// executable, not by its first argument.
+	w := startWorkload(t, exec.Command(host, lateDelay, private))
+	st := a.waitTracked(t, w.pid, w.started)
+	t.Logf("tracked %v after exec: %+v", st.Since.Sub(w.started), st)
+	if st.Runtime != "python" || st.Method != "usdt" || st.Service != "native-host" {
+		t.Fatalf("status %+v, want python/usdt, service native-host", st)
+	}
+	want := map[string]string{"service": "native-host", "runtime": "python"}
+	before, _ := a.settledPauses(t, want)
+	fmt.Fprintln(w.stdin, "go")
+	if !w.out.Scan() {
+		t.Fatal("the host printed no count")
+	}
+	seen, err := strconv.Atoi(w.out.Text())
+	if err != nil || seen < 200 {
+		t.Fatalf("gc.callbacks count %q", w.out.Text())
+	}
+	after, _ := a.settledPauses(t, want)
+	w.stdin.Close()
+	w.cmd.Wait()
+	t.Logf("agent %v collections, gc.callbacks %d", after-before, seen)
+	if int(after-before) != seen {
+		t.Errorf("collections: agent %v, gc.callbacks %d", after-before, seen)
+	}
+}
+
+// privateJDK lays out a JDK at dir whose libjvm.so is a copy (an inode of
+// its own, which no other JVM on the machine maps) and whose other files
+// are links to jdk's, and returns the copy's path. The JVM finds its home
+// from where libjvm.so lies.
+func privateJDK(t *testing.T, jdk, dir string) string {
+	t.Helper()
+	link := func(from, to string) {
+		ents, err := os.ReadDir(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			switch e.Name() {
+			case "lib", "server", "libjvm.so":
+				continue
+			}
+			if err := os.Symlink(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	server := filepath.Join(dir, "lib", "server")
+	if err := os.MkdirAll(server, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link(jdk, dir)
+	link(filepath.Join(jdk, "lib"), filepath.Join(dir, "lib"))
+	link(filepath.Join(jdk, "lib", "server"), server)
+	libjvm := filepath.Join(server, "libjvm.so")
+	copyFile(t, filepath.Join(jdk, "lib", "server", "libjvm.so"), libjvm)
+	return libjvm
+}
+
+func build(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, out)
+	}
+}
