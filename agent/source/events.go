@@ -280,7 +280,17 @@ func (s *Source) pauseEvent(p *process, e *bpfPwEvent) (agent.Event, bool) {
 		Duration: time.Duration(e.DurationNs),
 		Stopping: time.Duration(e.StoppingNs),
 	}
-	if plan := p.info.plan; plan != nil && e.Runtime == p.info.rt.ID() {
+	if e.Runtime != p.info.rt.ID() {
+		// A second runtime in a process tracked for another (a JVM that
+		// loads libpython through JNI), whose library is probed for some
+		// other process: a process has one runtime here, and these are
+		// not its pauses. Counted, not passed off as the first's.
+		s.mu.Lock()
+		s.otherRuntime++
+		s.mu.Unlock()
+		return agent.Event{}, false
+	}
+	if plan := p.info.plan; plan != nil {
 		plan.Decode(e, &ev)
 	} else {
 		ev.Reason, ev.Kind = "unknown ("+strconv.Itoa(int(e.Reason))+")", agent.KindOther

@@ -176,3 +176,23 @@ func TestMappedLibIsTheMappedFile(t *testing.T) {
 		t.Errorf("%s accepted after another file was renamed over the mapped one", path)
 	}
 }
+
+// TestPauseOfAnotherRuntime: a pause record of a runtime other than the
+// one its process is tracked for (a JVM that loaded libpython, probed for
+// another process) is counted, not reported as the tracked runtime's.
+func TestPauseOfAnotherRuntime(t *testing.T) {
+	s := New(Config{ProcFS: t.TempDir()})
+	p := &process{info: &fileInfo{rt: jvmRuntime{}, method: MethodUSDT}}
+	p.PID, p.Runtime = 4242, "jvm"
+	e := bpfPwEvent{Type: eventPause, Runtime: pythonRuntime{}.ID(), Pid: 4242, DurationNs: 1000}
+	if ev, ok := s.pauseEvent(p, &e); ok {
+		t.Fatalf("python pause reported for a JVM: %+v", ev)
+	}
+	if got := s.otherRuntime; got != 1 {
+		t.Errorf("other_runtime = %d, want 1", got)
+	}
+	e.Runtime = jvmRuntime{}.ID()
+	if _, ok := s.pauseEvent(p, &e); !ok {
+		t.Error("the JVM's own pause was dropped")
+	}
+}

@@ -99,6 +99,7 @@ type Source struct {
 	newTracked, newUnprobed int
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
+	otherRuntime            uint64 // pauses of a runtime the process is not tracked for
 }
 
 // New returns a Source; nothing touches the kernel before Run.
