@@ -1,6 +1,7 @@
 package examples
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -70,23 +71,64 @@ func lateJVM(t *testing.T, a *agentProc) {
 	}
 }
 
+// TestLateRuntimeBeforeAgent: a process the agent's first /proc pass saw
+// without a runtime is found when it loads one.
+func TestLateRuntimeBeforeAgent(t *testing.T) {
+	requireRoot(t)
+	host, private := pyHost(t)
+	cmd := exec.Command(host, "-", private)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	a := startAgent(t, 19732)
+	w := &workload{cmd: cmd, pid: uint32(cmd.Process.Pid), started: time.Now(), stdin: stdin, out: bufio.NewScanner(stdout)}
+	fmt.Fprintln(stdin, "load")
+	if !w.out.Scan() || w.out.Text() != "ready" {
+		t.Fatalf("the host did not say ready: %q", w.out.Text())
+	}
+	countPython(t, a, w)
+}
+
 // latePython: every collection of a libpython loaded late is counted.
 func latePython(t *testing.T, a *agentProc) {
-	const lib = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
-	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("%s not installed (libpython3.11)", lib)
+	host, private := pyHost(t)
+	countPython(t, a, startWorkload(t, exec.Command(host, lateDelay, private)))
+}
+
+// pyHost builds the host that dlopens libpython and a private copy of the
+// library, and returns their paths.
+func pyHost(t *testing.T) (host, lib string) {
+	t.Helper()
+	const system = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+	if _, err := os.Stat(system); err != nil {
+		t.Skipf("%s not installed (libpython3.11)", system)
 	}
 	dir := t.TempDir()
-	host := filepath.Join(dir, "native-host")
+	host = filepath.Join(dir, "native-host")
 	build(t, "gcc", "-O1", "testdata/latedlopen/pyhost.c", "-ldl", "-o", host)
-	private := filepath.Join(dir, "libpython3.11.so.1.0")
-	copyFile(t, lib, private)
+	lib = filepath.Join(dir, "libpython3.11.so.1.0")
+	copyFile(t, system, lib)
+	return host, lib
+}
 
+// countPython waits until the agent lists the host, then compares the
+// agent's count of 200 collections with gc.callbacks'.
+func countPython(t *testing.T, a *agentProc, w *workload) {
+	t.Helper()
+	st := a.waitTracked(t, w.pid, w.started)
+	t.Logf("tracked %v after the host started (or was told to load): %+v", st.Since.Sub(w.started), st)
 	// No OTEL_SERVICE_NAME: a host embedding CPython is named by its
 	// executable, not by its first argument.
-	w := startWorkload(t, exec.Command(host, lateDelay, private))
-	st := a.waitTracked(t, w.pid, w.started)
-	t.Logf("tracked %v after exec: %+v", st.Since.Sub(w.started), st)
 	if st.Runtime != "python" || st.Method != "usdt" || st.Service != "native-host" {
 		t.Fatalf("status %+v, want python/usdt, service native-host", st)
 	}

@@ -1,5 +1,6 @@
-/* A native host that loads CPython late: it sleeps (argv[1] seconds),
- * then dlopens a libpython (argv[2]), says ready, waits for a line, makes
+/* A native host that loads CPython late: it sleeps (argv[1] seconds, or
+ * until a line on stdin when argv[1] is "-"), then dlopens a libpython
+ * (argv[2]), says ready, waits for a line, makes
  * 200 full collections and prints what gc.callbacks saw, then waits for
  * another line before it finalizes (whose collections are not in that
  * window). */
@@ -14,7 +15,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: pyhost SECONDS LIBPYTHON\n");
         return 2;
     }
-    usleep((useconds_t)(atof(argv[1]) * 1e6));
+    if (argv[1][0] == '-') {
+        if (!fgets(line, sizeof line, stdin))
+            return 1;
+    } else {
+        usleep((useconds_t)(atof(argv[1]) * 1e6));
+    }
     void *lib = dlopen(argv[2], RTLD_NOW | RTLD_GLOBAL);
     if (!lib) {
         fprintf(stderr, "dlopen: %s\n", dlerror());
