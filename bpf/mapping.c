@@ -66,9 +66,16 @@ int exit_mmap(struct mmap_exit_ctx *ctx)
 	e->type = PW_EVENT_MAPPED;
 	e->pid = tgid;
 	e->tid = (__u32)id;
+	/* A new window, in place: a pending set by another thread of the
+	 * process from now on lands in the state the agent will read. */
+	if (st) {
+		st->last_ns = now;
+		st->pending = 0;
+	} else {
+		struct pw_mapping_state fresh = {.last_ns = now};
+		bpf_map_update_elem(&mapping_signals, &tgid, &fresh, BPF_ANY);
+	}
 	/* Pauses of a runtime just loaded go unseen until the agent looks. */
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
-	struct pw_mapping_state fresh = {.last_ns = now};
-	bpf_map_update_elem(&mapping_signals, &tgid, &fresh, BPF_ANY);
 	return 0;
 }

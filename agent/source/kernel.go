@@ -61,8 +61,9 @@ func liftMemlock() error {
 }
 
 // loadKernel loads the BPF collection and attaches the discovery (exec,
-// exit, executable mappings) and request tracepoints. ports, if any, limits request capture to those
-// local ports; uprobes says how the uprobe programs will be attached.
+// exit, executable mappings) and request tracepoints. ports, if any,
+// limits request capture to those local ports; uprobes says how the
+// uprobe programs will be attached.
 // Requests start at arrival when sk_data_ready exists and reads and writes
 // can be taken at completion (sock_recv_length / sock_send_length).
 func loadKernel(ports []uint16, uprobes uprobeMode) (*kernel, error) {
