@@ -24,14 +24,24 @@ const lateDelay = "3.5"
 func TestLateRuntime(t *testing.T) {
 	requireRoot(t)
 	a := startAgent(t, 19731)
-	t.Run("jvm", func(t *testing.T) {
-		t.Parallel()
-		lateJVM(t, a)
+	t.Run("hosts", func(t *testing.T) {
+		t.Run("jvm", func(t *testing.T) {
+			t.Parallel()
+			lateJVM(t, a)
+		})
+		t.Run("python", func(t *testing.T) {
+			t.Parallel()
+			latePython(t, a)
+		})
 	})
-	t.Run("python", func(t *testing.T) {
-		t.Parallel()
-		latePython(t, a)
-	})
+	// dlopen maps a library's dependencies right after it (libjvm.so:
+	// libstdc++, libm, libgcc_s): mappings folded into the window of the
+	// first, counted and exported.
+	limited := counter(a.metrics(t), "pausewatch_events_lost_total", map[string]string{"source": "mapping_rate_limited"})
+	t.Logf("mapping signals folded into a window: %v", limited)
+	if limited < 1 {
+		t.Errorf("pausewatch_events_lost_total{source=\"mapping_rate_limited\"} = %v, want > 0", limited)
+	}
 }
 
 // lateJVM: every safepoint the JVM logs after the agent lists it is
