@@ -226,3 +226,4 @@ int handle_exit(void *ctx)
 #include "python.c"
 #include "node.c"
 #include "request.c"
+#include "adopt.c"

@@ -44,6 +44,14 @@ enum conn_state {
 	CONN_ARRIVED = 1,    /* request bytes arrived, not read yet */
 	CONN_READING = 2,    /* the server is reading the request */
 	CONN_RESPONDING = 3, /* the server has written part of a final response */
+	/*
+	 * Adopted mid-request (adopt.c): the request began before the agent,
+	 * so it is not measured. Its response moves the connection to
+	 * ADOPTED_RESPONDING, and the next request's data (the first request
+	 * boundary seen) makes it idle.
+	 */
+	CONN_ADOPTED_READING = 4,
+	CONN_ADOPTED_RESPONDING = 5,
 };
 
 /*
@@ -223,14 +231,37 @@ static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now,
 }
 
 /*
+ * past_adopted makes an adopted connection whose unmeasured request has
+ * been answered idle, at the first sign of the next request (its data
+ * arriving or being read); returns the connection's seq after it.
+ */
+static __always_inline __u64 past_adopted(struct conn *c)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) == CONN_ADOPTED_RESPONDING && conn_cas(c, seen, CONN_IDLE))
+		seen = *(volatile __u64 *)&c->seq;
+	return seen;
+}
+
+/* reading says whether a connection's request is still being received. */
+static __always_inline bool reading(__u8 st)
+{
+	return st == CONN_ARRIVED || st == CONN_READING || st == CONN_ADOPTED_READING;
+}
+
+/*
  * response_write records a completed response write at now. Writes on an
  * idle connection are server-initiated data, not a response.
  */
 static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now)
 {
 	__u64 seen = *(volatile __u64 *)&c->seq;
-	if (CONN_STATE(seen) == CONN_IDLE)
+	if (CONN_STATE(seen) == CONN_IDLE || CONN_STATE(seen) == CONN_ADOPTED_RESPONDING)
 		return;
+	if (CONN_STATE(seen) == CONN_ADOPTED_READING) {
+		conn_cas(c, seen, CONN_ADOPTED_RESPONDING);
+		return;
+	}
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
 	/* A failed CAS means the state moved under us; look once more. */
@@ -249,7 +280,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
  */
 static __always_inline void received(struct conn *c, __u64 start_ts)
 {
-	__u64 seen = *(volatile __u64 *)&c->seq;
+	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
 	case CONN_ARRIVED:
 		conn_cas(c, seen, CONN_READING);
@@ -369,8 +400,7 @@ static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 		struct conn *c = bpf_map_lookup_elem(&conns, sk);
 		if (!c)
 			return 0;
-		__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
-		if ((st == CONN_ARRIVED || st == CONN_READING) && is_interim(first_buf(nr, buf_arg)))
+		if (reading(CONN_STATE(*(volatile __u64 *)&c->seq)) && is_interim(first_buf(nr, buf_arg)))
 			op = OP_INTERIM;
 	}
 	struct sys_args a = {.ts = bpf_ktime_get_ns(), .fd = fd, .op = op};
@@ -480,7 +510,7 @@ int handle_sk_data_ready(u64 *ctx)
 	 * the rest of the request arriving changes nothing.)
 	 */
 	end_request(c);
-	__u64 seen = *(volatile __u64 *)&c->seq;
+	__u64 seen = past_adopted(c);
 	if (CONN_STATE(seen) == CONN_IDLE)
 		start_request(c, seen, bpf_ktime_get_ns(), 0, CONN_ARRIVED);
 	return 0;
@@ -516,8 +546,7 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
 	if (!c)
 		return 0;
-	__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
-	if (st == CONN_ARRIVED || st == CONN_READING) {
+	if (reading(CONN_STATE(*(volatile __u64 *)&c->seq))) {
 		/*
 		 * The first write of a response: an interim one leaves the
 		 * request reading. The buffer is the syscall's, still mapped

@@ -122,6 +122,7 @@ const (
 	bpfMapFdSocks                 = "fd_socks"
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
+	bpfMapListenPorts             = "listen_ports"
 	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
@@ -130,6 +131,8 @@ const (
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
+	bpfProgAdoptConns             = "adopt_conns"
+	bpfProgAdoptListeners         = "adopt_listeners"
 	bpfProgEnterClose             = "enter_close"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
@@ -224,6 +227,8 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
+	AdoptConns             *ebpf.ProgramSpec `ebpf:"adopt_conns"`
+	AdoptListeners         *ebpf.ProgramSpec `ebpf:"adopt_listeners"`
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
@@ -278,6 +283,7 @@ type bpfMapSpecs struct {
 	FdSocks       *ebpf.MapSpec `ebpf:"fd_socks"`
 	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
+	ListenPorts   *ebpf.MapSpec `ebpf:"listen_ports"`
 	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
 	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
@@ -326,6 +332,7 @@ type bpfMaps struct {
 	FdSocks       *ebpf.Map `ebpf:"fd_socks"`
 	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
 	JvmState      *ebpf.Map `ebpf:"jvm_state"`
+	ListenPorts   *ebpf.Map `ebpf:"listen_ports"`
 	NodeCollector *ebpf.Map `ebpf:"node_collector"`
 	PauseState    *ebpf.Map `ebpf:"pause_state"`
 	PyCalls       *ebpf.Map `ebpf:"py_calls"`
@@ -343,6 +350,7 @@ func (m *bpfMaps) Close() error {
 		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
+		m.ListenPorts,
 		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
@@ -371,6 +379,8 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
+	AdoptConns             *ebpf.Program `ebpf:"adopt_conns"`
+	AdoptListeners         *ebpf.Program `ebpf:"adopt_listeners"`
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
@@ -418,6 +428,8 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.AdoptConns,
+		p.AdoptListeners,
 		p.EnterClose,
 		p.EnterRead,
 		p.EnterReadv,

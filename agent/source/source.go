@@ -251,6 +251,15 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	// Exec events that arrive during the scan are handled after it; a pid
 	// seen twice is simply inspected twice.
 	s.scan()
+	if !s.cfg.NoRequests && k.requestErr == nil {
+		// After the scan has marked the processes already running as
+		// traced, and before ready: their requests count from here.
+		if conns, procs, err := k.adoptConns(); err != nil {
+			s.log.Error("connections open before the agent are not measured", "err", err)
+		} else {
+			s.log.Info("adopted connections open before the agent", "connections", conns, "processes", procs)
+		}
+	}
 	for range discoveryWorkers {
 		workers.Go(func() { s.discover(ctx) })
 	}
