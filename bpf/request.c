@@ -628,6 +628,35 @@ int exit_recvfrom(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int exit_recvmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 
+/* recvmmsg/sendmmsg: one or more messages (ret: how many) on one socket. */
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int enter_recvmmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int exit_recvmmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int enter_sendmmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, 0, 0); }
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int exit_sendmmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+
+/*
+ * splice(fd_in, off_in, fd_out, ...) moves bytes between a pipe and a
+ * socket without passing user memory (an L4 proxy's io.Copy in Go): a
+ * write when fd_out is a tracked connection, else a read of fd_in.
+ */
+SEC("tracepoint/syscalls/sys_enter_splice")
+int enter_splice(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_traced(id >> 32))
+		return 0;
+	__u64 key = (id & 0xffffffff00000000ULL) | (__u32)ctx->args[2];
+	if (bpf_map_lookup_elem(&fd_socks, &key))
+		return enter(ctx->args[2], OP_WRITE, 0, 0);
+	return enter(ctx->args[0], OP_READ, 0, 0);
+}
+SEC("tracepoint/syscalls/sys_exit_splice")
+int exit_splice(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+
 SEC("tracepoint/syscalls/sys_enter_write")
 int enter_write(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }
 SEC("tracepoint/syscalls/sys_enter_writev")

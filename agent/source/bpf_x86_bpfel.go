@@ -137,10 +137,13 @@ const (
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
 	bpfProgEnterRecvfrom          = "enter_recvfrom"
+	bpfProgEnterRecvmmsg          = "enter_recvmmsg"
 	bpfProgEnterRecvmsg           = "enter_recvmsg"
 	bpfProgEnterSendfile64        = "enter_sendfile64"
+	bpfProgEnterSendmmsg          = "enter_sendmmsg"
 	bpfProgEnterSendmsg           = "enter_sendmsg"
 	bpfProgEnterSendto            = "enter_sendto"
+	bpfProgEnterSplice            = "enter_splice"
 	bpfProgEnterWrite             = "enter_write"
 	bpfProgEnterWritev            = "enter_writev"
 	bpfProgExitAccept             = "exit_accept"
@@ -148,10 +151,13 @@ const (
 	bpfProgExitRead               = "exit_read"
 	bpfProgExitReadv              = "exit_readv"
 	bpfProgExitRecvfrom           = "exit_recvfrom"
+	bpfProgExitRecvmmsg           = "exit_recvmmsg"
 	bpfProgExitRecvmsg            = "exit_recvmsg"
 	bpfProgExitSendfile64         = "exit_sendfile64"
+	bpfProgExitSendmmsg           = "exit_sendmmsg"
 	bpfProgExitSendmsg            = "exit_sendmsg"
 	bpfProgExitSendto             = "exit_sendto"
+	bpfProgExitSplice             = "exit_splice"
 	bpfProgExitWrite              = "exit_write"
 	bpfProgExitWritev             = "exit_writev"
 	bpfProgGoStartEntry           = "go_start_entry"
@@ -233,10 +239,13 @@ type bpfProgramSpecs struct {
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg          *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg           *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
 	EnterSendfile64        *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
+	EnterSendmmsg          *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
 	EnterSendmsg           *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
 	EnterSendto            *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterSplice            *ebpf.ProgramSpec `ebpf:"enter_splice"`
 	EnterWrite             *ebpf.ProgramSpec `ebpf:"enter_write"`
 	EnterWritev            *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.ProgramSpec `ebpf:"exit_accept"`
@@ -244,10 +253,13 @@ type bpfProgramSpecs struct {
 	ExitRead               *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv              *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg           *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg            *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
 	ExitSendfile64         *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
+	ExitSendmmsg           *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
 	ExitSendmsg            *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
 	ExitSendto             *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitSplice             *ebpf.ProgramSpec `ebpf:"exit_splice"`
 	ExitWrite              *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev             *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	GoStartEntry           *ebpf.ProgramSpec `ebpf:"go_start_entry"`
@@ -385,10 +397,13 @@ type bpfPrograms struct {
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg          *ebpf.Program `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg           *ebpf.Program `ebpf:"enter_recvmsg"`
 	EnterSendfile64        *ebpf.Program `ebpf:"enter_sendfile64"`
+	EnterSendmmsg          *ebpf.Program `ebpf:"enter_sendmmsg"`
 	EnterSendmsg           *ebpf.Program `ebpf:"enter_sendmsg"`
 	EnterSendto            *ebpf.Program `ebpf:"enter_sendto"`
+	EnterSplice            *ebpf.Program `ebpf:"enter_splice"`
 	EnterWrite             *ebpf.Program `ebpf:"enter_write"`
 	EnterWritev            *ebpf.Program `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.Program `ebpf:"exit_accept"`
@@ -396,10 +411,13 @@ type bpfPrograms struct {
 	ExitRead               *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv              *ebpf.Program `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg           *ebpf.Program `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg            *ebpf.Program `ebpf:"exit_recvmsg"`
 	ExitSendfile64         *ebpf.Program `ebpf:"exit_sendfile64"`
+	ExitSendmmsg           *ebpf.Program `ebpf:"exit_sendmmsg"`
 	ExitSendmsg            *ebpf.Program `ebpf:"exit_sendmsg"`
 	ExitSendto             *ebpf.Program `ebpf:"exit_sendto"`
+	ExitSplice             *ebpf.Program `ebpf:"exit_splice"`
 	ExitWrite              *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev             *ebpf.Program `ebpf:"exit_writev"`
 	GoStartEntry           *ebpf.Program `ebpf:"go_start_entry"`
@@ -434,10 +452,13 @@ func (p *bpfPrograms) Close() error {
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterRecvfrom,
+		p.EnterRecvmmsg,
 		p.EnterRecvmsg,
 		p.EnterSendfile64,
+		p.EnterSendmmsg,
 		p.EnterSendmsg,
 		p.EnterSendto,
+		p.EnterSplice,
 		p.EnterWrite,
 		p.EnterWritev,
 		p.ExitAccept,
@@ -445,10 +466,13 @@ func (p *bpfPrograms) Close() error {
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitRecvfrom,
+		p.ExitRecvmmsg,
 		p.ExitRecvmsg,
 		p.ExitSendfile64,
+		p.ExitSendmmsg,
 		p.ExitSendmsg,
 		p.ExitSendto,
+		p.ExitSplice,
 		p.ExitWrite,
 		p.ExitWritev,
 		p.GoStartEntry,

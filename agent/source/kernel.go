@@ -169,6 +169,9 @@ func (k *kernel) attachRequests(arrival bool) {
 		{"syscalls", "sys_enter_sendto", o.EnterSendto, false, true}, {"syscalls", "sys_exit_sendto", o.ExitSendto, false, true},
 		{"syscalls", "sys_enter_sendmsg", o.EnterSendmsg, false, true}, {"syscalls", "sys_exit_sendmsg", o.ExitSendmsg, false, true},
 		{"syscalls", "sys_enter_sendfile64", o.EnterSendfile64, false, true}, {"syscalls", "sys_exit_sendfile64", o.ExitSendfile64, false, true},
+		{"syscalls", "sys_enter_recvmmsg", o.EnterRecvmmsg, false, true}, {"syscalls", "sys_exit_recvmmsg", o.ExitRecvmmsg, false, true},
+		{"syscalls", "sys_enter_sendmmsg", o.EnterSendmmsg, false, true}, {"syscalls", "sys_exit_sendmmsg", o.ExitSendmmsg, false, true},
+		{"syscalls", "sys_enter_splice", o.EnterSplice, false, true}, {"syscalls", "sys_exit_splice", o.ExitSplice, false, true},
 		{"syscalls", "sys_enter_close", o.EnterClose, true, true},
 		// Arrival, and every read and write at its completion, by socket.
 		{"sock", "sk_data_ready", o.HandleSkDataReady, true, false},
