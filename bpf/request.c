@@ -606,6 +606,91 @@ int handle_inet_sock_set_state(struct inet_sock_set_state_ctx *ctx)
 	return 0;
 }
 
+/* Layout of io_uring:io_uring_complete. */
+struct io_uring_complete_ctx {
+	__u64 common;
+	__u64 ctx;
+	__u64 req; /* struct io_kiocb * */
+	__u64 user_data;
+	__s32 res;
+	__u32 cflags;
+	__u64 extra1;
+	__u64 extra2;
+};
+
+/* UAPI opcodes (linux/io_uring.h). */
+#define IORING_OP_READV 1
+#define IORING_OP_WRITEV 2
+#define IORING_OP_SENDMSG 9
+#define IORING_OP_RECVMSG 10
+#define IORING_OP_ACCEPT 13
+#define IORING_OP_READ 22
+#define IORING_OP_WRITE 23
+#define IORING_OP_SEND 26
+#define IORING_OP_RECV 27
+#define IORING_OP_SEND_ZC 47
+#define IORING_OP_SENDMSG_ZC 48
+
+/*
+ * An io_uring request of a traced process completed. Its reads and writes
+ * of sockets pass sock_recvmsg/sock_sendmsg, so with the sock: tracepoints
+ * they are seen there; its accepts pass no accept syscall, so the new
+ * connection is tracked here, from the result (an fd) checked against the
+ * listener the request named. An accept into a fixed-file slot (a direct
+ * descriptor) has no fd: not measured, counted (PW_STAT_UNCOVERED_ACCEPT).
+ * Without the sock: tracepoints (read mode) reads and writes are taken
+ * here at their completion.
+ */
+SEC("tracepoint/io_uring/io_uring_complete")
+int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_traced(id >> 32))
+		return 0;
+	struct io_kiocb *req = (struct io_kiocb *)ctx->req;
+	__u8 op = BPF_CORE_READ(req, opcode);
+	struct file *f = BPF_CORE_READ(req, file);
+	struct socket *so = f ? BPF_CORE_READ(f, private_data) : NULL;
+	if (op == IORING_OP_ACCEPT) {
+		if (ctx->res < 0 || !so)
+			return 0;
+		if (BPF_CORE_READ((struct io_accept *)req, file_slot)) {
+			count_stat(PW_STAT_UNCOVERED_ACCEPT);
+			return 0;
+		}
+		/* The fd must be a socket on the listener's port: a connection it accepted. */
+		__u64 sk = sock_of(ctx->res);
+		struct sock *lsk = BPF_CORE_READ(so, sk);
+		if (!sk || !lsk || BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num) !=
+					   BPF_CORE_READ(lsk, __sk_common.skc_num))
+			return 0;
+		return accepted(ctx->res);
+	}
+	if (arrival_mode || ctx->res <= 0 || !so)
+		return 0;
+	__u64 sk = (__u64)BPF_CORE_READ(so, sk);
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (!c)
+		return 0;
+	switch (op) {
+	case IORING_OP_READV:
+	case IORING_OP_RECVMSG:
+	case IORING_OP_READ:
+	case IORING_OP_RECV:
+		received(c, bpf_ktime_get_ns());
+		break;
+	case IORING_OP_WRITEV:
+	case IORING_OP_SENDMSG:
+	case IORING_OP_WRITE:
+	case IORING_OP_SEND:
+	case IORING_OP_SEND_ZC:
+	case IORING_OP_SENDMSG_ZC:
+		response_write(c, id >> 32, bpf_ktime_get_ns());
+		break;
+	}
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_accept")
 int exit_accept(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_accept4")

@@ -168,6 +168,7 @@ const (
 	bpfProgHandleExit             = "handle_exit"
 	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
+	bpfProgHandleIoUringComplete  = "handle_io_uring_complete"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
 	bpfProgHandleSockSendLength   = "handle_sock_send_length"
@@ -270,6 +271,7 @@ type bpfProgramSpecs struct {
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
+	HandleIoUringComplete  *ebpf.ProgramSpec `ebpf:"handle_io_uring_complete"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
@@ -428,6 +430,7 @@ type bpfPrograms struct {
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
 	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
+	HandleIoUringComplete  *ebpf.Program `ebpf:"handle_io_uring_complete"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
@@ -483,6 +486,7 @@ func (p *bpfPrograms) Close() error {
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleInetSockSetState,
+		p.HandleIoUringComplete,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,
 		p.HandleSockSendLength,

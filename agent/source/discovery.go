@@ -507,6 +507,9 @@ func (s *Source) readStats() {
 	if v, err := s.k.stat(statConnLost); err == nil {
 		s.lost["connections"] = v
 	}
+	if v, err := s.k.stat(statUncoveredAccept); err == nil {
+		s.lost["io_uring_direct_accept"] = v
+	}
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved
 }

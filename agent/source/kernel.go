@@ -200,6 +200,11 @@ func (k *kernel) attachRequests(arrival bool) {
 	if l, err := link.Tracepoint("sock", "inet_sock_set_state", o.HandleInetSockSetState, nil); err == nil {
 		links = append(links, l)
 	}
+	// Optional (kernels with io_uring): connections accepted through
+	// io_uring, which passes no accept syscall.
+	if l, err := link.Tracepoint("io_uring", "io_uring_complete", o.HandleIoUringComplete, nil); err == nil {
+		links = append(links, l)
+	}
 	// Optional: traces the children a traced process forks without exec
 	// (pre-fork servers) from the fork; without it they are tracked when
 	// the agent first sees them (a pause of theirs).

@@ -151,6 +151,18 @@ struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
+/* An io_uring request (the kernel's struct io_kiocb) and an accept's arguments. */
+struct io_kiocb {
+	union {
+		struct file *file; /* the file the request operates on */
+	};
+	__u8 opcode; /* IORING_OP_* */
+} __attribute__((preserve_access_index));
+
+struct io_accept {
+	__u32 file_slot; /* non-zero: into a fixed-file slot, not the fd table */
+} __attribute__((preserve_access_index));
+
 struct bpf_iter__task_file {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;
