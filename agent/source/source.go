@@ -254,10 +254,11 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	if !s.cfg.NoRequests && k.requestErr == nil {
 		// After the scan has marked the processes already running as
 		// traced, and before ready: their requests count from here.
+		t0 := time.Now()
 		if conns, procs, err := k.adoptConns(); err != nil {
 			s.log.Error("connections open before the agent are not measured", "err", err)
 		} else {
-			s.log.Info("adopted connections open before the agent", "connections", conns, "processes", procs)
+			s.log.Info("adopted connections open before the agent", "connections", conns, "processes", procs, "took", time.Since(t0))
 		}
 	}
 	for range discoveryWorkers {
