@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,14 +56,20 @@ func (k *keepAliveConn) get(t *testing.T) time.Duration {
 	return time.Since(t0)
 }
 
-// blockedInAccept says whether pid's main thread is inside accept/accept4.
+// blockedInAccept says whether a thread of pid is inside accept/accept4.
 func blockedInAccept(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
-	if err != nil {
-		return false
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/syscall", pid))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		nr := strings.Fields(string(b))
+		if len(nr) > 0 && (nr[0] == "43" || nr[0] == "288") { // x86-64 accept, accept4
+			return true
+		}
 	}
-	nr := strings.Fields(string(b))
-	return len(nr) > 0 && (nr[0] == "43" || nr[0] == "288") // x86-64 accept, accept4
+	return false
 }
 
 func TestRequestAdoptedConns(t *testing.T) {
@@ -71,7 +78,7 @@ func TestRequestAdoptedConns(t *testing.T) {
 		name string
 		// start runs the server (no agent yet) and returns its pid and port.
 		start func(t *testing.T, service string) (pid, port int)
-		// accepting: its main thread blocks in accept() (checked).
+		// accepting: a thread of it blocks in accept() (checked).
 		accepting bool
 	}{
 		{"go", func(t *testing.T, service string) (int, int) {
@@ -82,6 +89,15 @@ func TestRequestAdoptedConns(t *testing.T) {
 			s := startServer(t, "jvm", service, freePort(t), false)
 			return int(s.pid), s.port
 		}, false},
+		{"jvm-blocking-accept", func(t *testing.T, service string) (int, int) {
+			requireJava(t)
+			cmd, first, _ := startLineServer(t, service, nil, "java", "-Xmx64m", "testdata/KeepAlive.java")
+			var port int
+			if _, err := fmt.Sscan(first, &port); err != nil {
+				t.Fatalf("KeepAlive.java said %q", first)
+			}
+			return cmd.Process.Pid, port
+		}, true},
 		{"python-blocking-accept", func(t *testing.T, service string) (int, int) {
 			cmd, first, _ := startLineServer(t, service, nil, "/usr/bin/python3.11", "testdata/keepalive.py")
 			var port int
