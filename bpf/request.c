@@ -647,6 +647,12 @@ int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!is_traced(id >> 32))
 		return 0;
+	/*
+	 * A kernel without io_uring has no io_kiocb to relocate against: the
+	 * reads below would fail to load, and with them the whole collection.
+	 */
+	if (!bpf_core_type_exists(struct io_kiocb))
+		return 0;
 	struct io_kiocb *req = (struct io_kiocb *)ctx->req;
 	__u8 op = BPF_CORE_READ(req, opcode);
 	struct file *f = BPF_CORE_READ(req, file);
@@ -654,7 +660,9 @@ int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
 	if (op == IORING_OP_ACCEPT) {
 		if (ctx->res < 0 || !so)
 			return 0;
-		if (BPF_CORE_READ((struct io_accept *)req, file_slot)) {
+		/* (Fixed-file accepts came with file_slot, in 5.15.) */
+		if (bpf_core_field_exists(((struct io_accept *)0)->file_slot) &&
+		    BPF_CORE_READ((struct io_accept *)req, file_slot)) {
 			count_stat(PW_STAT_UNCOVERED_ACCEPT);
 			return 0;
 		}
