@@ -2,6 +2,7 @@ package source
 
 import (
 	"net"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -9,6 +10,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,4 +176,39 @@ func TestRequestIoUringDirectAcceptCounted(t *testing.T) {
 	if after-before != 1 {
 		t.Errorf("uncovered accepts went from %d to %d, want one more", before, after)
 	}
+}
+
+// The collection loads on a kernel without io_uring: its program that
+// reads io_uring's types checks they exist first. The kernel's own types,
+// with io_uring's renamed away, stand in for such a kernel.
+func TestLoadWithoutIoUring(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF programs")
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden := 0
+	for typ, err := range kernel.All() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := typ.(*btf.Struct); ok && (s.Name == "io_kiocb" || s.Name == "io_accept") {
+			s.Name = "hidden_" + s.Name
+			hidden++
+		}
+	}
+	if hidden != 2 {
+		t.Fatalf("renamed %d io_uring types, want 2", hidden)
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}})
+	if err != nil {
+		t.Fatalf("load without io_uring's types: %v", err)
+	}
+	coll.Close()
 }
