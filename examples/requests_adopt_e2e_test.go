@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,4 +160,76 @@ func TestRequestAdoptedConns(t *testing.T) {
 			checkServerWithinClient(t, a.requestHist(t, service, port), client)
 		})
 	}
+}
+
+// Connections a process accepted after its exec but before the agent had
+// inspected it (the agent is stopped meanwhile, so that window is sure to
+// hold them) are adopted once it is traced: every request afterwards counts.
+// The server is exec'd by a shell started before the agent: a child the
+// test (a traced Go process) forked after the agent started would be
+// traced from its fork.
+func TestRequestAdoptedBeforeTracked(t *testing.T) {
+	requireRoot(t)
+	service := "adopt-before-tracked"
+	cmd := exec.Command("sh", "-c", "read go && exec /usr/bin/python3.11 testdata/keepalive.py")
+	cmd.Env = append(os.Environ(), "OTEL_SERVICE_NAME="+service)
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	a := startAgent(t, freePort(t))
+	agentPID := a.cmd.Process.Pid
+	if err := syscall.Kill(agentPID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			syscall.Kill(agentPID, syscall.SIGCONT)
+		}
+	})
+	io.WriteString(stdin, "go\n")
+	out := bufio.NewScanner(stdout)
+	var port int
+	if !out.Scan() {
+		t.Fatal("keepalive.py did not start")
+	}
+	if _, err := fmt.Sscan(out.Text(), &port); err != nil {
+		t.Fatalf("keepalive.py said %q", out.Text())
+	}
+	const n, each = 4, 25
+	var conns []*keepAliveConn
+	for range n {
+		k := dialKeepAlive(t, port)
+		k.get(t) // accepted and answered before the agent knows the process
+		conns = append(conns, k)
+	}
+	syscall.Kill(agentPID, syscall.SIGCONT)
+	stopped = false
+	a.waitTracked(t, uint32(cmd.Process.Pid), time.Now())
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(a.logs.String(), "adopted connections accepted before their process was traced"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not adopt the connections accepted before it traced the process")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	client := hdrhistogram.New(1, 60_000_000, 3) // µs
+	for range each {
+		for _, k := range conns {
+			client.RecordValue(k.get(t).Microseconds() + 1)
+		}
+	}
+	for _, k := range conns {
+		k.c.Close()
+	}
+	want := int64(n * each)
+	row := a.requestRowAtLeast(t, service, port, want)
+	t.Logf("%d requests on %d connections accepted before the process was traced; agent counted %d", want, n, row.Requests)
+	if row.Requests != want {
+		t.Errorf("agent counted %d requests, the client made %d after the process was traced", row.Requests, want)
+	}
+	checkServerWithinClient(t, a.requestHist(t, service, port), client)
 }

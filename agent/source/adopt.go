@@ -30,6 +30,27 @@ func (k *kernel) adoptConns() (conns, procs int, err error) {
 	return conns, len(pids), nil
 }
 
+// adoptLate adopts, at most once a tick, the connections of the processes
+// traced since the last pass: a process is traced only once discovery has
+// inspected it, and what it accepted between its exec (or the start pass)
+// and then passed no program that tracks connections. Runs on
+// housekeeping, which Run waits for before it closes the kernel objects.
+func (s *Source) adoptLate() {
+	s.mu.Lock()
+	k, pending := s.k, s.adoptPending
+	s.adoptPending = false
+	s.mu.Unlock()
+	if !pending || k == nil || k.requestErr != nil {
+		return
+	}
+	conns, procs, err := k.adoptConns()
+	if err != nil {
+		s.log.Warn("adopting connections of newly traced processes", "err", err)
+	} else if conns > 0 {
+		s.log.Info("adopted connections accepted before their process was traced", "connections", conns, "processes", procs)
+	}
+}
+
 // runIter runs a BPF iterator program once and returns what it wrote.
 func runIter(prog *ebpf.Program) ([]byte, error) {
 	l, err := link.AttachIter(link.IterOptions{Program: prog})

@@ -359,6 +359,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
+		s.adoptPending = true
 	}
 	if p.Method == MethodNone {
 		s.newUnprobed++

@@ -99,6 +99,9 @@ type Source struct {
 	newTracked, newUnprobed int
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
+	// A process became traced since the last adoption pass: connections
+	// it accepted between its exec and then were not seen (adopt.go).
+	adoptPending bool
 }
 
 // New returns a Source; nothing touches the kernel before Run.
@@ -282,6 +285,7 @@ func (s *Source) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 		s.readStats()
+		s.adoptLate()
 		if ticks%summaryEvery == 0 {
 			s.logSummary()
 		}
