@@ -2,11 +2,12 @@
 //go:build ignore
 
 /*
- * Connections that were open before the agent: adopted once, when the
- * agent starts, by walking every open file of every traced process (a
- * task_file iterator; the agent runs adopt_listeners, then adopt_conns).
- * Without this, a keep-alive connection accepted before the agent (every
- * DaemonSet rollout restarts it) is never measured.
+ * Connections accepted where no program saw it: before the agent started,
+ * or before discovery had marked the process traced. Adopted by walking
+ * every open file of every traced process (a task_file iterator; the agent
+ * runs adopt_listeners, then adopt_conns) at start and again after
+ * processes become traced. Without this, a keep-alive connection accepted
+ * before the agent (every DaemonSet rollout restarts it) is never measured.
  *
  * Server side: a connection is adopted when its local port is one the
  * same process listens on (a socket of its in TCP_LISTEN). accept()ed
