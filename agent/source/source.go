@@ -97,6 +97,7 @@ type Source struct {
 	dropped uint64          // processes not tracked because of MaxProcesses
 	// Processes newly tracked or found unprobeable since the last summary.
 	newTracked, newUnprobed int
+	idleFiles               int // files with probes and no process (see lingerFor)
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
 	// A process became traced since the last adoption pass: connections
@@ -285,6 +286,7 @@ func (s *Source) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 		s.readStats()
+		s.sweepIdle()
 		s.adoptLate()
 		if ticks%summaryEvery == 0 {
 			s.logSummary()
