@@ -119,8 +119,9 @@ enum pw_stat {
 	PW_STAT_RINGBUF_LOST = 0, /* bpf_ringbuf_reserve failed: event dropped */
 	PW_STAT_UNPAIRED_END = 1, /* pause end without a begin (attached mid-pause) */
 	PW_STAT_CONN_LOST = 2,    /* a connection could not be tracked (map full) */
-	PW_STAT_MAPPING_LIMITED = 3, /* a mapping signal folded into its window's (rate limit) */
-	PW_STAT_MAX = 4,
+	PW_STAT_UNCOVERED_ACCEPT = 3, /* io_uring accept into a fixed-file slot: connection not measured */
+	PW_STAT_MAPPING_LIMITED = 4, /* a mapping signal folded into its window's (rate limit) */
+	PW_STAT_MAX = 5,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

@@ -238,4 +238,5 @@ int handle_exit(void *ctx)
 #include "python.c"
 #include "node.c"
 #include "request.c"
+#include "adopt.c"
 #include "mapping.c"

@@ -374,6 +374,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
+		s.adoptPending = true
 	}
 	if p.Method == MethodNone {
 		s.newUnprobed++
@@ -565,6 +566,9 @@ func (s *Source) readStats() {
 	}
 	if v, err := s.k.stat(statConnLost); err == nil {
 		s.lost["connections"] = v
+	}
+	if v, err := s.k.stat(statUncoveredAccept); err == nil {
+		s.lost["io_uring_direct_accept"] = v
 	}
 	if v, err := s.k.stat(statMappingLimited); err == nil {
 		s.lost["mapping_rate_limited"] = v

@@ -49,11 +49,14 @@ const (
 	usdtArgReg    = 2
 	usdtArgRegMem = 3
 
-	statRingbufLost    = 0
-	statUnpairedEnd    = 1
-	statConnLost       = 2
-	statMappingLimited = 3
-	statMax            = 4
+	statRingbufLost = 0
+	statUnpairedEnd = 1
+	statConnLost    = 2
+	// An io_uring accept into a fixed-file slot: the connection has no fd
+	// to find it by, so its requests are not measured.
+	statUncoveredAccept = 3
+	statMappingLimited  = 4
+	statMax             = 5
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.

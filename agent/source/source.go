@@ -101,6 +101,9 @@ type Source struct {
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
 	otherRuntime            uint64 // pauses of a runtime the process is not tracked for
+	// A process became traced since the last adoption pass: connections
+	// it accepted between its exec and then were not seen (adopt.go).
+	adoptPending bool
 }
 
 // New returns a Source; nothing touches the kernel before Run.
@@ -253,6 +256,16 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	// Exec events that arrive during the scan are handled after it; a pid
 	// seen twice is simply inspected twice.
 	s.scan()
+	if !s.cfg.NoRequests && k.requestErr == nil {
+		// After the scan has marked the processes already running as
+		// traced, and before ready: their requests count from here.
+		t0 := time.Now()
+		if conns, procs, err := k.adoptConns(); err != nil {
+			s.log.Error("connections open before the agent are not measured", "err", err)
+		} else {
+			s.log.Info("adopted connections open before the agent", "connections", conns, "processes", procs, "took", time.Since(t0))
+		}
+	}
 	for range discoveryWorkers {
 		workers.Go(func() { s.discover(ctx) })
 	}
@@ -275,6 +288,7 @@ func (s *Source) housekeeping(ctx context.Context) {
 		}
 		s.readStats()
 		s.sweepIdle()
+		s.adoptLate()
 		if ticks%summaryEvery == 0 {
 			s.logSummary()
 		}
