@@ -221,6 +221,7 @@ int handle_exit(void *ctx)
 }
 
 #include "usdt.c"
+#include "oncpu.c"
 #include "golang.c"
 #include "jvm.c"
 #include "python.c"

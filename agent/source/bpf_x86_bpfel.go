@@ -44,6 +44,12 @@ type bpfJvmState struct {
 	Pad      uint32
 }
 
+type bpfOncpuThread struct {
+	_     structs.HostLayout
+	Since uint64
+	Acc   uint64
+}
+
 type bpfPwEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -58,6 +64,7 @@ type bpfPwEvent struct {
 	StoppingNs uint64
 	Aux        uint64
 	Detail     [40]int8
+	CpuNs      uint64
 }
 
 type bpfPwPauseState struct {
@@ -123,6 +130,7 @@ const (
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
 	bpfMapNodeCollector           = "node_collector"
+	bpfMapOncpu                   = "oncpu"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
@@ -159,6 +167,7 @@ const (
 	bpfProgHandleExit             = "handle_exit"
 	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
+	bpfProgHandleSchedSwitch      = "handle_sched_switch"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
 	bpfProgHandleSockSendLength   = "handle_sock_send_length"
@@ -175,6 +184,7 @@ const (
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarOncpuActive             = "oncpu_active"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -253,6 +263,7 @@ type bpfProgramSpecs struct {
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
+	HandleSchedSwitch      *ebpf.ProgramSpec `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
@@ -279,6 +290,7 @@ type bpfMapSpecs struct {
 	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
 	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
+	Oncpu         *ebpf.MapSpec `ebpf:"oncpu"`
 	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -294,6 +306,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.VariableSpec `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -327,6 +340,7 @@ type bpfMaps struct {
 	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
 	JvmState      *ebpf.Map `ebpf:"jvm_state"`
 	NodeCollector *ebpf.Map `ebpf:"node_collector"`
+	Oncpu         *ebpf.Map `ebpf:"oncpu"`
 	PauseState    *ebpf.Map `ebpf:"pause_state"`
 	PyCalls       *ebpf.Map `ebpf:"py_calls"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -344,6 +358,7 @@ func (m *bpfMaps) Close() error {
 		m.GoStartArgs,
 		m.JvmState,
 		m.NodeCollector,
+		m.Oncpu,
 		m.PauseState,
 		m.PyCalls,
 		m.Stats,
@@ -360,6 +375,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.Variable `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
@@ -400,6 +416,7 @@ type bpfPrograms struct {
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
 	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
+	HandleSchedSwitch      *ebpf.Program `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
@@ -447,6 +464,7 @@ func (p *bpfPrograms) Close() error {
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleInetSockSetState,
+		p.HandleSchedSwitch,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,
 		p.HandleSockSendLength,
