@@ -13,8 +13,10 @@
  * the end probe closes the last. Minimum kernel: 5.8 (tracepoint ring
  * buffer programs); nothing here needs more than a classic tracepoint.
  *
- * Cost: one array load per context switch while no tracked thread is in
- * a collection, two hash lookups while one is (oncpu_active > 0).
+ * Cost: one load per context switch while no tracked thread is in a
+ * collection, two hash lookups while one is (oncpu_active > 0).
+ * sched_process_exit drops the entry of a thread that ends inside a pause
+ * (a JVM exits inside its last safepoint), so the count comes back to 0.
  */
 
 struct oncpu_thread {
@@ -31,8 +33,8 @@ struct {
 } oncpu SEC(".maps");
 
 /* Threads between oncpu_begin and oncpu_end; while 0, sched_switch returns
- * at once. A thread that dies inside a collection leaves it one too high,
- * which costs the two lookups, never a wrong figure. */
+ * at once. An entry the LRU evicts leaves it one too high, which costs the
+ * two lookups, never a wrong figure. */
 volatile __s64 oncpu_active;
 
 static __always_inline void oncpu_begin(__u32 tid)
