@@ -73,7 +73,8 @@ type Event struct {
 	CPU time.Duration
 	// GCCPU (a CPUTime event) is the CPU time of the runtime's collector
 	// threads since the previous CPUTime event, measured by GCCPUMethod
-	// (GCThreads); 0 with an empty method when the runtime has none.
+	// (GCThreads, GoRuntime); 0 with an empty method when the runtime has
+	// none.
 	GCCPU       time.Duration
 	GCCPUMethod string
 }
@@ -88,6 +89,11 @@ const (
 	// (CPython) or a GC safepoint (HotSpot's VM thread) during it, timed
 	// in the kernel at context switches.
 	PauseThread = "pause_thread"
+	// GoRuntime is the Go runtime's own account of its GC CPU (assists,
+	// mark workers, and pauses as pause time x GOMAXPROCS), read from
+	// its memory: what runtime/metrics serves as
+	// /cpu/classes/gc/total:cpu-seconds.
+	GoRuntime = "runtime"
 )
 
 // A Process identifies where an Event happened.

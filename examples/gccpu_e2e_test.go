@@ -238,3 +238,76 @@ func TestJVMGCCPU(t *testing.T) {
 		w.stdin.Close()
 	}
 }
+
+// TestGoGCCPU: the agent reads the Go runtime's own GC CPU account
+// (work.cpuStats.gcTotalTime, at the address the offset table gives for
+// the binary's version) and it matches what the same process reads from
+// runtime/metrics, /cpu/classes/gc/total:cpu-seconds, within 10 %: both
+// are the runtime's sum, whose pause part is pause time x GOMAXPROCS, so
+// they compare as they are. One binary per toolchain of three table rows;
+// a stripped binary (no runtime.work symbol) and a position-independent
+// one say why not in /api/processes, and their pauses are still captured.
+func TestGoGCCPU(t *testing.T) {
+	requireRoot(t)
+	type run struct {
+		name, toolchain, mode string
+		bin                   string
+		c                     *churnProc
+	}
+	runs := []*run{{name: "go1.26", mode: ""}, {name: "go1.22", toolchain: "go1.22.12"}, {name: "go1.20", toolchain: "go1.20.14"},
+		{name: "go1.26-stripped", mode: "stripped"}, {name: "go1.26-pie", mode: "pie-stripped"}}
+	for _, r := range runs {
+		r.bin = buildChurnMode(t, r.toolchain, r.mode)
+	}
+	a := startAgent(t, 19523)
+	for _, r := range runs {
+		r.c = &churnProc{startWorkload(t, exec.Command(r.bin), "OTEL_SERVICE_NAME=gccpu-"+r.name, "CHURN_MODE=gc",
+			"CHURN_SECONDS=3", "GOMAXPROCS=2", "CHURN_WAIT=1")}
+		a.waitTracked(t, r.c.pid, r.c.started)
+		st := a.gcCPUStatus(t, r.c.pid)
+		if want := "runtime"; r.mode != "" && !strings.HasPrefix(st, "none: ") || r.mode == "" && st != want {
+			t.Errorf("%s: gc_cpu %q", r.name, st)
+		}
+		t.Logf("%s: gc_cpu %q", r.name, st)
+	}
+	for _, r := range runs {
+		fmt.Fprintln(r.c.stdin, "go")
+	}
+	accounts := map[string]account{}
+	for _, r := range runs {
+		if !r.c.out.Scan() {
+			t.Fatalf("%s printed no account", r.name)
+		}
+		var acc account
+		if err := json.Unmarshal(r.c.out.Bytes(), &acc); err != nil {
+			t.Fatalf("%s account %q: %v", r.name, r.c.out.Text(), err)
+		}
+		accounts[r.name] = acc
+	}
+	// The programs idle now, their totals final: two CPU passes later the
+	// agent has read them.
+	time.Sleep(11 * time.Second)
+	for _, r := range runs {
+		acc := accounts[r.name]
+		got := a.gcCPU(t, "gccpu-"+r.name, "runtime")
+		t.Logf("%s (%s): agent %.4fs, runtime/metrics %.4fs, %d GC pauses", r.name, acc.GoVersion, got, acc.GCCPUSeconds, acc.GCCount)
+		if r.mode != "" {
+			if got != 0 {
+				t.Errorf("%s: GC CPU %v from a binary the agent says it cannot read", r.name, got)
+			}
+			if acc.GCCount > 0 && counter(a.metrics(t), "pausewatch_pauses_total", map[string]string{"service": "gccpu-" + r.name}) == 0 {
+				t.Errorf("%s: no pauses captured", r.name)
+			}
+			continue
+		}
+		if acc.GCCPUSeconds < 0.05 {
+			t.Fatalf("%s: the runtime counted %.4fs of GC CPU: too little to compare", r.name, acc.GCCPUSeconds)
+		}
+		if !within(got, acc.GCCPUSeconds, 0.10, 0) {
+			t.Errorf("%s: GC CPU agent %.4fs, runtime/metrics %.4fs (want within 10%%)", r.name, got, acc.GCCPUSeconds)
+		}
+	}
+	for _, r := range runs {
+		r.c.stdin.Close()
+	}
+}

@@ -35,6 +35,7 @@ const userHZ = 100
 type cpuProc struct {
 	startTime uint64
 	cpu       time.Duration // utime + stime at the last pass
+	goGC      time.Duration // a Go runtime's GC CPU total at the last pass
 	// gc holds, per collector thread, its CPU time at the last pass;
 	// other holds the threads known not to be collector threads, so their
 	// names are read once.
@@ -52,7 +53,8 @@ type cpuSampler struct {
 // cpuTarget is one tracked process, as the sampler needs it.
 type cpuTarget struct {
 	agent.Process
-	gcThreads bool // the runtime's collector threads are known by name (HotSpot)
+	gcThreads bool   // the runtime's collector threads are known by name (HotSpot)
+	goGCTotal uint64 // address of a Go runtime's GC CPU total (gogccpu.go), or 0
 }
 
 // sampleCPU runs every cpuEvery until ctx is done.
@@ -88,7 +90,11 @@ func (s *Source) cpuTargets() []cpuTarget {
 		if !p.tracked() || (p.PID == s.self && s.cfg.SkipSelf) {
 			continue
 		}
-		out = append(out, cpuTarget{Process: p.Process, gcThreads: p.info.rt.ID() == runtimeJVM})
+		t := cpuTarget{Process: p.Process, gcThreads: p.info.rt.ID() == runtimeJVM}
+		if b, ok := p.info.plan.(*goBinary); ok {
+			t.goGCTotal = b.gcTotal
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -118,9 +124,19 @@ func (cs *cpuSampler) pass(targets []cpuTarget) []agent.Event {
 		}
 		e := agent.Event{Type: agent.CPUTime, Process: t.Process, CPU: max(cpu-cp.cpu, 0)}
 		cp.cpu = cpu
-		if t.gcThreads {
+		switch {
+		case t.gcThreads:
 			e.GCCPU = cs.gcThreads(t.PID, cp, baseline)
 			e.GCCPUMethod = agent.GCThreads
+		case t.goGCTotal != 0:
+			// The runtime's total since its start, updated at cycle ends.
+			if total, err := cs.proc.readGoGCTotal(t.PID, t.goGCTotal); err == nil {
+				if baseline {
+					cp.goGC = total
+				}
+				e.GCCPU, e.GCCPUMethod = max(total-cp.goGC, 0), agent.GoRuntime
+				cp.goGC = total
+			}
 		}
 		if e.CPU > 0 || e.GCCPU > 0 {
 			out = append(out, e)
@@ -323,7 +339,12 @@ func gcCPUMethods(p *process) string {
 			return agent.PauseThread
 		}
 	case runtimeGo:
-		return "none: Go's own GC CPU accounting is not read yet"
+		if b, ok := p.info.plan.(*goBinary); ok {
+			if b.gcTotal != 0 {
+				return agent.GoRuntime
+			}
+			return b.gcCPUWhy
+		}
 	case runtimeNode:
 		return "none: V8's GC helper threads are not told apart (every thread is named after the process)"
 	}
