@@ -21,7 +21,7 @@ func newCPUInstruments(m metric.Meter) (cpuInstruments, error) {
 	var c cpuInstruments
 	var err1, err2 error
 	c.gc, err1 = m.Float64Counter("pausewatch.gc.cpu.time", metric.WithUnit("s"),
-		metric.WithDescription("CPU time spent by the garbage collector, by pausewatch.gc.cpu.method: gc_threads (the collector's own threads), pause_thread (the thread running a collection or a GC safepoint)."))
+		metric.WithDescription("CPU time spent by the garbage collector, by pausewatch.gc.cpu.method: gc_threads (the collector's own threads), pause_thread (the thread running a collection or a GC safepoint), runtime (Go's own account)."))
 	c.proc, err2 = m.Float64Counter("pausewatch.process.cpu.time", metric.WithUnit("s"),
 		metric.WithDescription("CPU time (user + system, every thread) of the runtime processes, sampled every 5 s."))
 	return c, errors.Join(err1, err2)

@@ -22,7 +22,7 @@ func newCPUMetrics(proc []string) cpuMetrics {
 	return cpuMetrics{
 		gc: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_gc_cpu_seconds_total",
-			Help: "CPU time spent by the garbage collector, by method: gc_threads (the collector's own threads, kernel per-thread accounting), pause_thread (the thread running a collection or a GC safepoint, timed at context switches).",
+			Help: "CPU time spent by the garbage collector, by method: gc_threads (the collector's own threads, kernel per-thread accounting), pause_thread (the thread running a collection or a GC safepoint, timed at context switches), runtime (Go's own account).",
 		}, append([]string{"runtime", "method"}, proc...)),
 		proc: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_process_cpu_seconds_total",

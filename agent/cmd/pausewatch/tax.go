@@ -19,7 +19,8 @@ import (
 const taxAssumptions = `Cores are averaged over WINDOW, since the agent first sampled the service's CPU.
 GC CPU by method: gc_threads = the collector's own threads (HotSpot), kernel per-thread accounting;
 pause_thread = the thread running a collection (CPython) or a GC safepoint (HotSpot's VM thread),
-timed at context switches. Go and Node.js: not measured yet (GC% shows -, /api/processes says why).
+timed at context switches; runtime = Go's own account (pauses count x GOMAXPROCS). Node.js, and Go
+binaries without symbols: not measured (GC shows -, /api/processes' gc_cpu says why).
 NO-GC CORES = CORES - GC CORES: the same work without its collector's CPU, assuming the work itself
 (allocation, barriers, cache misses after collections) would not change. Breaches by cause: pause or other.`
 

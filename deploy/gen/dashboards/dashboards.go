@@ -142,7 +142,7 @@ func Overview() *dashboard.DashboardBuilder {
 			query(quantile("0.99", "pausewatch_pause_duration_seconds", sel, "namespace, service"), "{{namespace}}/{{service}}"))).
 		WithRow(dashboard.NewRowBuilder("GC CPU")).
 		WithPanel(ts("GC CPU in cores",
-			"CPU seconds per second the collector spends, by service: its own threads (HotSpot) and the thread running a collection or GC safepoint (CPython, HotSpot's VM thread). Go and Node.js are not measured yet (/api/processes, gc_cpu, says why).",
+			"CPU seconds per second the collector spends, by service: its own threads (HotSpot), the thread running a collection or GC safepoint (CPython, HotSpot's VM thread), Go's own account. Node.js and stripped Go binaries are not measured (/api/processes, gc_cpu, says why).",
 			"short",
 			query(`sum by (namespace, service, runtime) (rate(pausewatch_gc_cpu_seconds_total{`+sel+`}[$__rate_interval]))`,
 				"{{namespace}}/{{service}} ({{runtime}})")).Span(8)).
