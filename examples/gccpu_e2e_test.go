@@ -211,6 +211,18 @@ func TestJVMGCCPU(t *testing.T) {
 		if vm <= 0 {
 			t.Errorf("%s: no VM-thread CPU inside GC safepoints", service)
 		}
+		// The tax row: the process's CPU as the kernel has it for the
+		// whole process (the JVM idles now), the GC CPU as above.
+		row := a.taxRow(t, service)
+		procCPU := processCPU(t, w.pid)
+		t.Logf("%s: /api/tax %+v; /proc/%d/stat utime+stime %.2fs", service, row, w.pid, procCPU)
+		if !within(row.CPUSeconds, procCPU, 0.10, 0.05) {
+			t.Errorf("%s: process CPU in /api/tax %.3fs, /proc/%d/stat %.3fs (want within 10%%)", service, row.CPUSeconds, w.pid, procCPU)
+		}
+		if !within(row.GCCPUSeconds, got+vm, 0.01, 0.02) || row.GCCPUSeconds > row.CPUSeconds*1.05 ||
+			!within(row.CoresWithoutGC, row.Cores-row.GCCores, 0, 1e-9) {
+			t.Errorf("%s: tax row %+v does not add up (GC CPU %.3fs)", service, row, got+vm)
+		}
 	}
 	b, err := os.ReadFile(cpuLog)
 	if err != nil {
@@ -310,4 +322,48 @@ func TestGoGCCPU(t *testing.T) {
 	for _, r := range runs {
 		r.c.stdin.Close()
 	}
+}
+
+// taxRow is the /api/tax row of a service.
+func (a *agentProc) taxRow(t *testing.T, service string) taxRow {
+	t.Helper()
+	resp, err := http.Get(a.url + "/api/tax")
+	if err != nil {
+		t.Fatalf("GET /api/tax: %v", err)
+	}
+	defer resp.Body.Close()
+	var rows []taxRow
+	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+		t.Fatalf("decode /api/tax: %v", err)
+	}
+	for _, r := range rows {
+		if r.Service == service {
+			return r
+		}
+	}
+	t.Fatalf("no /api/tax row for %s in %+v", service, rows)
+	return taxRow{}
+}
+
+type taxRow struct {
+	Service        string  `json:"service"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+	GCCPUSeconds   float64 `json:"gc_cpu_seconds"`
+	Cores          float64 `json:"cores"`
+	GCCores        float64 `json:"gc_cores"`
+	GCShare        float64 `json:"gc_share"`
+	CoresWithoutGC float64 `json:"cores_without_gc"`
+}
+
+// processCPU is utime + stime of a process, as the test reads it.
+func processCPU(t *testing.T, pid uint32) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100
 }

@@ -45,10 +45,17 @@ type cpuProc struct {
 
 // cpuSampler samples CPU times; only its own goroutine uses it.
 type cpuSampler struct {
-	proc    procFS
-	started time.Time // processes that started before it are counted from their first pass
+	proc procFS
+	// started is when the agent began: a process that started more than
+	// olderBy before it is counted from its first pass.
+	started time.Time
 	procs   map[uint32]*cpuProc
 }
+
+// olderBy keeps a process that started just before the agent (or just
+// after: start times are rounded down to 10 ms ticks) counted from its
+// start: at most this much of its CPU predates the agent.
+const olderBy = time.Second
 
 // cpuTarget is one tracked process, as the sampler needs it.
 type cpuTarget struct {
@@ -57,9 +64,10 @@ type cpuTarget struct {
 	goGCTotal uint64 // address of a Go runtime's GC CPU total (gogccpu.go), or 0
 }
 
-// sampleCPU runs every cpuEvery until ctx is done.
-func (s *Source) sampleCPU(ctx context.Context) {
-	cs := &cpuSampler{proc: s.proc, started: time.Now(), procs: map[uint32]*cpuProc{}}
+// sampleCPU runs every cpuEvery until ctx is done. started is when the
+// agent began, before its first /proc pass.
+func (s *Source) sampleCPU(ctx context.Context, started time.Time) {
+	cs := &cpuSampler{proc: s.proc, started: started, procs: map[uint32]*cpuProc{}}
 	t := time.NewTicker(cpuEvery)
 	defer t.Stop()
 	for {
@@ -101,7 +109,7 @@ func (s *Source) cpuTargets() []cpuTarget {
 
 // pass samples every target once and returns one CPUTime event per
 // process that used CPU since the last pass. A process seen for the first
-// time counts from its start if it started after the sampler (its whole
+// time counts from its start if it started after the agent (its whole
 // life was watched), else from now: CPU used before the agent ran would
 // land in one sample and read as a burst.
 func (cs *cpuSampler) pass(targets []cpuTarget) []agent.Event {
@@ -118,7 +126,7 @@ func (cs *cpuSampler) pass(targets []cpuTarget) []agent.Event {
 		if cp == nil || cp.startTime != t.StartTime {
 			cp = &cpuProc{startTime: t.StartTime, gc: map[uint32]time.Duration{}, other: map[uint32]bool{}}
 			cs.procs[t.PID] = cp
-			if start := agent.ProcessStart(t.StartTime); start.IsZero() || start.Before(cs.started) {
+			if start := agent.ProcessStart(t.StartTime); start.IsZero() || start.Before(cs.started.Add(-olderBy)) {
 				cp.cpu, baseline = cpu, true
 			}
 		}

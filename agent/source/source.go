@@ -184,6 +184,7 @@ const discoveryWorkers = 2
 // one per exit of a tracked process) to out until ctx is done. Everything it
 // put in the kernel is gone when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
+	started := time.Now() // before the first /proc pass: see sampleCPU
 	caps, err := ownCaps()
 	if err != nil {
 		return err
@@ -258,7 +259,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 		workers.Go(func() { s.discover(ctx) })
 	}
 	workers.Go(func() { s.housekeeping(ctx) })
-	workers.Go(func() { s.sampleCPU(ctx) })
+	workers.Go(func() { s.sampleCPU(ctx, started) })
 	close(s.ready)
 	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
 	return s.loop(ctx, rd, records, readErr, out)
