@@ -21,7 +21,7 @@ GC CPU by method: gc_threads = the collector's own threads (HotSpot), kernel per
 pause_thread = the thread running a collection (CPython) or a GC safepoint (HotSpot's VM thread),
 timed at context switches; runtime = Go's own account (pauses count x GOMAXPROCS). Node.js, and Go
 binaries without symbols: not measured (GC shows -, /api/processes' gc_cpu says why).
-NO-GC CORES = CORES - GC CORES: the same work without its collector's CPU, assuming the work itself
+NO-GC = CORES - GC CORES: the same work without its collector's CPU, assuming the work itself
 (allocation, barriers, cache misses after collections) would not change. Breaches by cause: pause or other.`
 
 // taxMain prints, per service, what garbage collection costs it.
@@ -41,15 +41,7 @@ func taxMain(ctx context.Context, client *agentClient, asJSON bool) int {
 		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", client.base, err)
 		return 1
 	}
-	for i := range rows {
-		r := &rows[i]
-		r.Runtime, r.Service, r.PID = agent.LabelValue(r.Runtime), agent.LabelValue(r.Service), agent.LabelValue(r.PID)
-		methods := make(map[string]float64, len(r.GCCPUMethods))
-		for m, v := range r.GCCPUMethods {
-			methods[agent.LabelValue(m)] = v
-		}
-		r.GCCPUMethods = methods
-	}
+	rows = sanitizeTaxRows(rows)
 	sort.Slice(rows, func(i, j int) bool {
 		if a, b := strings.ToLower(rows[i].Service), strings.ToLower(rows[j].Service); a != b {
 			return a < b
@@ -64,6 +56,21 @@ func taxMain(ctx context.Context, client *agentClient, asJSON bool) int {
 	}
 	printTax(os.Stdout, rows)
 	return 0
+}
+
+// sanitizeTaxRows passes the rows' strings through agent.LabelValue: they
+// come from whatever answers --agent and reach a terminal.
+func sanitizeTaxRows(rows []promexp.TaxSummary) []promexp.TaxSummary {
+	for i := range rows {
+		r := &rows[i]
+		r.Runtime, r.Service, r.PID = agent.LabelValue(r.Runtime), agent.LabelValue(r.Service), agent.LabelValue(r.PID)
+		methods := make(map[string]float64, len(r.GCCPUMethods))
+		for m, v := range r.GCCPUMethods {
+			methods[agent.LabelValue(m)] = v
+		}
+		r.GCCPUMethods = methods
+	}
+	return rows
 }
 
 func printTax(w io.Writer, rows []promexp.TaxSummary) {
