@@ -59,7 +59,7 @@ func (k cpuKey) identity() identity {
 
 type cpuSeries struct {
 	total    time.Duration
-	since    time.Time // first sample: the window the report's cores are averaged over
+	since    time.Time // start of the counting: the window the report's cores are averaged over
 	pid      uint32
 	expireAt time.Time
 	counter  prometheus.Counter
@@ -82,7 +82,7 @@ func (x *Exporter) recordCPU(p agent.Process, method string, d time.Duration) {
 			x.dropped.Inc()
 			return
 		}
-		s = &cpuSeries{since: x.opts.Now(), pid: p.PID}
+		s = &cpuSeries{since: x.cpuSince(p), pid: p.PID}
 		x.cpu[k] = s
 	}
 	s.expireAt = time.Time{}
@@ -95,6 +95,22 @@ func (x *Exporter) recordCPU(p agent.Process, method string, d time.Duration) {
 	}
 	s.total += d
 	s.counter.Add(d.Seconds())
+}
+
+// cpuSince is when the counting of a process's CPU began: its start (the
+// CPU sampler counts a process younger than the agent from there), or the
+// exporter's creation for an older one (counted from the sampler's first
+// pass, a few seconds later); x.mu is held.
+func (x *Exporter) cpuSince(p agent.Process) time.Time {
+	now := x.opts.Now()
+	since := x.opts.Started(p)
+	switch {
+	case since.IsZero() || since.After(now):
+		return now
+	case since.Before(x.created):
+		return x.created
+	}
+	return since
 }
 
 // recordCPUEvent takes the CPU of a CPUTime event, and the pausing
@@ -133,8 +149,8 @@ type TaxSummary struct {
 	Runtime string `json:"runtime"`
 	Service string `json:"service"`
 	PID     string `json:"pid,omitempty"`
-	// Window is how long the CPU was sampled, in seconds: from the first
-	// CPU sample of the service to now.
+	// Window is how long the CPU was counted, in seconds: from the start
+	// of the service's first process (or the agent's, if later) to now.
 	Window float64 `json:"window_seconds"`
 	// CPUSeconds is the CPU time of the service's processes (/proc) in
 	// the window; GCCPUSeconds the part spent by the collector, by method.

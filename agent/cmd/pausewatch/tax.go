@@ -16,7 +16,7 @@ import (
 
 // taxAssumptions are printed under the tax report: what its figures
 // assume, so that no one reads more into them.
-const taxAssumptions = `Cores are averaged over WINDOW, since the agent first sampled the service's CPU.
+const taxAssumptions = `Cores are averaged over WINDOW: from the start of the service's first process (or the agent's, if later).
 GC CPU by method: gc_threads = the collector's own threads (HotSpot), kernel per-thread accounting;
 pause_thread = the thread running a collection (CPython) or a GC safepoint (HotSpot's VM thread),
 timed at context switches; runtime = Go's own account (pauses count x GOMAXPROCS). Node.js, and Go
