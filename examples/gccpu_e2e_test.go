@@ -49,15 +49,26 @@ func (a *agentProc) gcCPUStatus(t *testing.T, pid uint32) string {
 // the interpreter's own account within 10 %: gc.callbacks reading the
 // thread's CPU clock (time.thread_time) at the start and end of each
 // collection, over the same collections. It is never more than the
-// collections' wall time.
+// collections' wall time. Debian's 3.11 through its USDT probes, and a
+// pyenv 3.13 through the collector's uprobe and uretprobe (whose automatic
+// calls choose their generation, or return without collecting, inside).
 func TestPythonGCCPU(t *testing.T) {
 	requireRoot(t)
-	const interp = "/usr/bin/python3.11" // Debian's: USDT probes
-	if _, err := os.Stat(interp); err != nil {
-		t.Skipf("%s not installed", interp)
-	}
 	a := startAgent(t, 19521)
-	const service = "py-gccpu"
+	for _, tc := range []struct{ name, interp string }{
+		{"debian-3.11-usdt", "/usr/bin/python3.11"},
+		{"pyenv-3.13-uprobe", filepath.Join(pyenvVersions, "3.13.0", "bin", "python")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(tc.interp); err != nil {
+				t.Skipf("%s not installed", tc.interp)
+			}
+			pythonGCCPU(t, a, tc.interp, "py-gccpu-"+tc.name)
+		})
+	}
+}
+
+func pythonGCCPU(t *testing.T, a *agentProc, interp, service string) {
 	w := startWorkload(t, exec.Command(interp, "testdata/pygccpu.py"), "OTEL_SERVICE_NAME="+service, "GCCPU_SECONDS=5")
 	a.waitTracked(t, w.pid, w.started)
 	if st := a.gcCPUStatus(t, w.pid); st != "pause_thread" {
