@@ -34,7 +34,8 @@ const (
 	KindOther = "other" // any other stop-the-world (heap dump, ReadMemStats, safepoint ops...)
 )
 
-// An Event is one pause in one process, or the end of a process.
+// An Event is one pause, one request or one CPU sample of one process, or
+// the end of a process (Type says which).
 // It is a plain value: copy it, keep no pointers into it.
 type Event struct {
 	Type    EventType
