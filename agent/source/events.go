@@ -229,7 +229,10 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 					continue // not a process the agent tracks after all
 				}
 				if !known && r.typ == eventPause {
-					continue // not a runtime process after all
+					// Gone before it could be inspected (or not
+					// trackable): its pauses have no process to carry.
+					s.countUnresolved()
+					continue
 				}
 				handle(r)
 			}

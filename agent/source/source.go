@@ -100,6 +100,7 @@ type Source struct {
 	dropped uint64          // processes not tracked because of MaxProcesses
 	// Processes newly tracked or found unprobeable since the last summary.
 	newTracked, newUnprobed int
+	idleFiles               int // files with probes and no process (see lingerFor)
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
 }
@@ -277,6 +278,7 @@ func (s *Source) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 		s.readStats()
+		s.sweepIdle()
 		if ticks%summaryEvery == 0 {
 			s.logSummary()
 		}
