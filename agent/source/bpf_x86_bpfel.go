@@ -44,6 +44,12 @@ type bpfJvmState struct {
 	Pad      uint32
 }
 
+type bpfOncpuThread struct {
+	_     structs.HostLayout
+	Since uint64
+	Acc   uint64
+}
+
 type bpfPwEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -58,6 +64,7 @@ type bpfPwEvent struct {
 	StoppingNs uint64
 	Aux        uint64
 	Detail     [40]int8
+	CpuNs      uint64
 }
 
 type bpfPwPauseState struct {
@@ -124,6 +131,7 @@ const (
 	bpfMapJvmState                = "jvm_state"
 	bpfMapListenPorts             = "listen_ports"
 	bpfMapNodeCollector           = "node_collector"
+	bpfMapOncpu                   = "oncpu"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
@@ -169,6 +177,7 @@ const (
 	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleIoUringComplete  = "handle_io_uring_complete"
+	bpfProgHandleSchedSwitch      = "handle_sched_switch"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
 	bpfProgHandleSockSendLength   = "handle_sock_send_length"
@@ -185,6 +194,7 @@ const (
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarOncpuActive             = "oncpu_active"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -272,6 +282,7 @@ type bpfProgramSpecs struct {
 	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleIoUringComplete  *ebpf.ProgramSpec `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.ProgramSpec `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
@@ -299,6 +310,7 @@ type bpfMapSpecs struct {
 	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
 	ListenPorts   *ebpf.MapSpec `ebpf:"listen_ports"`
 	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
+	Oncpu         *ebpf.MapSpec `ebpf:"oncpu"`
 	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -314,6 +326,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.VariableSpec `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -348,6 +361,7 @@ type bpfMaps struct {
 	JvmState      *ebpf.Map `ebpf:"jvm_state"`
 	ListenPorts   *ebpf.Map `ebpf:"listen_ports"`
 	NodeCollector *ebpf.Map `ebpf:"node_collector"`
+	Oncpu         *ebpf.Map `ebpf:"oncpu"`
 	PauseState    *ebpf.Map `ebpf:"pause_state"`
 	PyCalls       *ebpf.Map `ebpf:"py_calls"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -366,6 +380,7 @@ func (m *bpfMaps) Close() error {
 		m.JvmState,
 		m.ListenPorts,
 		m.NodeCollector,
+		m.Oncpu,
 		m.PauseState,
 		m.PyCalls,
 		m.Stats,
@@ -382,6 +397,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.Variable `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
@@ -431,6 +447,7 @@ type bpfPrograms struct {
 	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleIoUringComplete  *ebpf.Program `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.Program `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
@@ -487,6 +504,7 @@ func (p *bpfPrograms) Close() error {
 		p.HandleFork,
 		p.HandleInetSockSetState,
 		p.HandleIoUringComplete,
+		p.HandleSchedSwitch,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,
 		p.HandleSockSendLength,

@@ -125,6 +125,7 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 	}{
 		{"sched_process_exec", k.objs.HandleExec},
 		{"sched_process_exit", k.objs.HandleExit},
+		{"sched_switch", k.objs.HandleSchedSwitch},
 	} {
 		l, err := link.Tracepoint("sched", tp.name, tp.prog, nil)
 		if err != nil {
