@@ -27,6 +27,7 @@ enum pw_event_type {
 enum pw_event_flag {
 	PW_EVENT_F_AUX = 1,        /* aux holds a value (Python: objects collected; Go < 1.21: return site - RET) */
 	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
+	PW_EVENT_F_CPU = 4,        /* cpu_ns holds the pausing thread's on-CPU time in the pause */
 };
 
 /*
@@ -49,6 +50,8 @@ struct pw_event {
 	__u64 stopping_ns; /* time to stop (Go stopping time, JVM time-to-safepoint); 0 = unknown */
 	__u64 aux;         /* runtime-specific (objects collected, ...) */
 	char detail[40];   /* runtime-specific text (JVM: the VM operation), NUL-terminated */
+	__u64 cpu_ns;      /* PW_EVENT_F_CPU: on-CPU time of the thread that ran the pause (Python's
+			    * collector, HotSpot's VM thread), sched_switch-exact (oncpu.c) */
 };
 
 /* Ring buffer record of one request served (PW_EVENT_REQUEST). */

@@ -205,6 +205,8 @@ struct {
 	__type(value, struct pw_mapping_state);
 } mapping_signals SEC(".maps");
 
+#include "oncpu.c"
+
 /* Process discovery: exec and exit of every process on the node. */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -220,6 +222,9 @@ int handle_exit(void *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	bpf_map_delete_elem(&py_calls, &id);
+	/* A thread can end inside a pause it began: a JVM exits inside its
+	 * last safepoint, which never ends. */
+	oncpu_drop((__u32)id);
 	/* Only the thread group leader's exit ends the process for us. */
 	if ((__u32)id != tgid)
 		return 0;

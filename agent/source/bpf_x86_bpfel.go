@@ -44,6 +44,12 @@ type bpfJvmState struct {
 	Pad      uint32
 }
 
+type bpfOncpuThread struct {
+	_     structs.HostLayout
+	Since uint64
+	Acc   uint64
+}
+
 type bpfPwEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -58,6 +64,7 @@ type bpfPwEvent struct {
 	StoppingNs uint64
 	Aux        uint64
 	Detail     [40]int8
+	CpuNs      uint64
 }
 
 type bpfPwMappingState struct {
@@ -132,6 +139,7 @@ const (
 	bpfMapListenPorts             = "listen_ports"
 	bpfMapMappingSignals          = "mapping_signals"
 	bpfMapNodeCollector           = "node_collector"
+	bpfMapOncpu                   = "oncpu"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapStats                   = "stats"
@@ -178,6 +186,7 @@ const (
 	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
 	bpfProgHandleIoUringComplete  = "handle_io_uring_complete"
+	bpfProgHandleSchedSwitch      = "handle_sched_switch"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
 	bpfProgHandleSockSendLength   = "handle_sock_send_length"
@@ -195,6 +204,7 @@ const (
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarMappingWindowNs         = "mapping_window_ns"
+	bpfVarOncpuActive             = "oncpu_active"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -283,6 +293,7 @@ type bpfProgramSpecs struct {
 	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
 	HandleIoUringComplete  *ebpf.ProgramSpec `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.ProgramSpec `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
@@ -311,6 +322,7 @@ type bpfMapSpecs struct {
 	ListenPorts    *ebpf.MapSpec `ebpf:"listen_ports"`
 	MappingSignals *ebpf.MapSpec `ebpf:"mapping_signals"`
 	NodeCollector  *ebpf.MapSpec `ebpf:"node_collector"`
+	Oncpu          *ebpf.MapSpec `ebpf:"oncpu"`
 	PauseState     *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls        *ebpf.MapSpec `ebpf:"py_calls"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -327,6 +339,7 @@ type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.VariableSpec `ebpf:"mapping_window_ns"`
+	OncpuActive           *ebpf.VariableSpec `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -362,6 +375,7 @@ type bpfMaps struct {
 	ListenPorts    *ebpf.Map `ebpf:"listen_ports"`
 	MappingSignals *ebpf.Map `ebpf:"mapping_signals"`
 	NodeCollector  *ebpf.Map `ebpf:"node_collector"`
+	Oncpu          *ebpf.Map `ebpf:"oncpu"`
 	PauseState     *ebpf.Map `ebpf:"pause_state"`
 	PyCalls        *ebpf.Map `ebpf:"py_calls"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -381,6 +395,7 @@ func (m *bpfMaps) Close() error {
 		m.ListenPorts,
 		m.MappingSignals,
 		m.NodeCollector,
+		m.Oncpu,
 		m.PauseState,
 		m.PyCalls,
 		m.Stats,
@@ -398,6 +413,7 @@ type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.Variable `ebpf:"mapping_window_ns"`
+	OncpuActive           *ebpf.Variable `ebpf:"oncpu_active"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`
@@ -448,6 +464,7 @@ type bpfPrograms struct {
 	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
 	HandleIoUringComplete  *ebpf.Program `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.Program `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
@@ -505,6 +522,7 @@ func (p *bpfPrograms) Close() error {
 		p.HandleFork,
 		p.HandleInetSockSetState,
 		p.HandleIoUringComplete,
+		p.HandleSchedSwitch,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,
 		p.HandleSockSendLength,

@@ -628,7 +628,8 @@ func (s *Source) Status() []ProcessStatus {
 		}
 		// The version comes from the file (a Go binary's build info):
 		// another string a process chooses.
-		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: agent.LabelValue(p.info.version), Since: p.since})
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: agent.LabelValue(p.info.version),
+			GCCPU: gcCPUMethods(p), Since: p.since})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out

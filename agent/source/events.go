@@ -44,6 +44,7 @@ const (
 
 	eventFlagAux       = 1
 	eventFlagReadStart = 2
+	eventFlagCPU       = 4
 
 	usdtArgConst  = 1
 	usdtArgReg    = 2
@@ -61,7 +62,7 @@ const (
 
 // Sizes of the ring-buffer records; TestContract checks them.
 const (
-	eventSize   = 88 // sizeof(struct pw_event)
+	eventSize   = 96 // sizeof(struct pw_event)
 	requestSize = 40 // sizeof(struct pw_request)
 )
 
@@ -87,6 +88,7 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 	for i := range e.Detail {
 		e.Detail[i] = int8(b[48+i])
 	}
+	e.CpuNs = le.Uint64(b[88:])
 	return e, nil
 }
 
@@ -295,6 +297,9 @@ func (s *Source) pauseEvent(p *process, e *bpfPwEvent) (agent.Event, bool) {
 		s.otherRuntime++
 		s.mu.Unlock()
 		return agent.Event{}, false
+	}
+	if e.Flags&eventFlagCPU != 0 {
+		ev.ThreadCPU, ev.ThreadCPUKnown = time.Duration(e.CpuNs), true
 	}
 	if plan := p.info.plan; plan != nil {
 		plan.Decode(e, &ev)

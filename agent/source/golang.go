@@ -83,6 +83,11 @@ type goBinary struct {
 	// of startTheWorldWithSema to the return site after a call of it
 	// (what bpf/golang.c sends in aux).
 	callers map[int64]goCaller
+	// gcTotal is the address of the runtime's own GC CPU total
+	// (work.cpuStats.gcTotalTime, ns, Go 1.20+), 0 when it cannot be
+	// read: gcCPUWhy says why (gogccpu.go).
+	gcTotal  uint64
+	gcCPUWhy string
 }
 
 // goCaller is what the caller of startTheWorldWithSema says of a pause.
@@ -169,11 +174,13 @@ func inspectGo(r io.ReaderAt) (*goBinary, error) {
 		return nil, fmt.Errorf("Go binary for %s: only x86-64 probes are built", f.Machine)
 	}
 	names := []string{"runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema"}
-	funcs, err := goFuncs(f, names...)
+	var work uint64
+	funcs, err := goSymbols(f, "runtime.work", &work, names...)
 	if err != nil {
 		return nil, err
 	}
 	b := &goBinary{version: bi.GoVersion, minor: minor}
+	b.gcTotal, b.gcCPUWhy = goGCTotalAddr(f, minor, work)
 	places := []struct {
 		entry *uint64
 		rets  *[]uint64
@@ -377,12 +384,21 @@ type funcRange struct{ entry, end uint64 }
 // addresses and the pclntab, when it can be read, must agree; without it
 // (stripped with -ldflags=-s -w) the pclntab alone does.
 func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
+	return goSymbols(f, "", nil, names...)
+}
+
+// goSymbols is goFuncs that also sets *dataAddr to the address of the
+// data symbol named data, when .symtab has it, in the same pass.
+func goSymbols(f *elf.File, data string, dataAddr *uint64, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	found := 0
 	var text uint64 // runtime.text, for the pclntab: one pass over .symtab
-	eachSymbol(f, func(name []byte, _ byte, value, size uint64) bool {
+	eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
 		if text == 0 && string(name) == "runtime.text" {
 			text = value
+		}
+		if dataAddr != nil && *dataAddr == 0 && elf.ST_TYPE(info) == elf.STT_OBJECT && string(name) == data {
+			*dataAddr = value
 		}
 		for i, n := range names {
 			if size > 0 && out[i].entry == 0 && string(name) == n {
@@ -390,7 +406,7 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 				found++
 			}
 		}
-		return found < len(names) || text == 0
+		return found < len(names) || text == 0 || (dataAddr != nil && *dataAddr == 0)
 	})
 	if found < len(names) {
 		return goFuncsPclntab(f, names...)

@@ -129,6 +129,7 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 	}{
 		{"sched", "sched_process_exec", k.objs.HandleExec},
 		{"sched", "sched_process_exit", k.objs.HandleExit},
+		{"sched", "sched_switch", k.objs.HandleSchedSwitch},
 		// Runtimes loaded after exec (mapping.c).
 		{"syscalls", "sys_exit_mmap", k.objs.ExitMmap},
 	} {

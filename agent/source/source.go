@@ -60,6 +60,9 @@ type ProcessStatus struct {
 	// Why is set when Method is "none": what stopped the capture.
 	Why     string `json:"why,omitempty"`
 	Version string `json:"version,omitempty"`
+	// GCCPU says how the process's GC CPU is measured (agent.GCThreads,
+	// agent.PauseThread, comma-separated), or "none: " and why not.
+	GCCPU string `json:"gc_cpu"`
 	// Since is when the agent started tracking the process.
 	Since time.Time `json:"since"`
 }
@@ -186,6 +189,7 @@ const discoveryWorkers = 2
 // one per exit of a tracked process) to out until ctx is done. Everything it
 // put in the kernel is gone when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
+	started := time.Now() // before the first /proc pass: see sampleCPU
 	caps, err := ownCaps()
 	if err != nil {
 		return err
@@ -270,6 +274,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 		workers.Go(func() { s.discover(ctx) })
 	}
 	workers.Go(func() { s.housekeeping(ctx) })
+	workers.Go(func() { s.sampleCPU(ctx, started) })
 	close(s.ready)
 	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
 	return s.loop(ctx, rd, records, readErr, out)
