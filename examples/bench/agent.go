@@ -31,10 +31,14 @@ type agent struct {
 	once sync.Once
 }
 
-// startAgent runs the agent on 127.0.0.1:port with its default settings
-// plus args, and returns once it is ready (/readyz: its probes are
-// attached), at most 60 s later.
-func (b *bench) startAgent(ctx context.Context, port int, args ...string) (*agent, error) {
+// startAgent runs the agent on a free loopback port with its default
+// settings plus args, and returns once it is ready (/readyz: its probes
+// are attached), at most 60 s later.
+func (b *bench) startAgent(ctx context.Context, args ...string) (*agent, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	logs, err := os.CreateTemp(b.work, "agent-*.log")
 	if err != nil {
 		return nil, err

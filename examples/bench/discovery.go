@@ -14,11 +14,7 @@ func (b *bench) discovery(ctx context.Context) error {
 	if b.quick {
 		n = 20
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	a, err := b.startAgent(ctx, port)
+	a, err := b.startAgent(ctx)
 	if err != nil {
 		return err
 	}

@@ -79,11 +79,7 @@ func (b *bench) pauseSection(ctx context.Context) error {
 	if b.quick {
 		rates, secs = []float64{0}, 1
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	a, err := b.startAgent(ctx, port)
+	a, err := b.startAgent(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,26 +173,24 @@ func (b *bench) pauseStep(ctx context.Context, a *agent, rt string, rate, secs f
 	if err := a.waitTracked(30*time.Second, h.pid); err != nil {
 		return s, err
 	}
-	counts := func() (captured, lost float64, err error) {
-		mfs, err := a.scrape()
-		if err != nil {
-			return 0, 0, err
-		}
-		return sum(mfs, "pausewatch_pauses_total", "", map[string]string{"service": service}),
-			sum(mfs, "pausewatch_events_lost_total", "", nil), nil
-	}
-	// Settled first: events from before the window may still be on
+	// Captured and lost once two readings agree: events may still be on
 	// their way.
-	var l0 float64
-	c0, err := settled(func() (float64, error) {
-		c, l, err := counts()
-		l0 = l
-		return c + l, err
-	})
+	counts := func() (captured, lost float64, err error) {
+		_, err = settled(func() (float64, error) {
+			mfs, err := a.scrape()
+			if err != nil {
+				return 0, err
+			}
+			captured = sum(mfs, "pausewatch_pauses_total", "", map[string]string{"service": service})
+			lost = sum(mfs, "pausewatch_events_lost_total", "", nil)
+			return captured + lost, nil
+		})
+		return captured, lost, err
+	}
+	c0, l0, err := counts()
 	if err != nil {
 		return s, err
 	}
-	c0 -= l0
 	if err := h.write("go\n"); err != nil {
 		return s, err
 	}
@@ -205,17 +199,12 @@ func (b *bench) pauseStep(ctx context.Context, a *agent, rt string, rate, secs f
 	}
 	// Read while the workload still lives: an interpreter collects
 	// again as it exits, outside the window the runtime accounted for.
-	var l1 float64
-	c1, err := settled(func() (float64, error) {
-		c, l, err := counts()
-		l1 = l
-		return c + l, err
-	})
+	c1, l1, err := counts()
 	if err != nil {
 		return s, err
 	}
 	s.lost = l1 - l0
-	s.captured = c1 - l1 - c0
+	s.captured = c1 - c0
 	return s, nil
 }
 

@@ -150,11 +150,7 @@ func (b *bench) requestCost(ctx context.Context, rt string, rounds int, d time.D
 // sees a warm-up, then the measured window runs.
 func (b *bench) withAgent(ctx context.Context, srv *server, d time.Duration) (roundCost, error) {
 	var c roundCost
-	port, err := freePort()
-	if err != nil {
-		return c, err
-	}
-	a, err := b.startAgent(ctx, port)
+	a, err := b.startAgent(ctx)
 	if err != nil {
 		return c, err
 	}
@@ -220,11 +216,7 @@ func (b *bench) withAgent(ctx context.Context, srv *server, d time.Duration) (ro
 // window (not one of the measured rounds: profiling costs CPU too), its
 // top functions by own time.
 func (b *bench) profile(ctx context.Context, srv *server, d time.Duration) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	a, err := b.startAgent(ctx, port, "--pprof")
+	a, err := b.startAgent(ctx, "--pprof")
 	if err != nil {
 		return err
 	}

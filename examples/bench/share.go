@@ -39,11 +39,7 @@ func (b *bench) busyShare(ctx context.Context) error {
 		hs = append(hs, h)
 		pids = append(pids, h.pid)
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	a, err := b.startAgent(ctx, port)
+	a, err := b.startAgent(ctx)
 	if err != nil {
 		return err
 	}

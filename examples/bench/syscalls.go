@@ -61,11 +61,7 @@ func (b *bench) syscallCost(ctx context.Context) error {
 		if i == pairs {
 			break
 		}
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		a, err := b.startAgent(ctx, port)
+		a, err := b.startAgent(ctx)
 		if err != nil {
 			return err
 		}
