@@ -59,8 +59,11 @@ func TestBenchQuick(t *testing.T) {
 		prefix string
 		lo, hi float64
 	}{
-		{"Go: agent CPU per request", 0, 10_000}, // µs; 0 only if no CPU tick fell in the window
-		{"Go: BPF per request", 0.001, 1000},     // µs: the request programs ran
+		// µs, net of the agent's background, which a short window on a
+		// loaded machine may overestimate: sane, not necessarily positive.
+		{"Go: agent CPU per request", -10_000, 10_000},
+		{"Go: BPF per request", -1000, 1000},
+		{"Go: agent CPU with no request of ours", 0, 200}, // % of a core
 		{"Go: request rate the cost was measured at", 1, 1e7},
 		{"Go: requests counted by the agent vs the client", -50, 50}, // %: the agent saw requests
 		{"agent RSS, peak under the Go load", 1, 1 << 20},

@@ -5,7 +5,10 @@ package main
 // each with-round sits between two without-rounds and slow drifts of the
 // machine cancel. In each with-round, the agent's CPU time (utime+stime)
 // and the run time of every BPF program it holds are divided by the
-// requests the client got answered.
+// requests the client got answered, less the agent's background: the
+// same readings over an idle window just before, scaled to the window
+// (the agent tracks every process on the machine, and on a shared
+// machine those cost it too).
 
 import (
 	"context"
@@ -28,6 +31,22 @@ type roundCost struct {
 	wall      time.Duration
 	gcPause   float64 // s the agent's own GC stopped it
 	rss, peak int64
+	// The agent's background just before the window, with no request of
+	// ours: what the rest of the machine (every process it tracks) costs
+	// it, per second of wall time.
+	idleCPU float64 // s/s
+	idleBPF float64 // ns/s
+}
+
+// netCPU and netBPF are the window's cost less the background, µs per
+// request.
+func (c roundCost) netCPU() float64 {
+	return (c.cpu.Seconds() - c.idleCPU*c.wall.Seconds()) * 1e6 / float64(c.wrk.requests)
+}
+
+func (c roundCost) netBPF() float64 {
+	_, ns := total(c.bpf)
+	return (float64(ns) - c.idleBPF*c.wall.Seconds()) / 1e3 / float64(c.wrk.requests)
 }
 
 func (b *bench) requestCosts(ctx context.Context) error {
@@ -87,7 +106,7 @@ func (b *bench) requestCost(ctx context.Context, rt string, rounds int, d time.D
 	}
 
 	name := map[string]string{"go": "Go", "jvm": "JVM", "python": "Python"}[rt]
-	var cpuPer, bpfPer, rates, counts, rps, p99 []float64
+	var cpuPer, bpfPer, cpuNet, bpfNet, idle, rates, counts, rps, p99 []float64
 	progs := map[string]progStat{}
 	var reqs int64
 	for i, c := range with {
@@ -96,6 +115,9 @@ func (b *bench) requestCost(ctx context.Context, rt string, rounds int, d time.D
 		cpuPer = append(cpuPer, c.cpu.Seconds()*1e6/n)
 		_, ns := total(c.bpf)
 		bpfPer = append(bpfPer, float64(ns)/1e3/n)
+		cpuNet = append(cpuNet, c.netCPU())
+		bpfNet = append(bpfNet, c.netBPF())
+		idle = append(idle, 100*c.idleCPU)
 		rates = append(rates, c.wrk.rps)
 		counts = append(counts, 100*(c.agentReqs-n)/n)
 		rps = append(rps, c.wrk.rps/((without[i].rps+without[i+1].rps)/2))
@@ -112,8 +134,12 @@ func (b *bench) requestCost(ctx context.Context, rt string, rounds int, d time.D
 		noiseP99 = append(noiseP99, without[i].p99/without[i-1].p99)
 	}
 	rate := median(rates)
-	b.atMost(name+": agent CPU per request", median(cpuPer), "µs", spread(cpuPer)+fmt.Sprintf(" at %.0f req/s", rate), 1, false)
-	b.atMost(name+": BPF per request", median(bpfPer), "µs", spread(bpfPer), 1.5, false)
+	b.atMost(name+": agent CPU per request", median(cpuNet), "µs",
+		fmt.Sprintf("%s at %.0f req/s, net of the background; %s µs with it", spread(cpuNet), rate, num(median(cpuPer))), 1, false)
+	b.atMost(name+": BPF per request", median(bpfNet), "µs",
+		fmt.Sprintf("%s, net of the background; %s µs with it", spread(bpfNet), num(median(bpfPer))), 1.5, false)
+	b.add(name+": agent CPU with no request of ours (the background)", median(idle), "% of a core",
+		spread(idle)+"; the other processes on the machine it tracks")
 	if rt == "go" {
 		b.atLeast(name+": request rate the cost was measured at", rate, "req/s", spread(rates), 10000)
 	}
@@ -173,30 +199,37 @@ func (b *bench) withAgent(ctx context.Context, srv *server, d time.Duration) (ro
 	}
 	gc0 := sum(mfs, "go_gc_duration_seconds", "sum", nil)
 	names := map[uint32]string{}
-	p0, err := bpfPrograms(a.pid, names)
+	reading := func() (p map[uint32]progStat, cpu time.Duration, t time.Time, err error) {
+		if p, err = bpfPrograms(a.pid, names); err != nil {
+			return nil, 0, t, err
+		}
+		cpu, err = cpuTime(a.pid)
+		return p, cpu, time.Now(), err
+	}
+	pi, cpui, ti, err := reading()
 	if err != nil {
 		return c, err
 	}
-	cpu0, err := cpuTime(a.pid)
+	time.Sleep(d / 2)
+	p0, cpu0, t0, err := reading()
 	if err != nil {
 		return c, err
 	}
-	t0 := time.Now()
+	idleWall := t0.Sub(ti).Seconds()
+	c.idleCPU = (cpu0 - cpui).Seconds() / idleWall
+	_, idleNS := total(bpfDelta(pi, p0))
+	c.idleBPF = float64(idleNS) / idleWall
 	if c.wrk, err = b.wrk(ctx, srv.url, d, 16, ""); err != nil {
 		return c, err
 	}
 	// The agent's share of the window includes draining what the last
 	// requests left in the ring buffer.
 	time.Sleep(500 * time.Millisecond)
-	cpu1, err := cpuTime(a.pid)
+	p1, cpu1, t1, err := reading()
 	if err != nil {
 		return c, err
 	}
-	p1, err := bpfPrograms(a.pid, names)
-	if err != nil {
-		return c, err
-	}
-	c.wall = time.Since(t0)
+	c.wall = t1.Sub(t0)
 	c.cpu = cpu1 - cpu0
 	c.bpf = bpfDelta(p0, p1)
 	n1, err := settled(reqs)
@@ -269,7 +302,7 @@ func progTable(name string, progs map[string]progStat, reqs float64) string {
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].ns > ps[j].ns })
 	var s strings.Builder
-	fmt.Fprintf(&s, "BPF time per program under the %s load (all with-agent rounds, %.0f requests; bpf_stats run time of the programs the agent holds):\n\n", name, reqs)
+	fmt.Fprintf(&s, "BPF time per program under the %s load (all with-agent rounds, %.0f requests; bpf_stats run time of the programs the agent holds, background included):\n\n", name, reqs)
 	fmt.Fprintln(&s, "| program | runs per request | ns per run | µs per request | share |")
 	fmt.Fprintln(&s, "|---|---|---|---|---|")
 	for _, p := range ps {

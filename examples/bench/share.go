@@ -85,7 +85,7 @@ func (b *bench) busyShare(ctx context.Context) error {
 	share := 100 * (cpu1 - cpu0).Seconds() / wall.Seconds()
 	b.progress("busy node: agent %.2f %% of a core at %.0f req/s, %.0f pauses/s", share, r.rps, pauses/wall.Seconds())
 	b.add("agent CPU on a busy node, share of one core", share, "%",
-		fmt.Sprintf("at %.0f req/s and %.0f pauses/s from %d processes", r.rps, pauses/wall.Seconds(), pausers))
+		fmt.Sprintf("at %.0f req/s and %.0f pauses/s from %d processes, the background included", r.rps, pauses/wall.Seconds(), pausers))
 	b.atMost("the same, scaled to 10k req/s", share*10000/r.rps, "%", "in proportion to requests", 1, true)
 	b.atMost("agent RSS, peak on the busy node", float64(peak)/(1<<20), "MiB", "", 30, true)
 	return nil
