@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,28 +52,31 @@ func cpuTime(pid int) (time.Duration, error) {
 // memory is a process's resident set now and at its peak (VmRSS, VmHWM
 // of /proc/<pid>/status), bytes.
 func memory(pid int) (rss, peak int64, err error) {
+	m, err := status(pid, "VmRSS", "VmHWM")
+	return m["VmRSS"], m["VmHWM"], err
+}
+
+// status is the kB fields keys of /proc/<pid>/status, in bytes.
+func status(pid int, keys ...string) (map[string]int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("memory of %d: %w", pid, err)
+		return nil, fmt.Errorf("status of %d: %w", pid, err)
 	}
 	defer f.Close()
+	m := map[string]int64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		if !ok || !slices.Contains(keys, k) {
 			continue
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("memory of %d: %s %q: %w", pid, k, v, err)
+			return nil, fmt.Errorf("status of %d: %s %q: %w", pid, k, v, err)
 		}
-		if k == "VmRSS" {
-			rss = kb << 10
-		} else {
-			peak = kb << 10
-		}
+		m[k] = kb << 10
 	}
-	return rss, peak, sc.Err()
+	return m, sc.Err()
 }
 
 // progStat is one BPF program's account since it was loaded, while

@@ -24,13 +24,14 @@ import (
 
 // roundCost is one with-agent round.
 type roundCost struct {
-	wrk       wrkResult
-	agentReqs float64
-	cpu       time.Duration
-	bpf       map[string]progStat
-	wall      time.Duration
-	gcPause   float64 // s the agent's own GC stopped it
-	rss, peak int64
+	wrk        wrkResult
+	agentReqs  float64
+	cpu        time.Duration
+	bpf        map[string]progStat
+	wall       time.Duration
+	gcPause    float64 // s the agent's own GC stopped it
+	rss, peak  int64
+	anon, file int64 // of rss: heap and stacks; the executable's pages
 	// The agent's background just before the window, with no request of
 	// ours: what the rest of the machine (every process it tracks) costs
 	// it, per second of wall time.
@@ -152,13 +153,17 @@ func (b *bench) requestCost(ctx context.Context, rt string, rounds int, d time.D
 	b.details = append(b.details, progTable(name, progs, float64(reqs)))
 	if rt == "go" {
 		var gc, wall float64
-		var peak int64
+		var top roundCost
 		for _, c := range with {
 			gc += c.gcPause
 			wall += c.wall.Seconds()
-			peak = max(peak, c.peak)
+			if c.peak > top.peak {
+				top = c
+			}
 		}
-		b.atMost("agent RSS, peak under the Go load", float64(peak)/(1<<20), "MiB", "", 30, true)
+		b.atMost("agent RSS, peak under the Go load", float64(top.peak)/(1<<20), "MiB",
+			fmt.Sprintf("at the round's end %.0f MiB: %.0f anonymous, %.0f file-backed (the executable)",
+				float64(top.rss)/(1<<20), float64(top.anon)/(1<<20), float64(top.file)/(1<<20)), 30, true)
 		b.add("agent's own GC pauses, share of its time under the Go load", 100*gc/wall, "%", "go_gc_duration_seconds")
 		if !b.quick {
 			if err := b.profile(ctx, srv, d); err != nil {
@@ -241,7 +246,8 @@ func (b *bench) withAgent(ctx context.Context, srv *server, d time.Duration) (ro
 		return c, err
 	}
 	c.gcPause = sum(mfs, "go_gc_duration_seconds", "sum", nil) - gc0
-	c.rss, c.peak, err = memory(a.pid)
+	m, err := status(a.pid, "VmRSS", "VmHWM", "RssAnon", "RssFile")
+	c.rss, c.peak, c.anon, c.file = m["VmRSS"], m["VmHWM"], m["RssAnon"], m["RssFile"]
 	return c, err
 }
 
