@@ -187,17 +187,17 @@ func (b *bench) atMost(name string, v float64, unit, detail string, limit float6
 		Budget: fmt.Sprintf("%s %s %s", op, num(limit), unit), Verdict: verdict, Met: &met})
 }
 
-// atMostNet records the median of costs net of a background as a figure
-// whose budget is <= limit; when the background varied more than the
-// cost (a round came out negative) the verdict is that it cannot be
-// judged, met or not.
+// atMostNet records the median of costs net of a background (or of a
+// without-run) as a figure whose budget is <= limit; when the background
+// varied more than the cost (a round came out negative) the verdict is
+// that it cannot be judged, met or not.
 func (b *bench) atMostNet(name string, v []float64, unit, detail string, limit float64) {
 	if len(v) > 0 && slices.Min(v) >= 0 {
 		b.atMost(name, median(v), unit, detail, limit, false)
 		return
 	}
 	b.figures = append(b.figures, figure{Name: name, Value: median(v), Unit: unit, Detail: detail,
-		Budget: fmt.Sprintf("≤ %s %s", num(limit), unit), Verdict: "not judged: the background varied more than the cost"})
+		Budget: fmt.Sprintf("≤ %s %s", num(limit), unit), Verdict: "not judged: the background varied more than the cost (a round came out negative)"})
 }
 
 // atLeast records a figure whose budget is v >= limit.

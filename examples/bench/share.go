@@ -110,7 +110,7 @@ func (b *bench) busyShare(ctx context.Context) error {
 	b.progress("busy node: agent %.2f %% of a core at %.0f req/s, %.0f pauses/s (%.2f %% with the pauses alone, %.2f %% idle)",
 		busy, r.rps, pauses, withPauses, idle)
 	b.add("agent CPU on a busy node, share of one core", busy, "%",
-		fmt.Sprintf("at %.0f req/s and %.0f pauses/s from %d processes; %s %% of it the background with no work of ours",
+		fmt.Sprintf("at %.0f req/s and %.0f pauses/s from %d processes; %s %% with no work of ours just before (the background)",
 			r.rps, pauses, pausers, num(idle)))
 	pausePart, reqPart := withPauses-idle, (busy-withPauses)*10000/r.rps
 	detail := fmt.Sprintf("pauses %s %% + requests %s %% scaled from %.0f to 10k req/s", num(pausePart), num(reqPart), r.rps)
