@@ -338,7 +338,25 @@ func (b *bench) observe(ctx context.Context, a *agent, bt []string, secs float64
 		}
 	}
 	if btCmd != nil {
-		btCmd.Process.Signal(syscall.SIGINT)
+		// bpftrace prints its maps on SIGINT and exits; a SIGINT has been
+		// seen to go unheeded, so it is repeated, and after 10 s the
+		// process is killed (its counts then missing from the row).
+		stopped := make(chan struct{})
+		defer close(stopped)
+		go func() {
+			for i := 0; ; i++ {
+				if i == 5 {
+					btCmd.Process.Kill()
+					return
+				}
+				btCmd.Process.Signal(syscall.SIGINT)
+				select {
+				case <-stopped:
+					return
+				case <-time.After(2 * time.Second):
+				}
+			}
+		}()
 		var counted []string
 		for btOut.Scan() {
 			if m := btCount.FindStringSubmatch(btOut.Text()); m != nil {
