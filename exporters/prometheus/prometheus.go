@@ -78,11 +78,13 @@ type Exporter struct {
 	objects  *prometheus.CounterVec
 	dropped  prometheus.Counter
 
-	req requestMetrics
+	req  requestMetrics
+	cpuM cpuMetrics
 
 	mu       sync.Mutex
 	series   map[seriesKey]*series
 	requests map[requestKey]*requestSeries
+	cpu      map[cpuKey]*cpuSeries
 	recent   map[uint32]*recentPauses // per pid, for exemplars
 	// live holds, per process identity, the pids seen alive (an event
 	// and no exit yet): series expire only once it is empty.
@@ -191,6 +193,8 @@ func New(opts Options) *Exporter {
 			Help: "Pauses not exported because the series bound was reached.",
 		}),
 		req:      newRequestMetrics(proc),
+		cpuM:     newCPUMetrics(proc),
+		cpu:      make(map[cpuKey]*cpuSeries),
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
@@ -283,10 +287,18 @@ func (x *Exporter) Record(e agent.Event) {
 				s.expireAt = at
 			}
 		}
+		for _, s := range x.cpu {
+			if s.pid == e.Process.PID {
+				s.expireAt = at
+			}
+		}
 		delete(x.recent, e.Process.PID)
 	case agent.Request:
 		x.recordRequest(e)
+	case agent.CPUTime:
+		x.recordCPUEvent(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
+		x.recordCPUEvent(e)
 		k := x.key(e)
 		s := x.series[k]
 		if s == nil {
@@ -384,6 +396,11 @@ func (x *Exporter) setExpiry(id identity, at time.Time) {
 			s.expireAt = at
 		}
 	}
+	for k, s := range x.cpu {
+		if k.identity() == id {
+			s.expireAt = at
+		}
+	}
 }
 
 // Live is the number of process identities with a live process, and the
@@ -391,13 +408,14 @@ func (x *Exporter) setExpiry(id identity, at time.Time) {
 func (x *Exporter) Live() (identities, series int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.live), len(x.series) + len(x.requests)
+	return len(x.live), len(x.series) + len(x.requests) + len(x.cpu)
 }
 
 // expire drops series whose processes exited more than their TTL ago; x.mu is held.
 func (x *Exporter) expire() {
 	now := x.opts.Now()
-	before := len(x.series) + len(x.requests)
+	before := len(x.series) + len(x.requests) + len(x.cpu)
+	x.expireCPU(now)
 	for k, s := range x.series {
 		if s.expireAt.IsZero() || now.Before(s.expireAt) {
 			continue
@@ -437,7 +455,7 @@ func (x *Exporter) expire() {
 		x.req.breaches.DeletePartialMatch(match)
 	}
 	x.forgetWalls()
-	x.expired += before - len(x.series) - len(x.requests)
+	x.expired += before - len(x.series) - len(x.requests) - len(x.cpu)
 	x.shrink()
 }
 
@@ -446,7 +464,7 @@ func (x *Exporter) expire() {
 // and a burst of short-lived services would otherwise keep the memory of
 // its largest moment for the agent's lifetime; x.mu is held.
 func (x *Exporter) shrink() {
-	n := len(x.series) + len(x.requests)
+	n := len(x.series) + len(x.requests) + len(x.cpu)
 	x.peak = max(x.peak, n)
 	if x.peak < 256 || n > x.peak/4 {
 		return
@@ -454,6 +472,7 @@ func (x *Exporter) shrink() {
 	x.peak = n
 	x.series = rebuilt(x.series)
 	x.requests = rebuilt(x.requests)
+	x.cpu = rebuilt(x.cpu)
 	x.recent = rebuilt(x.recent)
 	x.live = rebuilt(x.live)
 	x.watched = rebuilt(x.watched)
@@ -490,6 +509,9 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range x.req.collectors() {
 		c.Describe(ch)
 	}
+	for _, c := range x.cpuM.collectors() {
+		c.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -504,6 +526,9 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.objects.Collect(ch)
 	x.dropped.Collect(ch)
 	for _, c := range x.req.collectors() {
+		c.Collect(ch)
+	}
+	for _, c := range x.cpuM.collectors() {
 		c.Collect(ch)
 	}
 }
