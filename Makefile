@@ -99,8 +99,9 @@ check-chart: $(HELM) ## helm lint for the default and opt-in values; rendered ob
 
 check-deploy: check-rules check-dashboards check-manifests check-chart ## everything under deploy/: rules, dashboards, manifests, chart
 
-bench: ## overhead on a saturated server: wrk with and without the agent, interleaved (root, wrk)
-	bash examples/bench/overhead.sh
+bench: ## what the agent costs, as a markdown table, in < 10 min (root; wrk, perl, java, python3.11; bpftrace for the peer). BENCH_FLAGS=-quick: a < 60 s smoke test
+	$(GO) build -o bin/bench ./examples/bench
+	bin/bench $(BENCH_FLAGS)
 
 demo: build ## run the example Go service under load and the agent (SLO 20ms); `pausewatch watch` / `report` in another shell
 	$(GO) build -o bin/example-go ./examples/go
