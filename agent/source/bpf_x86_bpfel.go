@@ -72,6 +72,32 @@ type bpfPwPauseState struct {
 	Pad           [2]uint8
 }
 
+type bpfPwReqHist struct {
+	_           structs.HostLayout
+	SumNs       uint64
+	PauseNs     uint64
+	BreachPause uint64
+	BreachOther uint64
+	MinNs       uint64
+	MaxNs       uint64
+	Buckets     [242]uint64
+}
+
+type bpfPwReqKey struct {
+	_      structs.HostLayout
+	Tgid   uint32
+	Port   uint16
+	Paused uint8
+	Pad    uint8
+}
+
+type bpfPwReqObjectiveKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Port uint16
+	Pad  uint16
+}
+
 type bpfPwRequest struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -125,6 +151,9 @@ const (
 	bpfMapNodeCollector           = "node_collector"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
+	bpfMapReqHists                = "req_hists"
+	bpfMapReqObjectives           = "req_objectives"
+	bpfMapReqZero                 = "req_zero"
 	bpfMapStats                   = "stats"
 	bpfMapSysArgs                 = "sys_args"
 	bpfMapTraced                  = "traced"
@@ -175,6 +204,8 @@ const (
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarReqBounds               = "req_bounds"
+	bpfVarReqEvery                = "req_every"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -281,6 +312,9 @@ type bpfMapSpecs struct {
 	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
 	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
+	ReqHists      *ebpf.MapSpec `ebpf:"req_hists"`
+	ReqObjectives *ebpf.MapSpec `ebpf:"req_objectives"`
+	ReqZero       *ebpf.MapSpec `ebpf:"req_zero"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	SysArgs       *ebpf.MapSpec `ebpf:"sys_args"`
 	Traced        *ebpf.MapSpec `ebpf:"traced"`
@@ -294,6 +328,8 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	ReqBounds             *ebpf.VariableSpec `ebpf:"req_bounds"`
+	ReqEvery              *ebpf.VariableSpec `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -329,6 +365,9 @@ type bpfMaps struct {
 	NodeCollector *ebpf.Map `ebpf:"node_collector"`
 	PauseState    *ebpf.Map `ebpf:"pause_state"`
 	PyCalls       *ebpf.Map `ebpf:"py_calls"`
+	ReqHists      *ebpf.Map `ebpf:"req_hists"`
+	ReqObjectives *ebpf.Map `ebpf:"req_objectives"`
+	ReqZero       *ebpf.Map `ebpf:"req_zero"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	SysArgs       *ebpf.Map `ebpf:"sys_args"`
 	Traced        *ebpf.Map `ebpf:"traced"`
@@ -346,6 +385,9 @@ func (m *bpfMaps) Close() error {
 		m.NodeCollector,
 		m.PauseState,
 		m.PyCalls,
+		m.ReqHists,
+		m.ReqObjectives,
+		m.ReqZero,
 		m.Stats,
 		m.SysArgs,
 		m.Traced,
@@ -360,6 +402,8 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	ReqBounds             *ebpf.Variable `ebpf:"req_bounds"`
+	ReqEvery              *ebpf.Variable `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`

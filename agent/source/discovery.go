@@ -359,6 +359,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
+		s.pushObjectivesLocked(p)
 	}
 	if p.Method == MethodNone {
 		s.newUnprobed++
@@ -485,6 +486,7 @@ func (s *Source) forget(pid uint32) *process {
 	if s.k != nil {
 		s.k.objs.Traced.Delete(pid)
 	}
+	s.dropObjectivesLocked(pid)
 	if !p.tracked() {
 		return nil
 	}
@@ -506,6 +508,9 @@ func (s *Source) readStats() {
 	}
 	if v, err := s.k.stat(statConnLost); err == nil {
 		s.lost["connections"] = v
+	}
+	if v, err := s.k.stat(statReqUncounted); err == nil {
+		s.lost["request_histograms"] = v
 	}
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved

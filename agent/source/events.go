@@ -48,10 +48,11 @@ const (
 	usdtArgReg    = 2
 	usdtArgRegMem = 3
 
-	statRingbufLost = 0
-	statUnpairedEnd = 1
-	statConnLost    = 2
-	statMax         = 3
+	statRingbufLost  = 0
+	statUnpairedEnd  = 1
+	statConnLost     = 2
+	statReqUncounted = 3
+	statMax          = 4
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.
@@ -146,6 +147,18 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 		}
 	}
 	waiting := map[uint32][]record{}
+	reqs := newReqTable()
+	readRequests := func() {
+		evs, err := s.readRequests(reqs)
+		if err != nil {
+			s.log.Warn("request histograms", "err", err)
+		}
+		for _, ev := range evs {
+			send(ev)
+		}
+	}
+	tick := time.NewTicker(requestReadEvery)
+	defer tick.Stop()
 	var handle func(r record)
 	handle = func(r record) {
 		e := &r.e
@@ -166,9 +179,13 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			// from its fork: it runs the parent's runtime.
 			s.queue.push(e.Pid, inspectSeen)
 		case eventExit:
+			// The exited process's requests are read before it is
+			// forgotten (its last counts), then its histograms go.
+			readRequests()
 			if p := s.forget(e.Pid); p != nil {
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
 			}
+			s.dropRequests(reqs, e.Pid)
 		case eventRequest:
 			if p, _ := s.lookup(r.pid); p == nil || p.info.rt == nil {
 				// A worker forked a moment ago (pre-fork servers) serves
@@ -213,7 +230,14 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			return nil
 		case err := <-readErr:
 			return err
+		case <-tick.C:
+			readRequests()
 		case e := <-s.side:
+			if e.Type == agent.Exit {
+				// An exit housekeeping found (its record was missed).
+				readRequests()
+				s.dropRequests(reqs, e.Process.PID)
+			}
 			send(e)
 		case pid := <-s.inspected:
 			w, ok := waiting[pid]

@@ -150,7 +150,7 @@ func New(opts Options) *Exporter {
 	if opts.PIDLabel {
 		proc = append(proc, "pid")
 	}
-	return &Exporter{
+	x := &Exporter{
 		opts: opts,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "pausewatch_pause_duration_seconds",
@@ -190,7 +190,6 @@ func New(opts Options) *Exporter {
 			Name: "pausewatch_series_dropped_total",
 			Help: "Pauses not exported because the series bound was reached.",
 		}),
-		req:      newRequestMetrics(proc),
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
@@ -199,6 +198,8 @@ func New(opts Options) *Exporter {
 		watched:  make(map[uint32]*watchedProc),
 		wallDone: make(map[wallKey]time.Duration),
 	}
+	x.req = newRequestMetrics(x, proc)
+	return x
 }
 
 func (x *Exporter) key(e agent.Event) seriesKey {
@@ -284,8 +285,10 @@ func (x *Exporter) Record(e agent.Event) {
 			}
 		}
 		delete(x.recent, e.Process.PID)
+	case agent.RequestCounts:
+		x.recordRequests(e)
 	case agent.Request:
-		x.recordRequest(e)
+		x.recordStory(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
 		k := x.key(e)
 		s := x.series[k]
@@ -432,7 +435,6 @@ func (x *Exporter) expire() {
 		if x.opts.PIDLabel {
 			match["pid"] = k.pid
 		}
-		x.req.duration.DeletePartialMatch(match)
 		x.req.pause.DeletePartialMatch(match)
 		x.req.breaches.DeletePartialMatch(match)
 	}
