@@ -15,14 +15,19 @@ import (
 // at most this late, whatever the request rate.
 const requestReadEvery = time.Second
 
+// untrackedGrace is how many reads the entries of a pid the agent does not
+// track are kept (see reqTable.untracked).
+const untrackedGrace = 10
+
 // reqTable is what the event loop remembers of the kernel's request
 // histograms (bpf/request.c req_hists): the cumulative values of each
 // entry as last read, to hand on the difference.
 type reqTable struct {
 	last map[bpfPwReqKey]*agent.RequestHist
 	// untracked counts the reads in a row that found an entry of a pid
-	// the agent does not track: a forked worker not inspected yet gets
-	// one read's grace, anything else is deleted.
+	// the agent does not track: a forked worker not inspected yet (on a
+	// loaded node discovery can take seconds) keeps its counts for
+	// untrackedGrace reads; after that they are not the agent's.
 	untracked map[uint32]int
 	per       []bpfPwReqHist // per-CPU values, reused
 }
@@ -109,7 +114,7 @@ func (s *Source) readRequests(t *reqTable) ([]agent.Event, error) {
 				seen[key.Tgid] = true
 				t.untracked[key.Tgid]++
 			}
-			if t.untracked[key.Tgid] > 1 {
+			if t.untracked[key.Tgid] > untrackedGrace {
 				stale = append(stale, key)
 			}
 			continue
@@ -146,7 +151,7 @@ func (s *Source) readRequests(t *reqTable) ([]agent.Event, error) {
 		s.deleteRequestEntry(k, t, sk)
 	}
 	for pid, n := range t.untracked {
-		if !seen[pid] || n > 1 {
+		if !seen[pid] || n > untrackedGrace {
 			delete(t.untracked, pid)
 		}
 	}
