@@ -51,6 +51,57 @@ struct {
 	__type(value, __u64);
 } req_objectives SEC(".maps");
 
+/*
+ * The stories' token bucket, per CPU: credit in ns of time, one story
+ * costs STORY_INTERVAL_NS (at most 200 a second per CPU, in bursts of up
+ * to 200). A pause at high request concurrency overlaps most requests
+ * (the Go example under wrk: most of them), and exemplars and `watch` need
+ * a few of them, not all; their counts are in the histograms.
+ */
+#define STORY_INTERVAL_NS (1000000000ULL / 200)
+#define STORY_BURST_NS (200 * STORY_INTERVAL_NS)
+/* A request with this much pause inside it is always told. */
+#define STORY_ALWAYS_PAUSED_NS 1000000ULL
+
+struct story_bucket {
+	__u64 credit_ns;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct story_bucket);
+} story_tokens SEC(".maps");
+
+/*
+ * tell_story says whether a request that a pause overlapped by paused ns
+ * crosses the ring buffer: a long pause inside it always, else while the
+ * CPU's token bucket has credit. What the bucket holds back is not lost:
+ * the request is counted in its histogram like any other.
+ */
+static __always_inline bool tell_story(__u64 paused)
+{
+	if (paused >= STORY_ALWAYS_PAUSED_NS)
+		return true;
+	__u32 zero = 0;
+	struct story_bucket *b = bpf_map_lookup_elem(&story_tokens, &zero);
+	if (!b)
+		return false;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 credit = b->credit_ns + (now - b->last_ns);
+	if (credit > STORY_BURST_NS || now < b->last_ns)
+		credit = STORY_BURST_NS;
+	b->last_ns = now;
+	if (credit < STORY_INTERVAL_NS) {
+		b->credit_ns = credit;
+		return false;
+	}
+	b->credit_ns = credit - STORY_INTERVAL_NS;
+	return true;
+}
+
 /* Bucket boundaries in ns, ascending (event.h), set by the agent before load. */
 volatile const __u64 req_bounds[PW_REQ_BOUNDS] = {};
 
@@ -302,9 +353,10 @@ static __always_inline void end_request(struct conn *c)
 	count_request(tgid, port, dur, paused);
 	/*
 	 * Only a request with a story crosses the ring buffer: one a pause
-	 * overlapped (its exemplar, `watch`). The histograms have the rest.
+	 * overlapped (its exemplar, `watch`), within the story budget. The
+	 * histograms have the rest.
 	 */
-	if (!paused && !req_every)
+	if (!req_every && (!paused || !tell_story(paused)))
 		return;
 	struct pw_request *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -132,6 +132,12 @@ type bpfPyCall struct {
 	Pending uint32
 }
 
+type bpfStoryBucket struct {
+	_        structs.HostLayout
+	CreditNs uint64
+	LastNs   uint64
+}
+
 type bpfSysArgs struct {
 	_  structs.HostLayout
 	Ts uint64
@@ -155,6 +161,7 @@ const (
 	bpfMapReqObjectives           = "req_objectives"
 	bpfMapReqZero                 = "req_zero"
 	bpfMapStats                   = "stats"
+	bpfMapStoryTokens             = "story_tokens"
 	bpfMapSysArgs                 = "sys_args"
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
@@ -316,6 +323,7 @@ type bpfMapSpecs struct {
 	ReqObjectives *ebpf.MapSpec `ebpf:"req_objectives"`
 	ReqZero       *ebpf.MapSpec `ebpf:"req_zero"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	StoryTokens   *ebpf.MapSpec `ebpf:"story_tokens"`
 	SysArgs       *ebpf.MapSpec `ebpf:"sys_args"`
 	Traced        *ebpf.MapSpec `ebpf:"traced"`
 	TracedPorts   *ebpf.MapSpec `ebpf:"traced_ports"`
@@ -369,6 +377,7 @@ type bpfMaps struct {
 	ReqObjectives *ebpf.Map `ebpf:"req_objectives"`
 	ReqZero       *ebpf.Map `ebpf:"req_zero"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	StoryTokens   *ebpf.Map `ebpf:"story_tokens"`
 	SysArgs       *ebpf.Map `ebpf:"sys_args"`
 	Traced        *ebpf.Map `ebpf:"traced"`
 	TracedPorts   *ebpf.Map `ebpf:"traced_ports"`
@@ -389,6 +398,7 @@ func (m *bpfMaps) Close() error {
 		m.ReqObjectives,
 		m.ReqZero,
 		m.Stats,
+		m.StoryTokens,
 		m.SysArgs,
 		m.Traced,
 		m.TracedPorts,

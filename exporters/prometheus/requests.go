@@ -56,7 +56,7 @@ type requestSeries struct {
 	hist         [2]agent.RequestHist
 	labels       []string // the histogram's label values, paused last-but-proc
 	created      time.Time
-	exemplar     [2]*dto.Exemplar // the latest request with a story, per half
+	story        story // the latest request a pause overlapped
 	objective    time.Duration
 	hasObjective bool
 	pid          uint32
@@ -126,23 +126,40 @@ func (x *Exporter) recordRequests(e agent.Event) {
 	}
 }
 
+// story is the latest request a pause overlapped, and that pause: the
+// exemplar of the paused half, built when scraped.
+type story struct {
+	duration time.Duration
+	end      time.Time
+	pause    pauseRef
+}
+
 // recordStory keeps a request that a pause overlapped as the exemplar of
 // its half of the histogram, pointing at the pause; x.mu is held.
 func (x *Exporter) recordStory(e agent.Event) {
-	ex := x.pauseExemplar(e)
-	if ex == nil {
+	p, ok := x.pauseOf(e)
+	if !ok {
 		return
 	}
-	s := x.requestSeriesOf(e)
-	if s == nil {
-		return
+	if s := x.requestSeriesOf(e); s != nil {
+		s.story = story{duration: e.Duration, end: e.Start.Add(e.Duration), pause: p}
 	}
-	pairs := make([]*dto.LabelPair, 0, len(ex))
-	for _, n := range []string{"pause_reason", "pause_start"} {
-		pairs = append(pairs, &dto.LabelPair{Name: proto.String(n), Value: proto.String(ex[n])})
+}
+
+// exemplar is the story as a Prometheus exemplar.
+func (st story) exemplar() *dto.Exemplar {
+	if st.end.IsZero() {
+		return nil
 	}
-	s.exemplar[1] = &dto.Exemplar{Label: pairs, Value: proto.Float64(e.Duration.Seconds()),
-		Timestamp: timestamppb.New(e.Start.Add(e.Duration))}
+	return &dto.Exemplar{
+		// Exemplar labels are limited to 128 runes in all, names included,
+		// and an invalid one panics: cut on a rune, never inside one.
+		Label: []*dto.LabelPair{
+			{Name: proto.String("pause_reason"), Value: proto.String(firstRunes(st.pause.reason, 48))},
+			{Name: proto.String("pause_start"), Value: proto.String(strconv.FormatFloat(float64(st.pause.start.UnixNano())/1e9, 'f', 6, 64))},
+		},
+		Value: proto.Float64(st.duration.Seconds()), Timestamp: timestamppb.New(st.end),
+	}
 }
 
 // requestHistograms is pausewatch_request_duration_seconds: the kernel's
@@ -162,8 +179,12 @@ func (r *requestHistograms) Collect(ch chan<- prometheus.Metric) {
 		for i, paused := range []string{"false", "true"} {
 			labels := append([]string(nil), s.labels...)
 			labels[2] = paused
-			ch <- &requestHistogram{desc: r.desc, labels: prometheus.MakeLabelPairs(r.desc, labels),
-				h: s.hist[i], created: s.created, exemplar: s.exemplar[i]}
+			m := &requestHistogram{desc: r.desc, labels: prometheus.MakeLabelPairs(r.desc, labels),
+				h: s.hist[i], created: s.created}
+			if i == 1 {
+				m.exemplar = s.story.exemplar()
+			}
+			ch <- m
 		}
 	}
 }
@@ -415,15 +436,15 @@ func (x *Exporter) rememberPause(e agent.Event) {
 	r.next++
 }
 
-// pauseExemplar points a request that a pause overlapped at that pause
-// (the longest overlap among the process's recent pauses); x.mu is held.
-func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
+// pauseOf finds the pause that overlapped a request the most among the
+// process's recent pauses; x.mu is held.
+func (x *Exporter) pauseOf(e agent.Event) (pauseRef, bool) {
 	if e.PauseInside <= 0 {
-		return nil
+		return pauseRef{}, false
 	}
 	r := x.recent[e.Process.PID]
 	if r == nil {
-		return nil
+		return pauseRef{}, false
 	}
 	end := e.Start.Add(e.Duration)
 	var best pauseRef
@@ -439,20 +460,11 @@ func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
 		if end.Before(hi) {
 			hi = end
 		}
-		o := hi.Sub(lo)
-		if o > bestOverlap {
+		if o := hi.Sub(lo); o > bestOverlap {
 			best, bestOverlap = p, o
 		}
 	}
-	if bestOverlap <= 0 {
-		return nil
-	}
-	return prometheus.Labels{
-		// Exemplar labels are limited to 128 runes in all, names included,
-		// and an invalid one panics: cut on a rune, never inside one.
-		"pause_reason": firstRunes(best.reason, 48),
-		"pause_start":  strconv.FormatFloat(float64(best.start.UnixNano())/1e9, 'f', 6, 64),
-	}
+	return best, bestOverlap > 0
 }
 
 // firstRunes returns the first n runes of s.
