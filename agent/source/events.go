@@ -179,13 +179,20 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			// from its fork: it runs the parent's runtime.
 			s.queue.push(e.Pid, inspectSeen)
 		case eventExit:
-			// The exited process's requests are read before it is
-			// forgotten (its last counts), then its histograms go.
-			readRequests()
+			// A tracked process's requests are read before it is
+			// forgotten (its last counts), then its histograms go. Every
+			// exit on the node comes here: the others cost nothing.
+			p, _ := s.lookup(e.Pid)
+			counted := p != nil && p.info.rt != nil
+			if counted {
+				readRequests()
+			}
 			if p := s.forget(e.Pid); p != nil {
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
 			}
-			s.dropRequests(reqs, e.Pid)
+			if counted {
+				s.dropRequests(reqs, e.Pid)
+			}
 		case eventRequest:
 			if p, _ := s.lookup(r.pid); p == nil || p.info.rt == nil {
 				// A worker forked a moment ago (pre-fork servers) serves
