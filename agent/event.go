@@ -29,6 +29,10 @@ const (
 	// the previous one, aggregated in the kernel (Requests): it feeds the
 	// request histograms, pause time inside requests and breach counters.
 	RequestCounts
+	// CPUTime is a process's CPU time since its previous CPUTime event:
+	// CPU for the whole process, GCCPU for its collector threads. Sent
+	// every few seconds per process, it feeds counters only.
+	CPUTime
 )
 
 // Pause kinds, the `kind` label.
@@ -37,7 +41,8 @@ const (
 	KindOther = "other" // any other stop-the-world (heap dump, ReadMemStats, safepoint ops...)
 )
 
-// An Event is one pause in one process, or the end of a process.
+// An Event is one pause, one request or one CPU sample of one process, or
+// the end of a process (Type says which).
 // It is a plain value: copy it, keep no pointers into it.
 type Event struct {
 	Type    EventType
@@ -69,7 +74,38 @@ type Event struct {
 	// Requests is what a RequestCounts event counts. It is the event's
 	// own (a new one each time): exporters may keep it.
 	Requests *RequestHists
+	// ThreadCPU is, for a Pause, the on-CPU time of the thread that ran
+	// it (CPython's collector on the calling thread, HotSpot's VM thread),
+	// timed at context switches; ThreadCPUKnown tells.
+	ThreadCPU      time.Duration
+	ThreadCPUKnown bool
+	// CPU (a CPUTime event) is the process's CPU time (user + system,
+	// every thread) since its previous CPUTime event.
+	CPU time.Duration
+	// GCCPU (a CPUTime event) is the CPU time of the runtime's collector
+	// threads since the previous CPUTime event, measured by GCCPUMethod
+	// (GCThreads, GoRuntime); 0 with an empty method when the runtime has
+	// none.
+	GCCPU       time.Duration
+	GCCPUMethod string
 }
+
+// GC CPU methods, the `method` label of pausewatch_gc_cpu_seconds_total.
+const (
+	// GCThreads is the CPU time of the collector's own threads (HotSpot's
+	// GC workers, concurrent markers, refiners...) from the kernel's
+	// per-thread accounting (/proc/<pid>/task/<tid>/schedstat).
+	GCThreads = "gc_threads"
+	// PauseThread is the on-CPU time of the thread that runs a collection
+	// (CPython) or a GC safepoint (HotSpot's VM thread) during it, timed
+	// in the kernel at context switches.
+	PauseThread = "pause_thread"
+	// GoRuntime is the Go runtime's own account of its GC CPU (assists,
+	// mark workers, and pauses as pause time x GOMAXPROCS), read from
+	// its memory: what runtime/metrics serves as
+	// /cpu/classes/gc/total:cpu-seconds.
+	GoRuntime = "runtime"
+)
 
 // A Process identifies where an Event happened.
 type Process struct {

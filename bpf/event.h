@@ -26,6 +26,7 @@ enum pw_event_type {
 enum pw_event_flag {
 	PW_EVENT_F_AUX = 1,        /* aux holds a value (Python: objects collected; Go < 1.21: return site - RET) */
 	PW_EVENT_F_READ_START = 2, /* request started at its first read, not at data arrival */
+	PW_EVENT_F_CPU = 4,        /* cpu_ns holds the pausing thread's on-CPU time in the pause */
 };
 
 /*
@@ -48,6 +49,8 @@ struct pw_event {
 	__u64 stopping_ns; /* time to stop (Go stopping time, JVM time-to-safepoint); 0 = unknown */
 	__u64 aux;         /* runtime-specific (objects collected, ...) */
 	char detail[40];   /* runtime-specific text (JVM: the VM operation), NUL-terminated */
+	__u64 cpu_ns;      /* PW_EVENT_F_CPU: on-CPU time of the thread that ran the pause (Python's
+			    * collector, HotSpot's VM thread), sched_switch-exact (oncpu.c) */
 };
 
 /* Ring buffer record of one request served (PW_EVENT_REQUEST). */
@@ -153,8 +156,9 @@ enum pw_stat {
 	PW_STAT_RINGBUF_LOST = 0, /* bpf_ringbuf_reserve failed: event dropped */
 	PW_STAT_UNPAIRED_END = 1, /* pause end without a begin (attached mid-pause) */
 	PW_STAT_CONN_LOST = 2,    /* a connection could not be tracked (map full) */
-	PW_STAT_REQ_UNCOUNTED = 3, /* a request's histogram could not be created (map full) */
-	PW_STAT_MAX = 4,
+	PW_STAT_UNCOVERED_ACCEPT = 3, /* io_uring accept into a fixed-file slot: connection not measured */
+	PW_STAT_REQ_UNCOUNTED = 4, /* a request's histogram could not be created (map full) */
+	PW_STAT_MAX = 5,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

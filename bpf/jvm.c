@@ -35,9 +35,13 @@ struct {
 SEC("uprobe/jvm_safepoint_begin")
 int jvm_safepoint_begin(struct pt_regs *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
 	struct jvm_state zero = {};
 	bpf_map_update_elem(&jvm_state, &tgid, &zero, BPF_ANY);
+	/* The VM thread runs the safepoint: its on-CPU time inside a GC
+	 * operation is GC CPU that the collector's own threads do not show. */
+	oncpu_begin((__u32)id);
 	pause_begin(tgid, PW_RUNTIME_JVM, bpf_ktime_get_ns(), 0);
 	return 0;
 }
@@ -89,6 +93,8 @@ int jvm_safepoint_end(struct pt_regs *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__u64 end = bpf_ktime_get_ns();
+	__u64 cpu = 0;
+	int cpu_err = oncpu_end((__u32)id, &cpu);
 
 	struct pw_pause_state *ps = pause_in_progress(tgid);
 	if (!ps)
@@ -102,6 +108,10 @@ int jvm_safepoint_end(struct pt_regs *ctx)
 		return 0;
 	if (st)
 		__builtin_memcpy(e->detail, st->op, sizeof(e->detail));
+	if (!cpu_err) {
+		e->cpu_ns = cpu;
+		e->flags |= PW_EVENT_F_CPU;
+	}
 	bpf_ringbuf_submit(e, submit_flags());
 	return 0;
 }

@@ -194,6 +194,8 @@ struct {
 	__type(value, __u8);
 } traced SEC(".maps");
 
+#include "oncpu.c"
+
 /* Process discovery: exec and exit of every process on the node. */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -209,6 +211,9 @@ int handle_exit(void *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	bpf_map_delete_elem(&py_calls, &id);
+	/* A thread can end inside a pause it began: a JVM exits inside its
+	 * last safepoint, which never ends. */
+	oncpu_drop((__u32)id);
 	/* Only the thread group leader's exit ends the process for us. */
 	if ((__u32)id != tgid)
 		return 0;
@@ -226,3 +231,4 @@ int handle_exit(void *ctx)
 #include "python.c"
 #include "node.c"
 #include "request.c"
+#include "adopt.c"

@@ -52,6 +52,8 @@ int py_gc_start(struct pt_regs *ctx)
 	if (usdt_arg(ctx, 0, &gen))
 		gen = PY_GEN_UNKNOWN;
 	struct py_call call = { .start_ns = now, .sp = ctx->sp, .depth = 1 };
+	/* The collector runs on this thread: its on-CPU time is the GC CPU. */
+	oncpu_begin((__u32)id);
 	if ((__s64)gen == -1) {
 		/* GENERATION_AUTO (3.13+): a pause only once one is chosen. */
 		call.pending = 1;
@@ -97,9 +99,13 @@ int py_gc_done(struct pt_regs *ctx)
 		__u32 pending = c->pending;
 		bpf_map_delete_elem(&py_calls, &id);
 		/* An automatic call that found nothing to collect. */
-		if (pending)
+		if (pending) {
+			oncpu_drop((__u32)id);
 			return 0;
+		}
 	}
+	__u64 cpu = 0;
+	int cpu_err = oncpu_end((__u32)id, &cpu);
 	/* No entry: the agent attached mid-call; pause_in_progress counts it. */
 	struct pw_pause_state *ps = pause_in_progress(tgid);
 	if (!ps)
@@ -107,6 +113,10 @@ int py_gc_done(struct pt_regs *ctx)
 	struct pw_event *e = pause_end(tgid, (__u32)id, PW_RUNTIME_PYTHON, ps->start_ns, end, 0, ps->reason);
 	if (!e)
 		return 0;
+	if (!cpu_err) {
+		e->cpu_ns = cpu;
+		e->flags |= PW_EVENT_F_CPU;
+	}
 	__u64 collected = 0;
 	if (!usdt_arg(ctx, 0, &collected)) {
 		e->aux = collected;

@@ -129,6 +129,14 @@ enum conn_state {
 	CONN_ARRIVED = 1,    /* request bytes arrived, not read yet */
 	CONN_READING = 2,    /* the server is reading the request */
 	CONN_RESPONDING = 3, /* the server has written part of a final response */
+	/*
+	 * Adopted mid-request (adopt.c): the request began before the agent,
+	 * so it is not measured. Its response moves the connection to
+	 * ADOPTED_RESPONDING, and the next request's data (the first request
+	 * boundary seen) makes it idle.
+	 */
+	CONN_ADOPTED_READING = 4,
+	CONN_ADOPTED_RESPONDING = 5,
 };
 
 /*
@@ -391,14 +399,37 @@ static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now,
 }
 
 /*
+ * past_adopted makes an adopted connection whose unmeasured request has
+ * been answered idle, at the first sign of the next request (its data
+ * arriving or being read); returns the connection's seq after it.
+ */
+static __always_inline __u64 past_adopted(struct conn *c)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) == CONN_ADOPTED_RESPONDING && conn_cas(c, seen, CONN_IDLE))
+		seen = *(volatile __u64 *)&c->seq;
+	return seen;
+}
+
+/* reading says whether a connection's request is still being received. */
+static __always_inline bool reading(__u8 st)
+{
+	return st == CONN_ARRIVED || st == CONN_READING || st == CONN_ADOPTED_READING;
+}
+
+/*
  * response_write records a completed response write at now. Writes on an
  * idle connection are server-initiated data, not a response.
  */
 static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now)
 {
 	__u64 seen = *(volatile __u64 *)&c->seq;
-	if (CONN_STATE(seen) == CONN_IDLE)
+	if (CONN_STATE(seen) == CONN_IDLE || CONN_STATE(seen) == CONN_ADOPTED_RESPONDING)
 		return;
+	if (CONN_STATE(seen) == CONN_ADOPTED_READING) {
+		conn_cas(c, seen, CONN_ADOPTED_RESPONDING);
+		return;
+	}
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
 	/* A failed CAS means the state moved under us; look once more. */
@@ -417,7 +448,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
  */
 static __always_inline void received(struct conn *c, __u64 start_ts)
 {
-	__u64 seen = *(volatile __u64 *)&c->seq;
+	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
 	case CONN_ARRIVED:
 		conn_cas(c, seen, CONN_READING);
@@ -537,8 +568,7 @@ static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 		struct conn *c = bpf_map_lookup_elem(&conns, sk);
 		if (!c)
 			return 0;
-		__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
-		if ((st == CONN_ARRIVED || st == CONN_READING) && is_interim(first_buf(nr, buf_arg)))
+		if (reading(CONN_STATE(*(volatile __u64 *)&c->seq)) && is_interim(first_buf(nr, buf_arg)))
 			op = OP_INTERIM;
 	}
 	struct sys_args a = {.ts = bpf_ktime_get_ns(), .fd = fd, .op = op};
@@ -648,7 +678,7 @@ int handle_sk_data_ready(u64 *ctx)
 	 * the rest of the request arriving changes nothing.)
 	 */
 	end_request(c);
-	__u64 seen = *(volatile __u64 *)&c->seq;
+	__u64 seen = past_adopted(c);
 	if (CONN_STATE(seen) == CONN_IDLE)
 		start_request(c, seen, bpf_ktime_get_ns(), 0, CONN_ARRIVED);
 	return 0;
@@ -684,8 +714,7 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
 	if (!c)
 		return 0;
-	__u8 st = CONN_STATE(*(volatile __u64 *)&c->seq);
-	if (st == CONN_ARRIVED || st == CONN_READING) {
+	if (reading(CONN_STATE(*(volatile __u64 *)&c->seq))) {
 		/*
 		 * The first write of a response: an interim one leaves the
 		 * request reading. The buffer is the syscall's, still mapped
@@ -745,6 +774,99 @@ int handle_inet_sock_set_state(struct inet_sock_set_state_ctx *ctx)
 	return 0;
 }
 
+/* Layout of io_uring:io_uring_complete. */
+struct io_uring_complete_ctx {
+	__u64 common;
+	__u64 ctx;
+	__u64 req; /* struct io_kiocb * */
+	__u64 user_data;
+	__s32 res;
+	__u32 cflags;
+	__u64 extra1;
+	__u64 extra2;
+};
+
+/* UAPI opcodes (linux/io_uring.h). */
+#define IORING_OP_READV 1
+#define IORING_OP_WRITEV 2
+#define IORING_OP_SENDMSG 9
+#define IORING_OP_RECVMSG 10
+#define IORING_OP_ACCEPT 13
+#define IORING_OP_READ 22
+#define IORING_OP_WRITE 23
+#define IORING_OP_SEND 26
+#define IORING_OP_RECV 27
+#define IORING_OP_SEND_ZC 47
+#define IORING_OP_SENDMSG_ZC 48
+
+/*
+ * An io_uring request of a traced process completed. Its reads and writes
+ * of sockets pass sock_recvmsg/sock_sendmsg, so with the sock: tracepoints
+ * they are seen there; its accepts pass no accept syscall, so the new
+ * connection is tracked here, from the result (an fd) checked against the
+ * listener the request named. An accept into a fixed-file slot (a direct
+ * descriptor) has no fd: not measured, counted (PW_STAT_UNCOVERED_ACCEPT).
+ * Without the sock: tracepoints (read mode) reads and writes are taken
+ * here at their completion.
+ */
+SEC("tracepoint/io_uring/io_uring_complete")
+int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_traced(id >> 32))
+		return 0;
+	/*
+	 * A kernel without io_uring has no io_kiocb to relocate against: the
+	 * reads below would fail to load, and with them the whole collection.
+	 */
+	if (!bpf_core_type_exists(struct io_kiocb))
+		return 0;
+	struct io_kiocb *req = (struct io_kiocb *)ctx->req;
+	__u8 op = BPF_CORE_READ(req, opcode);
+	struct file *f = BPF_CORE_READ(req, file);
+	struct socket *so = f ? BPF_CORE_READ(f, private_data) : NULL;
+	if (op == IORING_OP_ACCEPT) {
+		if (ctx->res < 0 || !so)
+			return 0;
+		/* (Fixed-file accepts came with file_slot, in 5.15.) */
+		if (bpf_core_field_exists(((struct io_accept *)0)->file_slot) &&
+		    BPF_CORE_READ((struct io_accept *)req, file_slot)) {
+			count_stat(PW_STAT_UNCOVERED_ACCEPT);
+			return 0;
+		}
+		/* The fd must be a socket on the listener's port: a connection it accepted. */
+		__u64 sk = sock_of(ctx->res);
+		struct sock *lsk = BPF_CORE_READ(so, sk);
+		if (!sk || !lsk || BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num) !=
+					   BPF_CORE_READ(lsk, __sk_common.skc_num))
+			return 0;
+		return accepted(ctx->res);
+	}
+	if (arrival_mode || ctx->res <= 0 || !so)
+		return 0;
+	__u64 sk = (__u64)BPF_CORE_READ(so, sk);
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (!c)
+		return 0;
+	switch (op) {
+	case IORING_OP_READV:
+	case IORING_OP_RECVMSG:
+	case IORING_OP_READ:
+	case IORING_OP_RECV:
+		received(c, bpf_ktime_get_ns());
+		break;
+	case IORING_OP_WRITEV:
+	case IORING_OP_SENDMSG:
+	case IORING_OP_WRITE:
+	case IORING_OP_SEND:
+	case IORING_OP_SEND_ZC:
+	case IORING_OP_SENDMSG_ZC:
+		response_write(c, id >> 32, bpf_ktime_get_ns());
+		break;
+	}
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_accept")
 int exit_accept(struct sys_exit_ctx *ctx) { return accepted(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_accept4")
@@ -766,6 +888,35 @@ SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int exit_recvfrom(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int exit_recvmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+
+/* recvmmsg/sendmmsg: one or more messages (ret: how many) on one socket. */
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int enter_recvmmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_READ, 0, 0); }
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int exit_recvmmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int enter_sendmmsg(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, 0, 0); }
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int exit_sendmmsg(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
+
+/*
+ * splice(fd_in, off_in, fd_out, ...) moves bytes between a pipe and a
+ * socket without passing user memory (an L4 proxy's io.Copy in Go): a
+ * write when fd_out is a tracked connection, else a read of fd_in.
+ */
+SEC("tracepoint/syscalls/sys_enter_splice")
+int enter_splice(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!is_traced(id >> 32))
+		return 0;
+	__u64 key = (id & 0xffffffff00000000ULL) | (__u32)ctx->args[2];
+	if (bpf_map_lookup_elem(&fd_socks, &key))
+		return enter(ctx->args[2], OP_WRITE, 0, 0);
+	return enter(ctx->args[0], OP_READ, 0, 0);
+}
+SEC("tracepoint/syscalls/sys_exit_splice")
+int exit_splice(struct sys_exit_ctx *ctx) { return leave(ctx->ret); }
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int enter_write(struct sys_enter_ctx *ctx) { return enter(ctx->args[0], OP_WRITE, ctx->args[1], ctx->nr); }

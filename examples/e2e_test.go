@@ -315,6 +315,7 @@ type account struct {
 	// Over the process's whole life (churn's own comments say how).
 	LifePauseSeconds float64 `json:"life_pause_seconds"`
 	LifeSeconds      float64 `json:"life_seconds"`
+	GCCPUSeconds     float64 `json:"gc_cpu_seconds"` // /cpu/classes/gc/total:cpu-seconds, Go 1.20+
 }
 
 var (

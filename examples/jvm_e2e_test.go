@@ -171,6 +171,41 @@ func TestJVMHsperfdataFallback(t *testing.T) {
 	runJava(t, a, j, "jvm-hsperf", "hsperfdata")
 }
 
+// TestJVMHsperfdataLate: a JVM that maps its hsperfdata file seconds
+// after libjvm.so (an LD_PRELOAD library holds it back 6 s, longer than
+// discovery's retries of a process whose runtime is not ready) is looked
+// at again until the file is there, and then read. Without the second
+// look it stays method "none" (checked: still none 28 s after exec).
+func TestJVMHsperfdataLate(t *testing.T) {
+	requireRoot(t)
+	requireJava(t)
+	lib := filepath.Join(t.TempDir(), "latehsperf.so")
+	if out, err := exec.Command("cc", "-shared", "-fPIC", "-O2", "-o", lib, "testdata/latehsperf.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("build latehsperf.so: %v\n%s", err, out)
+	}
+	a := startAgent(t, 19487, "--no-jvm-probes")
+	const service = "jvm-hsperf-late"
+	log := filepath.Join(t.TempDir(), "safepoint.log")
+	w := startWorkload(t, exec.Command("java", "-Xmx64m", "-Xlog:safepoint=info:file="+log+":timenanos", "-XX:+UseG1GC", "testdata/JavaChurn.java"),
+		"OTEL_SERVICE_NAME="+service, "CHURN_SECONDS=3", "LD_PRELOAD="+lib, "LATE_HSPERF_SECONDS=6")
+	j := &javaProc{workload: w, log: log}
+	ready := time.Since(j.started)
+	if ready < 6*time.Second {
+		t.Fatalf("the JVM was ready %v after its start: the preload did not hold its hsperfdata back", ready)
+	}
+	var p processStatus
+	for deadline := time.Now().Add(20 * time.Second); p.Method != "hsperfdata" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, q := range a.processes(t) {
+			if q.PID == j.pid {
+				p = q
+			}
+		}
+	}
+	t.Logf("ready %v after exec; read through hsperfdata %v after exec: %+v", ready.Round(time.Millisecond), time.Since(j.started).Round(time.Millisecond), p)
+	checkMethod(t, p, "hsperfdata")
+	runJava(t, a, j, service, "hsperfdata")
+}
+
 func TestJVMWithoutPerfDataOrProbes(t *testing.T) {
 	requireRoot(t)
 	requireJava(t)

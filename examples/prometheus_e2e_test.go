@@ -184,6 +184,12 @@ scrape_configs:
 	steady := startServer(t, "go", "prom-steady", steadyPort, false)
 	a.waitTracked(t, paused.pid, paused.t0)
 	a.waitTracked(t, steady.pid, steady.t0)
+	// A collector whose CPU is measured (Go's is not yet), for the GC CPU
+	// panels: CPython collecting on its own thread while the load runs.
+	pyGC := startWorkload(t, exec.Command("/usr/bin/python3.11", "testdata/pygccpu.py"),
+		"OTEL_SERVICE_NAME=prom-py-gc", "GCCPU_SECONDS=30")
+	a.waitTracked(t, pyGC.pid, pyGC.started)
+	fmt.Fprintln(pyGC.stdin, "go")
 	runLoad(t, paused.url, 100, 5*time.Second, 15*time.Millisecond)
 	runLoad(t, steady.url, 100, 5*time.Second, 15*time.Millisecond)
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -45,8 +46,9 @@ type fileInfo struct {
 	attachMu sync.Mutex // held while the probes are placed
 	attached bool       // an attach was tried (links, or method "none")
 	links    []link.Link
-	slots    []uint64 // usdt_specs slots the links read
-	refs     int      // processes (tracked or pending) and in-flight inspections holding it
+	slots    []uint64  // usdt_specs slots the links read
+	refs     int       // processes (tracked or pending) and in-flight inspections holding it
+	idle     time.Time // when refs last fell to 0 with links kept (see lingerFor)
 }
 
 func (f *fileInfo) runtime() string {
@@ -65,6 +67,10 @@ func (s *Source) resolve(key fileKey, path string, f *os.File, exe bool, offer [
 	info := s.files[key]
 	if info != nil {
 		info.refs++
+		if !info.idle.IsZero() { // run again while its probes linger
+			s.idleFiles--
+			info.idle = time.Time{}
+		}
 		s.mu.Unlock()
 		<-info.ready
 		if info.gone {
@@ -129,9 +135,11 @@ func readlinkOr(path string) string {
 	return path
 }
 
-// unpin drops one hold on a file; the last one takes its probes off (in
-// the background: closing uprobe links waits for RCU grace periods) and
-// forgets the file, so the next process of it attaches afresh. Files
+// unpin drops one hold on a file. When the last goes, the file keeps its
+// probes for lingerFor (see sweepIdle): uprobes bind to the inode, so a
+// program that runs again and again (a build's compiler, a CLI in a loop)
+// is captured from its first instruction instead of losing the pauses it
+// makes while its new process is inspected and attached afresh. Files
 // without probes stay cached until pruned.
 func (s *Source) unpin(key fileKey, info *fileInfo) {
 	s.mu.Lock()
@@ -144,7 +152,64 @@ func (s *Source) unpinLocked(key fileKey, info *fileInfo) {
 	if info.refs > 0 || info.links == nil {
 		return
 	}
+	if s.files[key] != info || s.k == nil {
+		s.detachLocked(key, info)
+		return
+	}
+	info.idle = time.Now()
+	s.idleFiles++
+	if s.idleFiles > maxIdleFiles {
+		s.sweepIdleLocked(time.Time{})
+	}
+}
+
+// Files whose last process exited keep their probes this long, and at
+// most this many of them do (the oldest go first): 10 s covers a program
+// run in a loop or by a build, and what an idle file holds (a few links,
+// a few spec slots) is bounded whatever runs.
+const (
+	lingerFor    = 10 * time.Second
+	maxIdleFiles = 64
+)
+
+// sweepIdle takes the probes off files idle for lingerFor.
+func (s *Source) sweepIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepIdleLocked(time.Now().Add(-lingerFor))
+}
+
+// sweepIdleLocked detaches the idle files idle since before cutoff; with a
+// zero cutoff, the oldest one (the bound was passed). s.mu is held.
+func (s *Source) sweepIdleLocked(cutoff time.Time) {
+	var oldestKey fileKey
+	var oldest *fileInfo
+	for key, f := range s.files {
+		if f.idle.IsZero() {
+			continue
+		}
+		if cutoff.IsZero() {
+			if oldest == nil || f.idle.Before(oldest.idle) {
+				oldestKey, oldest = key, f
+			}
+		} else if f.idle.Before(cutoff) {
+			s.detachLocked(key, f)
+		}
+	}
+	if oldest != nil {
+		s.detachLocked(oldestKey, oldest)
+	}
+}
+
+// detachLocked takes a file's probes off (in the background: closing
+// uprobe links waits for RCU grace periods) and forgets the file, so the
+// next process of it attaches afresh. s.mu is held.
+func (s *Source) detachLocked(key fileKey, info *fileInfo) {
 	links, slots := info.links, info.slots
+	if !info.idle.IsZero() {
+		s.idleFiles--
+		info.idle = time.Time{}
+	}
 	info.links, info.slots = nil, nil
 	if s.files[key] == info {
 		delete(s.files, key)
@@ -211,7 +276,7 @@ func (s *Source) placeProbes(k *kernel, f *os.File, plan Plan) ([]link.Link, []u
 
 func (s *Source) pruneFiles() {
 	for k, f := range s.files {
-		if f.refs <= 0 {
+		if f.refs <= 0 && f.links == nil {
 			delete(s.files, k)
 		}
 	}

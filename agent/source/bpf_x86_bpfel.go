@@ -44,6 +44,12 @@ type bpfJvmState struct {
 	Pad      uint32
 }
 
+type bpfOncpuThread struct {
+	_     structs.HostLayout
+	Since uint64
+	Acc   uint64
+}
+
 type bpfPwEvent struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -58,6 +64,7 @@ type bpfPwEvent struct {
 	StoppingNs uint64
 	Aux        uint64
 	Detail     [40]int8
+	CpuNs      uint64
 }
 
 type bpfPwPauseState struct {
@@ -154,7 +161,9 @@ const (
 	bpfMapFdSocks                 = "fd_socks"
 	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
+	bpfMapListenPorts             = "listen_ports"
 	bpfMapNodeCollector           = "node_collector"
+	bpfMapOncpu                   = "oncpu"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapReqHists                = "req_hists"
@@ -166,14 +175,19 @@ const (
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
+	bpfProgAdoptConns             = "adopt_conns"
+	bpfProgAdoptListeners         = "adopt_listeners"
 	bpfProgEnterClose             = "enter_close"
 	bpfProgEnterRead              = "enter_read"
 	bpfProgEnterReadv             = "enter_readv"
 	bpfProgEnterRecvfrom          = "enter_recvfrom"
+	bpfProgEnterRecvmmsg          = "enter_recvmmsg"
 	bpfProgEnterRecvmsg           = "enter_recvmsg"
 	bpfProgEnterSendfile64        = "enter_sendfile64"
+	bpfProgEnterSendmmsg          = "enter_sendmmsg"
 	bpfProgEnterSendmsg           = "enter_sendmsg"
 	bpfProgEnterSendto            = "enter_sendto"
+	bpfProgEnterSplice            = "enter_splice"
 	bpfProgEnterWrite             = "enter_write"
 	bpfProgEnterWritev            = "enter_writev"
 	bpfProgExitAccept             = "exit_accept"
@@ -181,10 +195,13 @@ const (
 	bpfProgExitRead               = "exit_read"
 	bpfProgExitReadv              = "exit_readv"
 	bpfProgExitRecvfrom           = "exit_recvfrom"
+	bpfProgExitRecvmmsg           = "exit_recvmmsg"
 	bpfProgExitRecvmsg            = "exit_recvmsg"
 	bpfProgExitSendfile64         = "exit_sendfile64"
+	bpfProgExitSendmmsg           = "exit_sendmmsg"
 	bpfProgExitSendmsg            = "exit_sendmsg"
 	bpfProgExitSendto             = "exit_sendto"
+	bpfProgExitSplice             = "exit_splice"
 	bpfProgExitWrite              = "exit_write"
 	bpfProgExitWritev             = "exit_writev"
 	bpfProgGoStartEntry           = "go_start_entry"
@@ -195,6 +212,8 @@ const (
 	bpfProgHandleExit             = "handle_exit"
 	bpfProgHandleFork             = "handle_fork"
 	bpfProgHandleInetSockSetState = "handle_inet_sock_set_state"
+	bpfProgHandleIoUringComplete  = "handle_io_uring_complete"
+	bpfProgHandleSchedSwitch      = "handle_sched_switch"
 	bpfProgHandleSkDataReady      = "handle_sk_data_ready"
 	bpfProgHandleSockRecvLength   = "handle_sock_recv_length"
 	bpfProgHandleSockSendLength   = "handle_sock_send_length"
@@ -211,6 +230,7 @@ const (
 	bpfProgPyGcStart              = "py_gc_start"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarOncpuActive             = "oncpu_active"
 	bpfVarReqBounds               = "req_bounds"
 	bpfVarReqEvery                = "req_every"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
@@ -262,14 +282,19 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
+	AdoptConns             *ebpf.ProgramSpec `ebpf:"adopt_conns"`
+	AdoptListeners         *ebpf.ProgramSpec `ebpf:"adopt_listeners"`
 	EnterClose             *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterRead              *ebpf.ProgramSpec `ebpf:"enter_read"`
 	EnterReadv             *ebpf.ProgramSpec `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg          *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg           *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
 	EnterSendfile64        *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
+	EnterSendmmsg          *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
 	EnterSendmsg           *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
 	EnterSendto            *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterSplice            *ebpf.ProgramSpec `ebpf:"enter_splice"`
 	EnterWrite             *ebpf.ProgramSpec `ebpf:"enter_write"`
 	EnterWritev            *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.ProgramSpec `ebpf:"exit_accept"`
@@ -277,10 +302,13 @@ type bpfProgramSpecs struct {
 	ExitRead               *ebpf.ProgramSpec `ebpf:"exit_read"`
 	ExitReadv              *ebpf.ProgramSpec `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg           *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg            *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
 	ExitSendfile64         *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
+	ExitSendmmsg           *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
 	ExitSendmsg            *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
 	ExitSendto             *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitSplice             *ebpf.ProgramSpec `ebpf:"exit_splice"`
 	ExitWrite              *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev             *ebpf.ProgramSpec `ebpf:"exit_writev"`
 	GoStartEntry           *ebpf.ProgramSpec `ebpf:"go_start_entry"`
@@ -291,6 +319,8 @@ type bpfProgramSpecs struct {
 	HandleExit             *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleFork             *ebpf.ProgramSpec `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.ProgramSpec `ebpf:"handle_inet_sock_set_state"`
+	HandleIoUringComplete  *ebpf.ProgramSpec `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.ProgramSpec `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.ProgramSpec `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.ProgramSpec `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.ProgramSpec `ebpf:"handle_sock_send_length"`
@@ -316,7 +346,9 @@ type bpfMapSpecs struct {
 	FdSocks       *ebpf.MapSpec `ebpf:"fd_socks"`
 	GoStartArgs   *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState      *ebpf.MapSpec `ebpf:"jvm_state"`
+	ListenPorts   *ebpf.MapSpec `ebpf:"listen_ports"`
 	NodeCollector *ebpf.MapSpec `ebpf:"node_collector"`
+	Oncpu         *ebpf.MapSpec `ebpf:"oncpu"`
 	PauseState    *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls       *ebpf.MapSpec `ebpf:"py_calls"`
 	ReqHists      *ebpf.MapSpec `ebpf:"req_hists"`
@@ -336,6 +368,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	ArrivalMode           *ebpf.VariableSpec `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.VariableSpec `ebpf:"oncpu_active"`
 	ReqBounds             *ebpf.VariableSpec `ebpf:"req_bounds"`
 	ReqEvery              *ebpf.VariableSpec `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
@@ -370,7 +403,9 @@ type bpfMaps struct {
 	FdSocks       *ebpf.Map `ebpf:"fd_socks"`
 	GoStartArgs   *ebpf.Map `ebpf:"go_start_args"`
 	JvmState      *ebpf.Map `ebpf:"jvm_state"`
+	ListenPorts   *ebpf.Map `ebpf:"listen_ports"`
 	NodeCollector *ebpf.Map `ebpf:"node_collector"`
+	Oncpu         *ebpf.Map `ebpf:"oncpu"`
 	PauseState    *ebpf.Map `ebpf:"pause_state"`
 	PyCalls       *ebpf.Map `ebpf:"py_calls"`
 	ReqHists      *ebpf.Map `ebpf:"req_hists"`
@@ -391,7 +426,9 @@ func (m *bpfMaps) Close() error {
 		m.FdSocks,
 		m.GoStartArgs,
 		m.JvmState,
+		m.ListenPorts,
 		m.NodeCollector,
+		m.Oncpu,
 		m.PauseState,
 		m.PyCalls,
 		m.ReqHists,
@@ -412,6 +449,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	ArrivalMode           *ebpf.Variable `ebpf:"arrival_mode"`
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
+	OncpuActive           *ebpf.Variable `ebpf:"oncpu_active"`
 	ReqBounds             *ebpf.Variable `ebpf:"req_bounds"`
 	ReqEvery              *ebpf.Variable `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
@@ -425,14 +463,19 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
+	AdoptConns             *ebpf.Program `ebpf:"adopt_conns"`
+	AdoptListeners         *ebpf.Program `ebpf:"adopt_listeners"`
 	EnterClose             *ebpf.Program `ebpf:"enter_close"`
 	EnterRead              *ebpf.Program `ebpf:"enter_read"`
 	EnterReadv             *ebpf.Program `ebpf:"enter_readv"`
 	EnterRecvfrom          *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg          *ebpf.Program `ebpf:"enter_recvmmsg"`
 	EnterRecvmsg           *ebpf.Program `ebpf:"enter_recvmsg"`
 	EnterSendfile64        *ebpf.Program `ebpf:"enter_sendfile64"`
+	EnterSendmmsg          *ebpf.Program `ebpf:"enter_sendmmsg"`
 	EnterSendmsg           *ebpf.Program `ebpf:"enter_sendmsg"`
 	EnterSendto            *ebpf.Program `ebpf:"enter_sendto"`
+	EnterSplice            *ebpf.Program `ebpf:"enter_splice"`
 	EnterWrite             *ebpf.Program `ebpf:"enter_write"`
 	EnterWritev            *ebpf.Program `ebpf:"enter_writev"`
 	ExitAccept             *ebpf.Program `ebpf:"exit_accept"`
@@ -440,10 +483,13 @@ type bpfPrograms struct {
 	ExitRead               *ebpf.Program `ebpf:"exit_read"`
 	ExitReadv              *ebpf.Program `ebpf:"exit_readv"`
 	ExitRecvfrom           *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg           *ebpf.Program `ebpf:"exit_recvmmsg"`
 	ExitRecvmsg            *ebpf.Program `ebpf:"exit_recvmsg"`
 	ExitSendfile64         *ebpf.Program `ebpf:"exit_sendfile64"`
+	ExitSendmmsg           *ebpf.Program `ebpf:"exit_sendmmsg"`
 	ExitSendmsg            *ebpf.Program `ebpf:"exit_sendmsg"`
 	ExitSendto             *ebpf.Program `ebpf:"exit_sendto"`
+	ExitSplice             *ebpf.Program `ebpf:"exit_splice"`
 	ExitWrite              *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev             *ebpf.Program `ebpf:"exit_writev"`
 	GoStartEntry           *ebpf.Program `ebpf:"go_start_entry"`
@@ -454,6 +500,8 @@ type bpfPrograms struct {
 	HandleExit             *ebpf.Program `ebpf:"handle_exit"`
 	HandleFork             *ebpf.Program `ebpf:"handle_fork"`
 	HandleInetSockSetState *ebpf.Program `ebpf:"handle_inet_sock_set_state"`
+	HandleIoUringComplete  *ebpf.Program `ebpf:"handle_io_uring_complete"`
+	HandleSchedSwitch      *ebpf.Program `ebpf:"handle_sched_switch"`
 	HandleSkDataReady      *ebpf.Program `ebpf:"handle_sk_data_ready"`
 	HandleSockRecvLength   *ebpf.Program `ebpf:"handle_sock_recv_length"`
 	HandleSockSendLength   *ebpf.Program `ebpf:"handle_sock_send_length"`
@@ -472,14 +520,19 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.AdoptConns,
+		p.AdoptListeners,
 		p.EnterClose,
 		p.EnterRead,
 		p.EnterReadv,
 		p.EnterRecvfrom,
+		p.EnterRecvmmsg,
 		p.EnterRecvmsg,
 		p.EnterSendfile64,
+		p.EnterSendmmsg,
 		p.EnterSendmsg,
 		p.EnterSendto,
+		p.EnterSplice,
 		p.EnterWrite,
 		p.EnterWritev,
 		p.ExitAccept,
@@ -487,10 +540,13 @@ func (p *bpfPrograms) Close() error {
 		p.ExitRead,
 		p.ExitReadv,
 		p.ExitRecvfrom,
+		p.ExitRecvmmsg,
 		p.ExitRecvmsg,
 		p.ExitSendfile64,
+		p.ExitSendmmsg,
 		p.ExitSendmsg,
 		p.ExitSendto,
+		p.ExitSplice,
 		p.ExitWrite,
 		p.ExitWritev,
 		p.GoStartEntry,
@@ -501,6 +557,8 @@ func (p *bpfPrograms) Close() error {
 		p.HandleExit,
 		p.HandleFork,
 		p.HandleInetSockSetState,
+		p.HandleIoUringComplete,
+		p.HandleSchedSwitch,
 		p.HandleSkDataReady,
 		p.HandleSockRecvLength,
 		p.HandleSockSendLength,

@@ -75,9 +75,9 @@ func TestContract(t *testing.T) {
 		values map[string]uint64
 	}{
 		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest, "PW_EVENT_FORK": eventFork}},
-		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart}},
+		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart, "PW_EVENT_F_CPU": eventFlagCPU}},
 		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},
-		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_REQ_UNCOUNTED": statReqUncounted, "PW_STAT_MAX": statMax}},
+		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_UNCOVERED_ACCEPT": statUncoveredAccept, "PW_STAT_REQ_UNCOUNTED": statReqUncounted, "PW_STAT_MAX": statMax}},
 	} {
 		var e *btf.Enum
 		if err := spec.Types.TypeByName(tc.enum, &e); err != nil {
@@ -123,8 +123,8 @@ func TestRuntimeIDs(t *testing.T) {
 }
 
 func TestDecodeRecords(t *testing.T) {
-	pause := bpfPwEvent{Type: eventPause, Runtime: runtimeJVM, Flags: eventFlagAux, Pid: 4242, Tid: 4243, Reason: 2,
-		StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9}
+	pause := bpfPwEvent{Type: eventPause, Runtime: runtimeJVM, Flags: eventFlagAux | eventFlagCPU, Pid: 4242, Tid: 4243, Reason: 2,
+		StartNs: 1000, DurationNs: 25_000, StoppingNs: 700, Aux: 9, CpuNs: 21_000}
 	for i, c := range "G1CollectForAllocation" {
 		pause.Detail[i] = int8(c)
 	}

@@ -332,9 +332,21 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 				cancel()
 			}
 		}
+		var await context.Context
 		if fbErr != nil {
-			whyNot += "; " + fbErr.Error()
+			whyNot += "; " + fbErr.Error() + " (looked for again until the process exits)"
+			// The JVM may create its file late (a slow start, or seen
+			// between its exec and the file): keep looking, in the
+			// background, stopped with the process (p.stop).
+			var cancel context.CancelFunc
+			await, cancel = context.WithCancel(s.ctx)
+			p.stop = cancel
 		}
+		defer func() {
+			if await != nil && await.Err() == nil {
+				go s.awaitFallback(await, fr, p)
+			}
+		}()
 	}
 
 	s.mu.Lock()
@@ -359,6 +371,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
+		s.adoptPending = true
 		s.pushObjectivesLocked(p)
 	}
 	if p.Method == MethodNone {
@@ -375,6 +388,50 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 		// periodic INFO summary (logSummary).
 		s.log.Debug("tracking process", "pid", pid, "service", p.Service, "runtime", p.Runtime,
 			"method", p.Method, "version", info.version)
+	}
+}
+
+// Delays between looks for a fallback that was not there at inspection:
+// doubling from fallbackFirstLook up to fallbackMaxLook, so a JVM that
+// never creates its file costs one read of its maps every 10 s.
+const (
+	fallbackFirstLook = 100 * time.Millisecond
+	fallbackMaxLook   = 10 * time.Second
+)
+
+// awaitFallback looks for process p's fallback (the JVM's hsperfdata)
+// until it is found or ctx is done (p dropped: exited, or the agent
+// stopping), and then has it capture p. The poller runs under ctx too,
+// so p.stop stops whichever is running.
+func (s *Source) awaitFallback(ctx context.Context, fr fallbackRuntime, p *process) {
+	d := fallbackFirstLook
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		d = min(2*d, fallbackMaxLook)
+		fb, err := fr.prepareFallback(s.proc, p.PID)
+		if err != nil {
+			continue
+		}
+		m, err := fb.start(ctx, p.Process, s.side, s.log)
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		if s.procs[p.PID] == p && ctx.Err() == nil {
+			// A new entry, not an update of p: other goroutines read
+			// p.Process without s.mu. It takes over p's pin and stop.
+			np := *p
+			np.Method, np.why = m, ""
+			s.procs[p.PID] = &np
+			s.newTracked++
+		}
+		s.mu.Unlock()
+		s.log.Debug("fallback found after inspection", "pid", p.PID, "service", p.Service, "method", m)
+		return
 	}
 }
 
@@ -509,6 +566,9 @@ func (s *Source) readStats() {
 	if v, err := s.k.stat(statConnLost); err == nil {
 		s.lost["connections"] = v
 	}
+	if v, err := s.k.stat(statUncoveredAccept); err == nil {
+		s.lost["io_uring_direct_accept"] = v
+	}
 	if v, err := s.k.stat(statReqUncounted); err == nil {
 		s.lost["request_histograms"] = v
 	}
@@ -566,7 +626,8 @@ func (s *Source) Status() []ProcessStatus {
 		}
 		// The version comes from the file (a Go binary's build info):
 		// another string a process chooses.
-		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: agent.LabelValue(p.info.version), Since: p.since})
+		out = append(out, ProcessStatus{Process: p.Process, Why: p.why, Version: agent.LabelValue(p.info.version),
+			GCCPU: gcCPUMethods(p), Since: p.since})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out

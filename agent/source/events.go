@@ -43,21 +43,25 @@ const (
 
 	eventFlagAux       = 1
 	eventFlagReadStart = 2
+	eventFlagCPU       = 4
 
 	usdtArgConst  = 1
 	usdtArgReg    = 2
 	usdtArgRegMem = 3
 
-	statRingbufLost  = 0
-	statUnpairedEnd  = 1
-	statConnLost     = 2
-	statReqUncounted = 3
-	statMax          = 4
+	statRingbufLost = 0
+	statUnpairedEnd = 1
+	statConnLost    = 2
+	// An io_uring accept into a fixed-file slot: the connection has no fd
+	// to find it by, so its requests are not measured.
+	statUncoveredAccept = 3
+	statReqUncounted    = 4
+	statMax             = 5
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.
 const (
-	eventSize   = 88 // sizeof(struct pw_event)
+	eventSize   = 96 // sizeof(struct pw_event)
 	requestSize = 40 // sizeof(struct pw_request)
 )
 
@@ -83,6 +87,7 @@ func decodeEvent(b []byte) (bpfPwEvent, error) {
 	for i := range e.Detail {
 		e.Detail[i] = int8(b[48+i])
 	}
+	e.CpuNs = le.Uint64(b[88:])
 	return e, nil
 }
 
@@ -258,7 +263,10 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 					continue // not a process the agent tracks after all
 				}
 				if !known && r.typ == eventPause {
-					continue // not a runtime process after all
+					// Gone before it could be inspected (or not
+					// trackable): its pauses have no process to carry.
+					s.countUnresolved()
+					continue
 				}
 				handle(r)
 			}
@@ -306,6 +314,9 @@ func (s *Source) pauseEvent(p *process, e *bpfPwEvent) (agent.Event, bool) {
 		Start:    monoToWall(e.StartNs),
 		Duration: time.Duration(e.DurationNs),
 		Stopping: time.Duration(e.StoppingNs),
+	}
+	if e.Flags&eventFlagCPU != 0 {
+		ev.ThreadCPU, ev.ThreadCPUKnown = time.Duration(e.CpuNs), true
 	}
 	if plan := p.info.plan; plan != nil && e.Runtime == p.info.rt.ID() {
 		plan.Decode(e, &ev)

@@ -83,6 +83,11 @@ type goBinary struct {
 	// of startTheWorldWithSema to the return site after a call of it
 	// (what bpf/golang.c sends in aux).
 	callers map[int64]goCaller
+	// gcTotal is the address of the runtime's own GC CPU total
+	// (work.cpuStats.gcTotalTime, ns, Go 1.20+), 0 when it cannot be
+	// read: gcCPUWhy says why (gogccpu.go).
+	gcTotal  uint64
+	gcCPUWhy string
 }
 
 // goCaller is what the caller of startTheWorldWithSema says of a pause.
@@ -149,6 +154,9 @@ func (e *unsupportedGoError) Error() string {
 func inspectGo(r io.ReaderAt) (*goBinary, error) {
 	bi, err := buildinfo.Read(r)
 	if err != nil {
+		if v, ok := goWithoutSections(r); ok {
+			return nil, &truncatedGoError{v}
+		}
 		return nil, fmt.Errorf("%w: %v", errNotGo, err)
 	}
 	minor, err := parseGoMinor(bi.GoVersion)
@@ -166,11 +174,13 @@ func inspectGo(r io.ReaderAt) (*goBinary, error) {
 		return nil, fmt.Errorf("Go binary for %s: only x86-64 probes are built", f.Machine)
 	}
 	names := []string{"runtime.stopTheWorldWithSema", "runtime.startTheWorldWithSema"}
-	funcs, err := goFuncs(f, names...)
+	var work uint64
+	funcs, err := goSymbols(f, "runtime.work", &work, names...)
 	if err != nil {
 		return nil, err
 	}
 	b := &goBinary{version: bi.GoVersion, minor: minor}
+	b.gcTotal, b.gcCPUWhy = goGCTotalAddr(f, minor, work)
 	places := []struct {
 		entry *uint64
 		rets  *[]uint64
@@ -186,6 +196,78 @@ func inspectGo(r io.ReaderAt) (*goBinary, error) {
 		}
 	}
 	return b, nil
+}
+
+// truncatedGoError: a Go executable whose sections cannot be read (the
+// file was cut after its last loaded segment, and still runs).
+type truncatedGoError struct{ version string }
+
+func (e *truncatedGoError) Error() string {
+	return "Go executable whose sections cannot be read (truncated after its last loaded segment?): " +
+		"its symbols and pclntab cannot be found, so no probe site can be proven"
+}
+
+func (e *truncatedGoError) runtimeVersion() string { return e.version }
+
+// Bounds on what goWithoutSections reads: program headers, and how far
+// into each writable segment the build info is looked for (the linker
+// puts it first in .go.buildinfo, at the start of the data segment; Go's
+// debug/buildinfo searches 64 KiB too).
+const (
+	maxProgHeaders     = 64
+	buildInfoSearchLen = 64 << 10
+)
+
+// goWithoutSections says whether r is a 64-bit little-endian ELF whose
+// sections debug/elf cannot read (cut after its last loaded segment: the
+// section name table, .symtab and .strtab are past it), with Go's build
+// info in a writable loaded segment, and returns the Go version when the
+// build info holds it inline (Go 1.18+). The kernel runs such a file: it
+// needs only the program headers and the segments.
+func goWithoutSections(r io.ReaderAt) (string, bool) {
+	var h [64]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil || string(h[:4]) != elf.ELFMAG ||
+		elf.Class(h[elf.EI_CLASS]) != elf.ELFCLASS64 || elf.Data(h[elf.EI_DATA]) != elf.ELFDATA2LSB {
+		return "", false
+	}
+	le := binary.LittleEndian
+	phoff := le.Uint64(h[0x20:])
+	phentsize, phnum := le.Uint16(h[0x36:]), le.Uint16(h[0x38:])
+	if phnum == 0 || phnum > maxProgHeaders || phentsize < 56 {
+		return "", false
+	}
+	if _, err := elf.NewFile(r); err == nil {
+		return "", false // its sections read: not this case
+	}
+	magic := []byte("\xff Go buildinf:")
+	for i := range uint64(phnum) {
+		var ph [56]byte
+		if _, err := r.ReadAt(ph[:], int64(phoff+i*uint64(phentsize))); err != nil {
+			return "", false
+		}
+		typ, flags := elf.ProgType(le.Uint32(ph[0:])), elf.ProgFlag(le.Uint32(ph[4:]))
+		if typ != elf.PT_LOAD || flags&(elf.PF_W|elf.PF_X) != elf.PF_W {
+			continue
+		}
+		off, filesz := le.Uint64(ph[8:]), le.Uint64(ph[32:])
+		data := make([]byte, min(filesz, buildInfoSearchLen))
+		n, _ := r.ReadAt(data, int64(off))
+		data = data[:n]
+		// The build info is 16-byte aligned, as debug/buildinfo expects.
+		for at := 0; at+32 <= len(data); at += 16 {
+			if !bytes.Equal(data[at:at+len(magic)], magic) {
+				continue
+			}
+			version := ""
+			if data[at+15]&2 != 0 { // inline strings: a uvarint length, then the version
+				if l, k := binary.Uvarint(data[at+32:]); k > 0 && l <= 64 && at+32+k+int(l) <= len(data) {
+					version = string(data[at+32+k : at+32+k+int(l)])
+				}
+			}
+			return version, true
+		}
+	}
+	return "", false
 }
 
 // goStartCallers finds, in each closure named in goCallerReasons, the one
@@ -302,12 +384,21 @@ type funcRange struct{ entry, end uint64 }
 // addresses and the pclntab, when it can be read, must agree; without it
 // (stripped with -ldflags=-s -w) the pclntab alone does.
 func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
+	return goSymbols(f, "", nil, names...)
+}
+
+// goSymbols is goFuncs that also sets *dataAddr to the address of the
+// data symbol named data, when .symtab has it, in the same pass.
+func goSymbols(f *elf.File, data string, dataAddr *uint64, names ...string) ([]funcRange, error) {
 	out := make([]funcRange, len(names))
 	found := 0
 	var text uint64 // runtime.text, for the pclntab: one pass over .symtab
-	eachSymbol(f, func(name []byte, _ byte, value, size uint64) bool {
+	eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
 		if text == 0 && string(name) == "runtime.text" {
 			text = value
+		}
+		if dataAddr != nil && *dataAddr == 0 && elf.ST_TYPE(info) == elf.STT_OBJECT && string(name) == data {
+			*dataAddr = value
 		}
 		for i, n := range names {
 			if size > 0 && out[i].entry == 0 && string(name) == n {
@@ -315,7 +406,7 @@ func goFuncs(f *elf.File, names ...string) ([]funcRange, error) {
 				found++
 			}
 		}
-		return found < len(names) || text == 0
+		return found < len(names) || text == 0 || (dataAddr != nil && *dataAddr == 0)
 	})
 	if found < len(names) {
 		return goFuncsPclntab(f, names...)

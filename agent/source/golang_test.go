@@ -429,6 +429,66 @@ func TestInspectGoBadInput(t *testing.T) {
 	}
 }
 
+// cutAfterSegments returns an ELF file's bytes up to the end of its last
+// loaded segment: what the kernel needs to run it, without the section
+// headers (at the end of the file).
+func cutAfterSegments(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end uint64
+	for _, p := range f.Progs {
+		end = max(end, p.Off+p.Filesz)
+	}
+	if end >= uint64(len(data)) {
+		t.Fatalf("%s: segments end at %d of %d bytes, nothing to cut", path, end, len(data))
+	}
+	return data[:end]
+}
+
+// A running Go binary cut after its last segment (it still runs) is a Go
+// process the agent cannot probe: recognised as Go, with its version and
+// why, so that it is listed with method "none" instead of not at all. A
+// C program cut the same way is still not Go.
+func TestInspectGoTruncatedAfterSegments(t *testing.T) {
+	for _, stripped := range []bool{false, true} {
+		cut := cutAfterSegments(t, buildHello(t, stripped))
+		if _, err := elf.NewFile(bytes.NewReader(cut)); err == nil {
+			t.Fatal("debug/elf reads the cut binary: the case under test is gone")
+		}
+		bin := filepath.Join(t.TempDir(), "cut")
+		if err := os.WriteFile(bin, cut, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin).CombinedOutput(); err != nil {
+			t.Fatalf("the cut binary does not run: %v\n%s", err, out)
+		}
+		f, err := os.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = goRuntime{}.Recognise(&file{path: bin, name: bin, exe: true, f: f})
+		f.Close()
+		var te *truncatedGoError
+		if !errors.As(err, &te) || errors.Is(err, errNotMine) {
+			t.Fatalf("stripped=%v: Recognise = %v, want a truncatedGoError (Go, not probed)", stripped, err)
+		}
+		if te.runtimeVersion() != runtime.Version() {
+			t.Errorf("stripped=%v: version %q, want %q", stripped, te.runtimeVersion(), runtime.Version())
+		}
+	}
+	c := cutAfterSegments(t, "/bin/true")
+	if _, err := inspectGo(bytes.NewReader(c)); !errors.Is(err, errNotGo) {
+		t.Errorf("/bin/true cut after its segments: %v, want errNotGo", err)
+	}
+}
+
 // pclnTab and eachSymbol agree with debug/gosym and elf.File.Symbols,
 // which they replace to keep a new binary's parse from allocating a
 // table of all its functions, in every build mode: every 50th function

@@ -140,6 +140,7 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode, every bool
 	}{
 		{"sched_process_exec", k.objs.HandleExec},
 		{"sched_process_exit", k.objs.HandleExit},
+		{"sched_switch", k.objs.HandleSchedSwitch},
 	} {
 		l, err := link.Tracepoint("sched", tp.name, tp.prog, nil)
 		if err != nil {
@@ -184,6 +185,9 @@ func (k *kernel) attachRequests(arrival bool) {
 		{"syscalls", "sys_enter_sendto", o.EnterSendto, false, true}, {"syscalls", "sys_exit_sendto", o.ExitSendto, false, true},
 		{"syscalls", "sys_enter_sendmsg", o.EnterSendmsg, false, true}, {"syscalls", "sys_exit_sendmsg", o.ExitSendmsg, false, true},
 		{"syscalls", "sys_enter_sendfile64", o.EnterSendfile64, false, true}, {"syscalls", "sys_exit_sendfile64", o.ExitSendfile64, false, true},
+		{"syscalls", "sys_enter_recvmmsg", o.EnterRecvmmsg, false, true}, {"syscalls", "sys_exit_recvmmsg", o.ExitRecvmmsg, false, true},
+		{"syscalls", "sys_enter_sendmmsg", o.EnterSendmmsg, false, true}, {"syscalls", "sys_exit_sendmmsg", o.ExitSendmmsg, false, true},
+		{"syscalls", "sys_enter_splice", o.EnterSplice, false, true}, {"syscalls", "sys_exit_splice", o.ExitSplice, false, true},
 		{"syscalls", "sys_enter_close", o.EnterClose, true, true},
 		// Arrival, and every read and write at its completion, by socket.
 		{"sock", "sk_data_ready", o.HandleSkDataReady, true, false},
@@ -210,6 +214,11 @@ func (k *kernel) attachRequests(arrival bool) {
 	// Optional: ends the last request of a connection as soon as the
 	// client closes, rather than when the server closes.
 	if l, err := link.Tracepoint("sock", "inet_sock_set_state", o.HandleInetSockSetState, nil); err == nil {
+		links = append(links, l)
+	}
+	// Optional (kernels with io_uring): connections accepted through
+	// io_uring, which passes no accept syscall.
+	if l, err := link.Tracepoint("io_uring", "io_uring_complete", o.HandleIoUringComplete, nil); err == nil {
 		links = append(links, l)
 	}
 	// Optional: traces the children a traced process forks without exec

@@ -5,8 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -174,5 +177,72 @@ func TestMappedLibIsTheMappedFile(t *testing.T) {
 	if path, lf, _, ok := p.mappedLib(self, pythonRuntime{}.Library); ok {
 		lf.Close()
 		t.Errorf("%s accepted after another file was renamed over the mapped one", path)
+	}
+}
+
+// closeCounter is a probe link whose Close is counted (the other methods
+// are never called by the bookkeeping under test).
+type closeCounter struct {
+	link.Link
+	closed *atomic.Int32
+}
+
+func (c closeCounter) Close() error { c.closed.Add(1); return nil }
+
+// TestIdleFilesLinger: a file whose last process exited keeps its probes
+// for lingerFor, is taken back by the next process of it without a new
+// attach, and past maxIdleFiles the oldest idle file is detached.
+func TestIdleFilesLinger(t *testing.T) {
+	s := New(Config{ProcFS: t.TempDir()})
+	s.k = &kernel{}
+	s.specs = &specAllocator{}
+	var closed atomic.Int32
+	add := func(ino uint64) (fileKey, *fileInfo) {
+		key := fileKey{1, ino}
+		info := &fileInfo{ready: make(chan struct{}), refs: 1, links: []link.Link{closeCounter{closed: &closed}}}
+		close(info.ready)
+		s.files[key] = info
+		return key, info
+	}
+	key, info := add(1)
+	s.unpin(key, info)
+	if s.files[key] != info || info.links == nil || s.idleFiles != 1 {
+		t.Fatalf("last process gone: file kept %v, links %d, idle %d; want kept with its links, 1 idle", s.files[key] == info, len(info.links), s.idleFiles)
+	}
+	// The next process of it resolves to the same file, probes and all.
+	if got := s.resolve(key, "", nil, true, nil); got != info || s.idleFiles != 0 || info.refs != 1 {
+		t.Fatalf("resolve of an idle file: same %v, idle %d, refs %d; want the same file, 0 idle, 1 ref", got == info, s.idleFiles, info.refs)
+	}
+	s.unpin(key, info)
+
+	s.sweepIdle() // not idle for lingerFor yet
+	if s.files[key] != info {
+		t.Fatal("idle file detached before lingerFor")
+	}
+	info.idle = time.Now().Add(-lingerFor - time.Second)
+	s.sweepIdle()
+	s.closing.Wait()
+	if s.files[key] != nil || closed.Load() != 1 || s.idleFiles != 0 {
+		t.Fatalf("after lingerFor: file kept %v, links closed %d, idle %d; want gone, 1, 0", s.files[key] != nil, closed.Load(), s.idleFiles)
+	}
+
+	// The bound: one more idle file than allowed detaches the oldest.
+	closed.Store(0)
+	var first fileKey
+	base := time.Now().Add(-time.Second)
+	for i := range maxIdleFiles + 1 {
+		k, f := add(uint64(100 + i))
+		if i == 0 {
+			first = k
+		}
+		s.unpin(k, f)
+		if i < maxIdleFiles {
+			f.idle = base.Add(time.Duration(i) * time.Millisecond) // in order
+		}
+	}
+	s.closing.Wait()
+	if s.idleFiles != maxIdleFiles || closed.Load() != 1 || s.files[first] != nil {
+		t.Fatalf("%d idle files: %d kept, %d detached, oldest kept %v; want %d kept, the oldest detached",
+			maxIdleFiles+1, s.idleFiles, closed.Load(), s.files[first] != nil, maxIdleFiles)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -130,6 +131,58 @@ func (h *connHarness) write(fd int, s string) {
 	}
 }
 
+// spliceRead reads what fd has through a pipe, as a splicing proxy does:
+// the bytes never reach user memory.
+func (h *connHarness) spliceRead(fd int) {
+	h.t.Helper()
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		h.t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.Splice(fd, nil, p[1], nil, 4096, 0); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// spliceWrite writes s to fd from a pipe.
+func (h *connHarness) spliceWrite(fd int, s string) {
+	h.t.Helper()
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		h.t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.Write(p[1], []byte(s)); err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := unix.Splice(p[0], nil, fd, nil, len(s), 0); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// mmsg is one recvmmsg/sendmmsg message of one buffer (amd64 layouts).
+type mmsg struct {
+	hdr unix.Msghdr
+	len uint32
+	_   uint32
+}
+
+// mmsgCall makes one recvmmsg or sendmmsg (nr) of one message on fd.
+func (h *connHarness) mmsgCall(nr uintptr, fd int, buf []byte) {
+	h.t.Helper()
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	m := mmsg{}
+	m.hdr.Iov = &iov
+	m.hdr.SetIovlen(1)
+	if _, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(&m)), 1, 0, 0, 0); e != 0 {
+		h.t.Fatal(e)
+	}
+}
+
 // requests drains the ring buffer and returns this process's requests.
 func (h *connHarness) requests() []bpfPwRequest {
 	h.t.Helper()
@@ -233,6 +286,28 @@ func testConnStateMachine(t *testing.T, arrival bool) {
 			h.write(fd2, "200")
 			syscall.Close(fd2)
 		}, []time.Duration{queued + 10*ms}},
+		{"splice: a proxy's reads and writes through a pipe", func(c net.Conn, fd int) {
+			h.send(c, "GET /1")
+			h.spliceRead(fd)
+			time.Sleep(20 * ms)
+			h.spliceWrite(fd, "200 one")
+			h.send(c, "GET /2")
+			h.spliceRead(fd)
+			time.Sleep(10 * ms)
+			h.spliceWrite(fd, "200 two")
+			syscall.Close(fd)
+		}, []time.Duration{20 * ms, 10 * ms}},
+		{"recvmmsg and sendmmsg", func(c net.Conn, fd int) {
+			h.send(c, "GET /1")
+			h.mmsgCall(unix.SYS_RECVMMSG, fd, make([]byte, 4096))
+			time.Sleep(20 * ms)
+			h.mmsgCall(unix.SYS_SENDMMSG, fd, []byte("200 one"))
+			h.send(c, "GET /2")
+			h.mmsgCall(unix.SYS_RECVMMSG, fd, make([]byte, 4096))
+			time.Sleep(10 * ms)
+			h.mmsgCall(unix.SYS_SENDMMSG, fd, []byte("200 two"))
+			syscall.Close(fd)
+		}, []time.Duration{20 * ms, 10 * ms}},
 		{"close mid-request: no response, no request", func(c net.Conn, fd int) {
 			h.send(c, "GET /")
 			h.read(fd)

@@ -66,6 +66,9 @@ type ProcessStatus struct {
 	// Why is set when Method is "none": what stopped the capture.
 	Why     string `json:"why,omitempty"`
 	Version string `json:"version,omitempty"`
+	// GCCPU says how the process's GC CPU is measured (agent.GCThreads,
+	// agent.PauseThread, comma-separated), or "none: " and why not.
+	GCCPU string `json:"gc_cpu"`
 	// Since is when the agent started tracking the process.
 	Since time.Time `json:"since"`
 }
@@ -103,8 +106,12 @@ type Source struct {
 	dropped uint64          // processes not tracked because of MaxProcesses
 	// Processes newly tracked or found unprobeable since the last summary.
 	newTracked, newUnprobed int
+	idleFiles               int // files with probes and no process (see lingerFor)
 	lost                    map[string]uint64
 	unresolved              uint64 // records dropped waiting for their process
+	// A process became traced since the last adoption pass: connections
+	// it accepted between its exec and then were not seen (adopt.go).
+	adoptPending bool
 }
 
 // New returns a Source; nothing touches the kernel before Run.
@@ -187,6 +194,7 @@ const discoveryWorkers = 2
 // one per exit of a tracked process) to out until ctx is done. Everything it
 // put in the kernel is gone when it returns.
 func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
+	started := time.Now() // before the first /proc pass: see sampleCPU
 	caps, err := ownCaps()
 	if err != nil {
 		return err
@@ -257,10 +265,21 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	// Exec events that arrive during the scan are handled after it; a pid
 	// seen twice is simply inspected twice.
 	s.scan()
+	if !s.cfg.NoRequests && k.requestErr == nil {
+		// After the scan has marked the processes already running as
+		// traced, and before ready: their requests count from here.
+		t0 := time.Now()
+		if conns, procs, err := k.adoptConns(); err != nil {
+			s.log.Error("connections open before the agent are not measured", "err", err)
+		} else {
+			s.log.Info("adopted connections open before the agent", "connections", conns, "processes", procs, "took", time.Since(t0))
+		}
+	}
 	for range discoveryWorkers {
 		workers.Go(func() { s.discover(ctx) })
 	}
 	workers.Go(func() { s.housekeeping(ctx) })
+	workers.Go(func() { s.sampleCPU(ctx, started) })
 	close(s.ready)
 	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
 	return s.loop(ctx, rd, records, readErr, out)
@@ -278,6 +297,8 @@ func (s *Source) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 		s.readStats()
+		s.sweepIdle()
+		s.adoptLate()
 		if ticks%summaryEvery == 0 {
 			s.logSummary()
 		}

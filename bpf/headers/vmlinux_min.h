@@ -97,6 +97,13 @@ struct file {
 	void *private_data;
 } __attribute__((preserve_access_index));
 
+/* What a task_file iterator program is given (a stable ABI: no relocation). */
+struct bpf_iter_meta {
+	void *seq; /* struct seq_file */
+	__u64 session_id;
+	__u64 seq_num;
+};
+
 struct fdtable {
 	unsigned int max_fds;
 	struct file **fd;
@@ -115,6 +122,7 @@ struct task_struct {
 struct sock_common {
 	__u16 skc_num; /* local port, host order */
 	unsigned short skc_family;
+	volatile unsigned char skc_state; /* TCP_* */
 } __attribute__((preserve_access_index));
 
 struct sk_buff_head {
@@ -129,13 +137,43 @@ struct sock {
 
 /* A TCP socket: tcp_mstamp is its last packet received or sent, in µs of
  * the TCP clock (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns). */
+struct inet_connection_sock {
+	struct {
+		__u32 lrcvtime; /* jiffies of the last data received */
+	} icsk_ack;
+} __attribute__((preserve_access_index));
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u64 tcp_mstamp;
+	__u32 rcv_nxt;        /* next sequence number expected */
+	__u32 copied_seq;     /* head of yet unread data */
+	__u32 lsndtime;       /* jiffies of the last data sent */
+	__u64 bytes_received; /* data bytes received */
 } __attribute__((preserve_access_index));
 
 struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
+
+/* An io_uring request (the kernel's struct io_kiocb) and an accept's arguments. */
+struct io_kiocb {
+	union {
+		struct file *file; /* the file the request operates on */
+	};
+	__u8 opcode; /* IORING_OP_* */
+} __attribute__((preserve_access_index));
+
+struct io_accept {
+	__u32 file_slot; /* non-zero: into a fixed-file slot, not the fd table */
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
+};
 
 #pragma clang diagnostic pop
 

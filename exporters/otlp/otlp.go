@@ -90,6 +90,7 @@ type Exporter struct {
 	jvmGC                       metric.Float64Histogram
 	pauses, collected, breaches metric.Int64Counter
 	pauseTime, reqPause         metric.Float64Counter
+	cpu                         cpuInstruments
 
 	mu      sync.Mutex
 	buckets map[uint32]*bucket                // per-process log rate limit
@@ -193,6 +194,8 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	errs = append(errs, err)
 	x.breaches, err = m.Int64Counter("pausewatch.slo.breaches", metric.WithUnit("{request}"), metric.WithDescription("Requests slower than their objective, by cause."))
 	errs = append(errs, err)
+	x.cpu, err = newCPUInstruments(m)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		x.Shutdown(ctx)
 		return nil, fmt.Errorf("otlp instruments: %w", err)
@@ -246,6 +249,7 @@ func (x *Exporter) Record(e agent.Event) {
 	e = e.Sanitized()
 	ctx := context.Background()
 	pa := x.processAttrs(e.Process)
+	x.cpu.record(ctx, e, pa)
 	switch e.Type {
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
 		attrs := append(pa, attribute.String("pausewatch.pause.kind", e.Kind))

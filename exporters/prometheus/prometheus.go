@@ -78,11 +78,13 @@ type Exporter struct {
 	objects  *prometheus.CounterVec
 	dropped  prometheus.Counter
 
-	req requestMetrics
+	req  requestMetrics
+	cpuM cpuMetrics
 
 	mu       sync.Mutex
 	series   map[seriesKey]*series
 	requests map[requestKey]*requestSeries
+	cpu      map[cpuKey]*cpuSeries
 	recent   map[uint32]*recentPauses // per pid, for exemplars
 	// live holds, per process identity, the pids seen alive (an event
 	// and no exit yet): series expire only once it is empty.
@@ -190,6 +192,8 @@ func New(opts Options) *Exporter {
 			Name: "pausewatch_series_dropped_total",
 			Help: "Pauses not exported because the series bound was reached.",
 		}),
+		cpuM:     newCPUMetrics(proc),
+		cpu:      make(map[cpuKey]*cpuSeries),
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
@@ -284,12 +288,20 @@ func (x *Exporter) Record(e agent.Event) {
 				s.expireAt = at
 			}
 		}
+		for _, s := range x.cpu {
+			if s.pid == e.Process.PID {
+				s.expireAt = at
+			}
+		}
 		delete(x.recent, e.Process.PID)
 	case agent.RequestCounts:
 		x.recordRequests(e)
 	case agent.Request:
 		x.recordStory(e)
+	case agent.CPUTime:
+		x.recordCPUEvent(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
+		x.recordCPUEvent(e)
 		k := x.key(e)
 		s := x.series[k]
 		if s == nil {
@@ -387,6 +399,11 @@ func (x *Exporter) setExpiry(id identity, at time.Time) {
 			s.expireAt = at
 		}
 	}
+	for k, s := range x.cpu {
+		if k.identity() == id {
+			s.expireAt = at
+		}
+	}
 }
 
 // Live is the number of process identities with a live process, and the
@@ -394,13 +411,14 @@ func (x *Exporter) setExpiry(id identity, at time.Time) {
 func (x *Exporter) Live() (identities, series int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.live), len(x.series) + len(x.requests)
+	return len(x.live), len(x.series) + len(x.requests) + len(x.cpu)
 }
 
 // expire drops series whose processes exited more than their TTL ago; x.mu is held.
 func (x *Exporter) expire() {
 	now := x.opts.Now()
-	before := len(x.series) + len(x.requests)
+	before := len(x.series) + len(x.requests) + len(x.cpu)
+	x.expireCPU(now)
 	for k, s := range x.series {
 		if s.expireAt.IsZero() || now.Before(s.expireAt) {
 			continue
@@ -439,7 +457,7 @@ func (x *Exporter) expire() {
 		x.req.breaches.DeletePartialMatch(match)
 	}
 	x.forgetWalls()
-	x.expired += before - len(x.series) - len(x.requests)
+	x.expired += before - len(x.series) - len(x.requests) - len(x.cpu)
 	x.shrink()
 }
 
@@ -448,7 +466,7 @@ func (x *Exporter) expire() {
 // and a burst of short-lived services would otherwise keep the memory of
 // its largest moment for the agent's lifetime; x.mu is held.
 func (x *Exporter) shrink() {
-	n := len(x.series) + len(x.requests)
+	n := len(x.series) + len(x.requests) + len(x.cpu)
 	x.peak = max(x.peak, n)
 	if x.peak < 256 || n > x.peak/4 {
 		return
@@ -456,6 +474,7 @@ func (x *Exporter) shrink() {
 	x.peak = n
 	x.series = rebuilt(x.series)
 	x.requests = rebuilt(x.requests)
+	x.cpu = rebuilt(x.cpu)
 	x.recent = rebuilt(x.recent)
 	x.live = rebuilt(x.live)
 	x.watched = rebuilt(x.watched)
@@ -492,6 +511,9 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range x.req.collectors() {
 		c.Describe(ch)
 	}
+	for _, c := range x.cpuM.collectors() {
+		c.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -506,6 +528,9 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.objects.Collect(ch)
 	x.dropped.Collect(ch)
 	for _, c := range x.req.collectors() {
+		c.Collect(ch)
+	}
+	for _, c := range x.cpuM.collectors() {
 		c.Collect(ch)
 	}
 }

@@ -401,6 +401,9 @@ func (x *Exporter) forgetWalls() {
 	for k := range x.requests {
 		kept[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}] = true
 	}
+	for k := range x.cpu {
+		kept[wallKey{k.identity(), k.pid}] = true
+	}
 	for _, w := range x.watched {
 		kept[w.key] = true
 	}

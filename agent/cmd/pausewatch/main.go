@@ -446,6 +446,9 @@ func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, 
 	mux.HandleFunc("/api/requests", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.RequestSummaries())
 	})
+	mux.HandleFunc("/api/tax", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, prom.TaxSummaries())
+	})
 	mux.HandleFunc("/api/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, stream)
 	})
@@ -476,10 +479,13 @@ type processJSON struct {
 	ServiceFromEnv bool `json:"service_from_env"`
 	// Excluded says why the selection in the config file leaves the
 	// process out (its events are dropped); empty when it is reported.
-	Excluded string    `json:"excluded,omitempty"`
-	Why      string    `json:"why,omitempty"` // set when method is "none"
-	Version  string    `json:"version,omitempty"`
-	Since    time.Time `json:"since"`
+	Excluded string `json:"excluded,omitempty"`
+	Why      string `json:"why,omitempty"` // set when method is "none"
+	Version  string `json:"version,omitempty"`
+	// GCCPU says how the process's GC CPU is measured ("gc_threads",
+	// "pause_thread", comma-separated), or "none: " and why not.
+	GCCPU string    `json:"gc_cpu"`
+	Since time.Time `json:"since"`
 }
 
 func processesJSON(st []source.ProcessStatus, ident *kube.Identity) []processJSON {
@@ -493,7 +499,7 @@ func processesJSON(st []source.ProcessStatus, ident *kube.Identity) []processJSO
 			PodUID: p.PodUID, WorkloadKind: p.WorkloadKind, Workload: p.Workload, ServiceFromEnv: p.ServiceFromEnv, Excluded: excluded,
 			PID: p.PID, StartTime: p.StartTime, Runtime: p.Runtime, Method: p.Method, Service: p.Service, Exe: p.Exe,
 			ContainerID: p.ContainerID, Pod: p.Pod, Namespace: p.Namespace, Container: p.Container,
-			Why: p.Why, Version: p.Version, Since: p.Since.UTC(),
+			Why: p.Why, Version: p.Version, GCCPU: p.GCCPU, Since: p.Since.UTC(),
 		})
 	}
 	return out

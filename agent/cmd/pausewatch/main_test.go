@@ -113,17 +113,18 @@ func TestAPIsAreSnakeCase(t *testing.T) {
 		Process: agent.Process{PID: 1, StartTime: 2, Runtime: "go", Method: "none", Service: "s", Exe: "e",
 			ContainerID: "c", Pod: "p", Namespace: "n", Container: "k", PodUID: "u", WorkloadKind: "Deployment", Workload: "w",
 			ServiceFromEnv: true},
-		Why: "why", Version: "go1.26", Since: time.Now(),
+		Why: "why", Version: "go1.26", GCCPU: "none: why", Since: time.Now(),
 	}
 	procs := processesJSON([]source.ProcessStatus{st}, nil)
 	keys := jsonKeys(t, procs[0])
-	if want := reflect.TypeFor[agent.Process]().NumField() + 3; len(keys) != want {
-		t.Errorf("/api/processes row has %d fields %v, want %d (every agent.Process field plus why, version, since)", len(keys), keys, want)
+	if want := reflect.TypeFor[agent.Process]().NumField() + 4; len(keys) != want {
+		t.Errorf("/api/processes row has %d fields %v, want %d (every agent.Process field plus why, version, gc_cpu, since)", len(keys), keys, want)
 	}
 	for name, v := range map[string]any{
 		"/api/processes": procs[0],
 		"/api/pauses":    promexp.Summary{PID: "1"},
 		"/api/requests":  promexp.RequestSummary{PID: "1", Objective: 1},
+		"/api/tax":       promexp.TaxSummary{PID: "1", GCCPUMethods: map[string]float64{"gc_threads": 1}},
 		"/api/events":    pauseJSON{Stopping: 1, Port: 1, Paused: 1},
 	} {
 		for _, k := range jsonKeys(t, v) {

@@ -22,6 +22,9 @@ const reportUsageHead = `Usage: pausewatch report [flags]
 Prints, per service and port, what the running agent measured: requests,
 p50/p99/p99.9, the share a pause overlapped, SLO breaches by cause, and the
 share of wall time paused (see docs/api.md, /api/requests).
+With --tax, per service what garbage collection costs it: GC CPU in cores
+and as a share of its CPU, share of wall time stopped, breaches by cause,
+and the cores it would need without its GC CPU (/api/tax, docs/gccpu.md).
 
 Flags:
 `
@@ -40,6 +43,7 @@ func reportMain(args []string) int {
 	var cf clientFlags
 	cf.register(fs, "the agent to ask, a `URL` (https:// for an agent with a TLS web config)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	tax := fs.Bool("tax", false, "print the GC tax per service: GC CPU in cores and as a share of CPU, time stopped, breaches by cause")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(os.Stdout, reportUsageHead, fs)
@@ -56,6 +60,9 @@ func reportMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
 		return 2
+	}
+	if *tax {
+		return taxMain(context.Background(), client, *asJSON)
 	}
 	resp, err := client.get(context.Background(), "/api/requests")
 	if err != nil {

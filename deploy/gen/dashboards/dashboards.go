@@ -140,6 +140,24 @@ func Overview() *dashboard.DashboardBuilder {
 		WithPanel(pauseHeatmap(sel)).
 		WithPanel(ts("Pause p99 by service", "99th percentile of single pauses.", "s",
 			query(quantile("0.99", "pausewatch_pause_duration_seconds", sel, "namespace, service"), "{{namespace}}/{{service}}"))).
+		WithRow(dashboard.NewRowBuilder("GC CPU")).
+		WithPanel(ts("GC CPU in cores",
+			"CPU seconds per second the collector spends, by service: its own threads (HotSpot), the thread running a collection or GC safepoint (CPython, HotSpot's VM thread), Go's own account. Node.js and stripped Go binaries are not measured (/api/processes, gc_cpu, says why).",
+			"short",
+			query(`sum by (namespace, service, runtime) (rate(pausewatch_gc_cpu_seconds_total{`+sel+`}[$__rate_interval]))`,
+				"{{namespace}}/{{service}} ({{runtime}})")).Span(8)).
+		WithPanel(ts("GC share of the service's CPU",
+			"GC CPU over the CPU of the service's runtime processes (user + system, /proc).",
+			"percentunit",
+			query(`sum by (namespace, service) (rate(pausewatch_gc_cpu_seconds_total{`+sel+`}[$__rate_interval])) / sum by (namespace, service) (rate(pausewatch_process_cpu_seconds_total{`+sel+`}[$__rate_interval]))`,
+				"{{namespace}}/{{service}}")).Max(1).Span(8)).
+		WithPanel(ts("Cores used, and without GC CPU",
+			"The service's cores, and the cores it would use at the same load without its GC CPU (assuming the rest of its work unchanged), for services whose GC CPU is measured.",
+			"short",
+			query(`sum by (namespace, service) (rate(pausewatch_process_cpu_seconds_total{`+sel+`}[$__rate_interval])) and on (namespace, service) sum by (namespace, service) (pausewatch_gc_cpu_seconds_total{`+sel+`})`,
+				"{{namespace}}/{{service}} used"),
+			query(`sum by (namespace, service) (rate(pausewatch_process_cpu_seconds_total{`+sel+`}[$__rate_interval])) - sum by (namespace, service) (rate(pausewatch_gc_cpu_seconds_total{`+sel+`}[$__rate_interval]))`,
+				"{{namespace}}/{{service}} without GC")).Span(8)).
 		WithRow(dashboard.NewRowBuilder("Requests and SLO breaches")).
 		WithPanel(stacked(ts("SLO breaches by cause",
 			`Requests slower than their objective, per second: "pause" when the request would have met it without the pause time inside it.`,

@@ -35,6 +35,9 @@ type account struct {
 	// initialisation (a few ms after exec) to this account.
 	LifePauseSeconds float64 `json:"life_pause_seconds"`
 	LifeSeconds      float64 `json:"life_seconds"`
+	// The runtime's GC CPU over its life, /cpu/classes/gc/total:cpu-seconds
+	// (Go 1.20+; 0 before): updated at the end of each GC cycle.
+	GCCPUSeconds float64 `json:"gc_cpu_seconds"`
 }
 
 // started is when the process began, as near as Go code can see it.
@@ -93,7 +96,17 @@ func main() {
 		Calls: calls, GoVersion: runtime.Version(), Metric: gcName,
 		LifePauseSeconds: after.gcSecs + after.otherSecs, LifeSeconds: time.Since(started).Seconds(),
 	}
+	if name := "/cpu/classes/gc/total:cpu-seconds"; has(name) {
+		s := []metrics.Sample{{Name: name}}
+		metrics.Read(s)
+		a.GCCPUSeconds = s[0].Value.Float64()
+	}
 	json.NewEncoder(os.Stdout).Encode(a)
+	if os.Getenv("CHURN_WAIT") != "" {
+		// Stay, idle, until stdin closes: the agent reads the process's
+		// memory after the account.
+		io.Copy(io.Discard, os.Stdin)
+	}
 }
 
 func has(name string) bool {

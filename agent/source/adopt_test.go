@@ -1,0 +1,94 @@
+package source
+
+import (
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Connections accepted before the agent (here: before the process was
+// traced) are adopted by adoptConns; a request in progress then is not
+// measured, and the next one is, in full.
+func TestAdoptConns(t *testing.T) {
+	ms := time.Millisecond
+	h := newConnHarness(t, true)
+	for _, tc := range []struct {
+		name   string
+		before func(c net.Conn, fd int) // before adoption
+		after  func(c net.Conn, fd int)
+		want   []time.Duration // lower bounds of the reported requests
+	}{
+		{"idle keep-alive connection: the next request counts", func(c net.Conn, fd int) {
+			h.send(c, "GET /old")
+			h.read(fd)
+			h.write(fd, "200 old")
+		}, func(c net.Conn, fd int) {
+			h.send(c, "GET /1")
+			h.read(fd)
+			time.Sleep(20 * ms)
+			h.write(fd, "200 one")
+		}, []time.Duration{20 * ms}},
+		{"request unread at adoption: not measured, the next one is", func(c net.Conn, fd int) {
+			h.send(c, "GET /old")
+			h.read(fd)
+			h.write(fd, "200 old")
+			time.Sleep(20 * ms) // a tick or more after the response
+			h.send(c, "GET /in-progress")
+		}, func(c net.Conn, fd int) {
+			h.read(fd)
+			h.write(fd, "200 in progress")
+			h.send(c, "GET /2")
+			h.read(fd)
+			time.Sleep(15 * ms)
+			h.write(fd, "200 two")
+		}, []time.Duration{15 * ms}},
+		{"request half read at adoption: its rest does not start a request", func(c net.Conn, fd int) {
+			time.Sleep(20 * ms)
+			h.send(c, "GET / HTTP/1.1\r\n")
+			h.read(fd)
+		}, func(c net.Conn, fd int) {
+			h.send(c, "Host: x\r\n\r\n")
+			h.read(fd)
+			h.write(fd, "200 in progress")
+			h.send(c, "GET /3")
+			h.read(fd)
+			time.Sleep(10 * ms)
+			h.write(fd, "200 three")
+		}, []time.Duration{10 * ms}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			h.requests() // drain
+			// Accepted while the process was not traced: unseen.
+			if err := h.k.objs.Traced.Delete(h.pid); err != nil {
+				t.Fatal(err)
+			}
+			c, fd := h.connect()
+			tc.before(c, fd)
+			if err := h.k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
+				t.Fatal(err)
+			}
+			conns, procs, err := h.k.adoptConns()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// This process holds both ends: the client end (its own
+			// connection, on an ephemeral port) is not a server's.
+			if conns != 1 || procs != 1 {
+				t.Fatalf("adopted %d connections of %d processes, want the server end only", conns, procs)
+			}
+			tc.after(c, fd)
+			syscall.Close(fd)
+			got := h.requests()
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d requests reported, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i, e := range got {
+				if d := time.Duration(e.DurationNs); d < tc.want[i] || d > tc.want[i]+30*ms {
+					t.Errorf("request %d took %v, want %v (+ scheduling slack)", i, d, tc.want[i])
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,59 @@
+package examples
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Case 10 of issue 16: requests through a Go L4 proxy, whose bytes never
+// pass read or write: io.Copy between two TCP connections splices socket
+// to socket, and a proxy may batch with recvmmsg/sendmmsg. Each request on
+// the proxy's port counts once, no longer than the client saw it.
+func TestRequestL4Proxy(t *testing.T) {
+	requireRoot(t)
+	bin := filepath.Join(buildDir, "l4proxy")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = "testdata/l4proxy"
+	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/l4proxy: %v\n%s", err, out)
+	}
+	a := startAgent(t, freePort(t))
+	backend := startServer(t, "go", "proxy-backend", freePort(t), false)
+	for _, mode := range []string{"splice", "mmsg"} {
+		t.Run(mode, func(t *testing.T) {
+			service := "l4proxy-" + mode
+			cmd, addr, _ := startLineServer(t, service, nil, bin, "-to", fmt.Sprintf("127.0.0.1:%d", backend.port), "-copy", mode)
+			a.waitTracked(t, uint32(cmd.Process.Pid), time.Now())
+			const conns, each = 5, 10 // keep-alive: the proxy's copy loops run across requests
+			var clientMax time.Duration
+			client := hdrhistogram.New(1, 60_000_000, 3) // µs
+			for range conns {
+				k := dialKeepAlive(t, port(addr))
+				for range each {
+					d := k.get(t)
+					clientMax = max(clientMax, d)
+					client.RecordValue(d.Microseconds() + 1) // rounded up
+				}
+				k.c.Close()
+			}
+			want := int64(conns * each)
+			row := a.requestRowAtLeast(t, service, port(addr), want)
+			t.Logf("client: %d requests through the proxy, max %.2fms; agent: %d, max %.2fms, p50 %.3fms",
+				want, ms(clientMax), row.Requests, row.Max*1e3, row.P50*1e3)
+			if row.Requests != want {
+				t.Errorf("agent counted %d requests on the proxy's port, the client made %d", row.Requests, want)
+			}
+			if row.Max > 1.01*clientMax.Seconds() {
+				t.Errorf("longest request %.2fms, above the client's %.2fms", row.Max*1e3, ms(clientMax))
+			}
+			checkServerWithinClient(t, a.requestHist(t, service, port(addr)), client)
+		})
+	}
+}

@@ -1,0 +1,3 @@
+module l4proxy
+
+go 1.21

@@ -1,0 +1,47 @@
+package otlp
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/pausewatch/pausewatch/agent"
+)
+
+// cpuInstruments count the GC CPU of each service by method, and its
+// processes' CPU, as pausewatch_gc_cpu_seconds_total and
+// pausewatch_process_cpu_seconds_total do.
+type cpuInstruments struct {
+	gc, proc metric.Float64Counter
+}
+
+func newCPUInstruments(m metric.Meter) (cpuInstruments, error) {
+	var c cpuInstruments
+	var err1, err2 error
+	c.gc, err1 = m.Float64Counter("pausewatch.gc.cpu.time", metric.WithUnit("s"),
+		metric.WithDescription("CPU time spent by the garbage collector, by pausewatch.gc.cpu.method: gc_threads (the collector's own threads), pause_thread (the thread running a collection or a GC safepoint), runtime (Go's own account)."))
+	c.proc, err2 = m.Float64Counter("pausewatch.process.cpu.time", metric.WithUnit("s"),
+		metric.WithDescription("CPU time (user + system, every thread) of the runtime processes, sampled every 5 s."))
+	return c, errors.Join(err1, err2)
+}
+
+// record counts the CPU of a CPUTime event, and the pausing thread's CPU
+// of a collector's pause.
+func (c cpuInstruments) record(ctx context.Context, e agent.Event, pa []attribute.KeyValue) {
+	gc := func(method string, sec float64) {
+		c.gc.Add(ctx, sec, metric.WithAttributes(append(pa, attribute.String("pausewatch.gc.cpu.method", method))...))
+	}
+	switch {
+	case e.Type == agent.CPUTime:
+		if e.CPU > 0 {
+			c.proc.Add(ctx, e.CPU.Seconds(), metric.WithAttributes(pa...))
+		}
+		if e.GCCPUMethod != "" && e.GCCPU > 0 {
+			gc(e.GCCPUMethod, e.GCCPU.Seconds())
+		}
+	case e.Type == agent.Pause && e.Kind == agent.KindGC && e.ThreadCPUKnown && e.ThreadCPU > 0:
+		gc(agent.PauseThread, e.ThreadCPU.Seconds())
+	}
+}
