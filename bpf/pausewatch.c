@@ -195,6 +195,63 @@ struct {
 	__type(value, __u8);
 } traced SEC(".maps");
 
+/*
+ * A prefilter for traced, one bit per tgid: tracepoints that fire for
+ * every process (reads, writes, sock:, io_uring) test it first. An array
+ * lookup is inlined by the verifier (no helper call, no hash), so an
+ * untracked process leaves in a handful of instructions; a hash lookup
+ * cost 70-100 ns per call here. traced stays the authority: a set bit
+ * only sends the caller on to it, so a bit left set costs time, never
+ * correctness; a tgid with an entry in traced always has its bit set
+ * (both are set bit first, cleared bit last). Declared for
+ * PID_MAX_LIMIT on 64-bit (2^22); the agent sizes it to pid_max at load,
+ * so a tgid past it (pid_max raised later) has no word and goes by traced
+ * alone. Mapped by the agent (BPF_F_MMAPABLE), which sets and clears bits
+ * with atomic OR/AND as handle_fork and handle_exit do here.
+ */
+#define PW_TGID_LIMIT (1u << 22)
+#define BPF_F_MMAPABLE (1U << 10) /* UAPI linux/bpf.h */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PW_TGID_LIMIT / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} traced_bits SEC(".maps");
+
+static __always_inline __u64 *traced_word(__u32 tgid)
+{
+	__u32 k = tgid >> 6;
+	return bpf_map_lookup_elem(&traced_bits, &k);
+}
+
+static __always_inline void trace_tgid(__u32 tgid)
+{
+	__u64 *w = traced_word(tgid);
+	if (w)
+		__sync_fetch_and_or(w, 1ULL << (tgid & 63));
+	__u8 one = 1;
+	bpf_map_update_elem(&traced, &tgid, &one, BPF_ANY);
+}
+
+static __always_inline void untrace_tgid(__u32 tgid)
+{
+	bpf_map_delete_elem(&traced, &tgid);
+	__u64 *w = traced_word(tgid);
+	if (w)
+		__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
+}
+
+/* is_traced: the bit first (cheap, and clear for almost every caller), then traced. */
+static __always_inline bool is_traced(__u32 tgid)
+{
+	__u64 *w = traced_word(tgid);
+	/* (No word: a tgid past the pid_max the agent sized it for.) */
+	if (w && !((*w >> (tgid & 63)) & 1))
+		return false;
+	return bpf_map_lookup_elem(&traced, &tgid) != NULL;
+}
+
 /* Here, not in mapping.c, so handle_exit can drop an exited process's
  * window: a new process given the same pid must not find its first
  * signal folded into a window whose follow-up nobody will make. */
@@ -231,7 +288,7 @@ int handle_exit(void *ctx)
 	bpf_map_delete_elem(&pause_state, &tgid);
 	/* A child traced from its fork that the agent never took over must
 	 * not leave its pid traced for whoever gets it next. */
-	bpf_map_delete_elem(&traced, &tgid);
+	untrace_tgid(tgid);
 	bpf_map_delete_elem(&mapping_signals, &tgid);
 	emit_simple(PW_EVENT_EXIT, tgid);
 	return 0;

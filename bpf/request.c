@@ -248,11 +248,6 @@ static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
 	return p;
 }
 
-static __always_inline bool is_traced(__u32 tgid)
-{
-	return bpf_map_lookup_elem(&traced, &tgid) != NULL;
-}
-
 /* conn_cas moves c from exactly seen to state to; true if this caller did. */
 static __always_inline bool conn_cas(struct conn *c, __u64 seen, __u8 to)
 {
@@ -977,8 +972,7 @@ int handle_fork(__u64 *ctx)
 	__u32 pid = BPF_CORE_READ(child, pid), tgid = BPF_CORE_READ(child, tgid);
 	if (pid != tgid || tgid == parent)
 		return 0; /* a thread */
-	__u8 one = 1;
-	bpf_map_update_elem(&traced, &tgid, &one, BPF_ANY);
+	trace_tgid(tgid);
 	emit_simple(PW_EVENT_FORK, tgid);
 	return 0;
 }

@@ -61,12 +61,12 @@ func TestAdoptConns(t *testing.T) {
 			h.t = t
 			h.requests() // drain
 			// Accepted while the process was not traced: unseen.
-			if err := h.k.objs.Traced.Delete(h.pid); err != nil {
+			if err := h.k.untrace(h.pid); err != nil {
 				t.Fatal(err)
 			}
 			c, fd := h.connect()
 			tc.before(c, fd)
-			if err := h.k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
+			if err := h.k.trace(h.pid); err != nil {
 				t.Fatal(err)
 			}
 			conns, procs, err := h.k.adoptConns()

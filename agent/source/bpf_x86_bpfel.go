@@ -181,6 +181,7 @@ const (
 	bpfMapStoryTokens             = "story_tokens"
 	bpfMapSysArgs                 = "sys_args"
 	bpfMapTraced                  = "traced"
+	bpfMapTracedBits              = "traced_bits"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
 	bpfProgAdoptConns             = "adopt_conns"
@@ -370,6 +371,7 @@ type bpfMapSpecs struct {
 	StoryTokens    *ebpf.MapSpec `ebpf:"story_tokens"`
 	SysArgs        *ebpf.MapSpec `ebpf:"sys_args"`
 	Traced         *ebpf.MapSpec `ebpf:"traced"`
+	TracedBits     *ebpf.MapSpec `ebpf:"traced_bits"`
 	TracedPorts    *ebpf.MapSpec `ebpf:"traced_ports"`
 	UsdtSpecs      *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
@@ -429,6 +431,7 @@ type bpfMaps struct {
 	StoryTokens    *ebpf.Map `ebpf:"story_tokens"`
 	SysArgs        *ebpf.Map `ebpf:"sys_args"`
 	Traced         *ebpf.Map `ebpf:"traced"`
+	TracedBits     *ebpf.Map `ebpf:"traced_bits"`
 	TracedPorts    *ebpf.Map `ebpf:"traced_ports"`
 	UsdtSpecs      *ebpf.Map `ebpf:"usdt_specs"`
 }
@@ -453,6 +456,7 @@ func (m *bpfMaps) Close() error {
 		m.StoryTokens,
 		m.SysArgs,
 		m.Traced,
+		m.TracedBits,
 		m.TracedPorts,
 		m.UsdtSpecs,
 	)

@@ -371,7 +371,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 	// scrape or a `watch` stream is the operator's, and a stream would
 	// read as one request lasting minutes.
 	if !s.cfg.NoRequests && pid != s.self {
-		if err := s.k.objs.Traced.Put(pid, uint8(1)); err != nil {
+		if err := s.k.trace(pid); err != nil {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
 		s.adoptPending = true
@@ -544,7 +544,9 @@ func (s *Source) forget(pid uint32) *process {
 	}
 	s.dropLocked(p)
 	if s.k != nil {
-		s.k.objs.Traced.Delete(pid)
+		if err := s.k.untrace(pid); err != nil {
+			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
+		}
 	}
 	s.dropObjectivesLocked(pid)
 	if !p.tracked() {

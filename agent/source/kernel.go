@@ -26,6 +26,8 @@ type kernel struct {
 	// when request capture failed (requestErr says why).
 	requestMethod string
 	requestErr    error
+	// tracedBits is traced_bits mapped into the agent (traced.go).
+	tracedBits []byte
 }
 
 const tracefsRoot = "/sys/kernel/tracing"
@@ -124,6 +126,9 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode, every bool
 	if err := spec.Variables["mapping_window_ns"].Set(uint64(mappingWindow)); err != nil {
 		return nil, fmt.Errorf("set mapping_window_ns: %w", err)
 	}
+	if err := sizeTracedBits(spec); err != nil {
+		return nil, err
+	}
 	k := &kernel{uprobes: uprobes}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -131,6 +136,10 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode, every bool
 			return nil, fmt.Errorf("load BPF objects: %+v", ve)
 		}
 		return nil, fmt.Errorf("load BPF objects: %w", err)
+	}
+	if err := k.mapTracedBits(); err != nil {
+		k.close()
+		return nil, err
 	}
 	for _, p := range ports {
 		if err := k.objs.TracedPorts.Put(p, uint8(1)); err != nil {
@@ -252,5 +261,9 @@ func (k *kernel) stat(idx uint32) (uint64, error) {
 func (k *kernel) close() {
 	closeLinks(k.links)
 	k.links = nil
+	if k.tracedBits != nil {
+		unix.Munmap(k.tracedBits)
+		k.tracedBits = nil
+	}
 	k.objs.Close()
 }

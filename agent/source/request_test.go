@@ -51,7 +51,7 @@ func newConnHarness(t *testing.T, arrival bool) *connHarness {
 		t.Fatalf("request capture: %q %v, want %s", k.requestMethod, k.requestErr, want)
 	}
 	h := &connHarness{t: t, k: k, pid: uint32(os.Getpid())}
-	if err := k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
+	if err := k.trace(h.pid); err != nil {
 		t.Fatal(err)
 	}
 	if h.rd, err = ringbuf.NewReader(k.objs.Events); err != nil {
