@@ -700,10 +700,11 @@ struct sock_length_ctx {
 SEC("tracepoint/sock/sock_send_length")
 int handle_sock_send_length(struct sock_length_ctx *ctx)
 {
+	/* The context's own fields first: they cost no call. */
+	if (ctx->ret <= 0)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!is_traced(id >> 32))
-		return 0;
-	if (ctx->ret <= 0)
 		return 0;
 	__u64 sk = ctx->sk;
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
@@ -731,9 +732,9 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 SEC("tracepoint/sock/sock_recv_length")
 int handle_sock_recv_length(struct sock_length_ctx *ctx)
 {
-	if (!is_traced(bpf_get_current_pid_tgid() >> 32))
-		return 0;
 	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK))
+		return 0;
+	if (!is_traced(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	__u64 sk = ctx->sk;
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
