@@ -113,6 +113,12 @@ struct pw_req_objective_key {
 	__u16 _pad;
 };
 
+/* The context of set_traced_bit, which the agent runs (BPF_PROG_RUN). */
+struct pw_traced_bit {
+	__u32 tgid;
+	__u32 set; /* 1: set the tgid's bit, 0: clear it */
+};
+
 /*
  * Per-process pause state, keyed by tgid. The pause programs write it; the
  * request programs read it to know how much STW time fell inside a request

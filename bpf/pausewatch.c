@@ -203,17 +203,17 @@ struct {
  * cost 70-100 ns per call here. traced stays the authority: a set bit
  * only sends the caller on to it, so a bit left set costs time, never
  * correctness; a tgid with an entry in traced always has its bit set
- * (both are set bit first, cleared bit last). Declared for
- * PID_MAX_LIMIT on 64-bit (2^22); the agent sizes it to pid_max at load,
- * so a tgid past it (pid_max raised later) has no word and goes by traced
- * alone. Mapped by the agent (BPF_F_MMAPABLE), which sets and clears bits
- * with atomic OR/AND as handle_fork and handle_exit do here.
+ * (both are set bit first, cleared bit last, with atomic OR/AND: the
+ * agent through set_traced_bit, handle_fork and handle_exit directly).
+ * Declared for PID_MAX_LIMIT on 64-bit (2^22); the agent sizes it to
+ * pid_max at load, so a tgid past it (pid_max raised later) has no word
+ * and goes by traced alone. Not BPF_F_MMAPABLE: that puts the words in
+ * vmalloc memory, and the TLB miss on it cost ~50 ns per call here (a
+ * VM); a 4 KiB array is kmalloc'd, in the kernel's direct map.
  */
 #define PW_TGID_LIMIT (1u << 22)
-#define BPF_F_MMAPABLE (1U << 10) /* UAPI linux/bpf.h */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, PW_TGID_LIMIT / 64);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -240,6 +240,22 @@ static __always_inline void untrace_tgid(__u32 tgid)
 	__u64 *w = traced_word(tgid);
 	if (w)
 		__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
+}
+
+/* The agent's way to set or clear a bit atomically (a map update would
+ * rewrite the whole word, undoing a bit handle_fork set meanwhile). */
+SEC("syscall")
+int set_traced_bit(struct pw_traced_bit *a)
+{
+	__u32 tgid = a->tgid;
+	__u64 *w = traced_word(tgid);
+	if (!w)
+		return 0;
+	if (a->set)
+		__sync_fetch_and_or(w, 1ULL << (tgid & 63));
+	else
+		__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
+	return 0;
 }
 
 /* is_traced: the bit first (cheap, and clear for almost every caller), then traced. */

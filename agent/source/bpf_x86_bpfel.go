@@ -125,6 +125,12 @@ type bpfPwRequest struct {
 	PausedNs   uint64
 }
 
+type bpfPwTracedBit struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Set  uint32
+}
+
 type bpfPwUsdtSpec struct {
 	_    structs.HostLayout
 	Args [3]struct {
@@ -238,6 +244,7 @@ const (
 	bpfProgPyGcDone               = "py_gc_done"
 	bpfProgPyGcGen                = "py_gc_gen"
 	bpfProgPyGcStart              = "py_gc_start"
+	bpfProgSetTracedBit           = "set_traced_bit"
 	bpfVarArrivalMode             = "arrival_mode"
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarMappingWindowNs         = "mapping_window_ns"
@@ -347,6 +354,7 @@ type bpfProgramSpecs struct {
 	PyGcDone               *ebpf.ProgramSpec `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.ProgramSpec `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.ProgramSpec `ebpf:"py_gc_start"`
+	SetTracedBit           *ebpf.ProgramSpec `ebpf:"set_traced_bit"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
@@ -537,6 +545,7 @@ type bpfPrograms struct {
 	PyGcDone               *ebpf.Program `ebpf:"py_gc_done"`
 	PyGcGen                *ebpf.Program `ebpf:"py_gc_gen"`
 	PyGcStart              *ebpf.Program `ebpf:"py_gc_start"`
+	SetTracedBit           *ebpf.Program `ebpf:"set_traced_bit"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -595,6 +604,7 @@ func (p *bpfPrograms) Close() error {
 		p.PyGcDone,
 		p.PyGcGen,
 		p.PyGcStart,
+		p.SetTracedBit,
 	)
 }
 

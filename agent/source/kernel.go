@@ -26,8 +26,6 @@ type kernel struct {
 	// when request capture failed (requestErr says why).
 	requestMethod string
 	requestErr    error
-	// tracedBits is traced_bits mapped into the agent (traced.go).
-	tracedBits []byte
 }
 
 const tracefsRoot = "/sys/kernel/tracing"
@@ -136,10 +134,6 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode, every bool
 			return nil, fmt.Errorf("load BPF objects: %+v", ve)
 		}
 		return nil, fmt.Errorf("load BPF objects: %w", err)
-	}
-	if err := k.mapTracedBits(); err != nil {
-		k.close()
-		return nil, err
 	}
 	for _, p := range ports {
 		if err := k.objs.TracedPorts.Put(p, uint8(1)); err != nil {
@@ -261,9 +255,5 @@ func (k *kernel) stat(idx uint32) (uint64, error) {
 func (k *kernel) close() {
 	closeLinks(k.links)
 	k.links = nil
-	if k.tracedBits != nil {
-		unix.Munmap(k.tracedBits)
-		k.tracedBits = nil
-	}
 	k.objs.Close()
 }

@@ -6,11 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // The traced set is two maps: traced (a hash by tgid, the authority) and
@@ -19,8 +16,7 @@ import (
 // caller, leave without a hash lookup). See bpf/pausewatch.c.
 
 // sizeTracedBits sizes traced_bits for the tgids this node can have now,
-// pid_max, in whole pages (the map is mapped into the agent, and every
-// page of it is resident): 4 KiB for the usual 32768, 512 KiB at most
+// pid_max, in whole pages: 4 KiB for the usual 32768, 512 KiB at most
 // (PID_MAX_LIMIT, 2^22). A tgid past it (pid_max raised later) has no
 // word, and the BPF side asks traced. Unreadable pid_max: the compiled
 // maximum.
@@ -46,36 +42,25 @@ func sizeTracedBits(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// mapTracedBits maps traced_bits into the agent, so a bit is set or
-// cleared with one atomic operation on the word the BPF side shares (a
-// map update would rewrite the whole word and could undo a bit
-// handle_fork set in between).
-func (k *kernel) mapTracedBits() error {
-	size := int(k.objs.TracedBits.MaxEntries()) * 8
-	b, err := unix.Mmap(k.objs.TracedBits.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("mmap traced_bits (%d bytes): %w", size, err)
+// setTracedBit sets (or clears) pid's bit in traced_bits with an atomic
+// OR (AND) in the kernel: set_traced_bit, run by BPF_PROG_RUN. A pid past
+// the map (pid_max raised since load) has no bit: the BPF side asks traced.
+func (k *kernel) setTracedBit(pid uint32, set bool) error {
+	a := bpfPwTracedBit{Tgid: pid}
+	if set {
+		a.Set = 1
 	}
-	k.tracedBits = b
+	if _, err := k.objs.SetTracedBit.Run(&ebpf.RunOptions{Context: a}); err != nil {
+		return fmt.Errorf("set_traced_bit(%d, %v): %w", pid, set, err)
+	}
 	return nil
-}
-
-// tracedWord returns the word of traced_bits holding pid's bit and the bit,
-// or nil past the map (pid_max was raised since the agent started; the
-// BPF side then goes by traced alone).
-func (k *kernel) tracedWord(pid uint32) (*uint64, uint64) {
-	off := int(pid>>6) * 8
-	if off+8 > len(k.tracedBits) {
-		return nil, 0
-	}
-	return (*uint64)(unsafe.Pointer(&k.tracedBits[off])), 1 << (pid & 63)
 }
 
 // trace marks pid traced: its bit first, then traced, so a tgid in traced
 // always has its bit (a tracepoint never skips a traced process).
 func (k *kernel) trace(pid uint32) error {
-	if w, bit := k.tracedWord(pid); w != nil {
-		atomic.OrUint64(w, bit)
+	if err := k.setTracedBit(pid, true); err != nil {
+		return err
 	}
 	if err := k.objs.Traced.Put(pid, uint8(1)); err != nil {
 		return fmt.Errorf("traced[%d]: %w", pid, err)
@@ -86,12 +71,8 @@ func (k *kernel) trace(pid uint32) error {
 // untrace removes pid from traced, then clears its bit. A pid that was
 // not traced is no error.
 func (k *kernel) untrace(pid uint32) error {
-	err := k.objs.Traced.Delete(pid)
-	if w, bit := k.tracedWord(pid); w != nil {
-		atomic.AndUint64(w, ^bit)
-	}
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := k.objs.Traced.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("traced[%d]: %w", pid, err)
 	}
-	return nil
+	return k.setTracedBit(pid, false)
 }
