@@ -156,6 +156,7 @@ struct conn {
 	__u64 paused_start;    /* P(start_ns) */
 	__u64 paused_write;    /* P(last_write_ns) */
 	__u64 seq;             /* generation << 8 | enum conn_state; changed by CAS only */
+	__u64 cpu_wait;        /* run-queue wait of its serving threads since start_ns (starved) */
 	__u32 tgid;
 	__u32 fd;
 	__u16 port;
@@ -248,6 +249,53 @@ static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
 	return p;
 }
 
+/*
+ * The kernel's cumulative run-queue wait of each thread that served a
+ * tracked connection (task_struct->sched_info.run_delay, CONFIG_SCHED_INFO),
+ * as of its last read or write of one: what starved adds to a request is
+ * the wait since then. Task storage: freed with the thread.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} thread_run_delay SEC(".maps");
+
+/*
+ * starved adds to c's request the time the current thread (the one
+ * reading or writing it, in its syscall) spent runnable but not running
+ * since its last read or write of any tracked connection: run-queue wait,
+ * which includes the time its cgroup was CFS-throttled (a throttled
+ * group's tasks stay queued). run_delay is brought up to date when the
+ * thread is switched in, so it is exact here, where the thread runs. The
+ * wait is capped at the time since the request started (now - start):
+ * a wait the thread had before the request arrived, since its last
+ * socket operation, can be counted within that cap (last_arrival, which
+ * would tell, is on the scheduler's clock, ~1.4 ms off
+ * CLOCK_MONOTONIC here and drifting). With several serving threads (Go
+ * moves goroutines) each adds its own wait; end_request caps the sum at
+ * the duration.
+ */
+static __always_inline void starved(struct conn *c)
+{
+	__u64 start = c->start_ns, now = bpf_ktime_get_ns();
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 *last = bpf_task_storage_get(&thread_run_delay, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!last)
+		return;
+	__u64 rd = BPF_CORE_READ(t, sched_info.run_delay);
+	__u64 prev = *last;
+	*last = rd;
+	/* A thread seen for the first time has no baseline: its past waits are unknown. */
+	if (!prev || rd <= prev || now <= start)
+		return;
+	__u64 wait = rd - prev;
+	if (wait > now - start)
+		wait = now - start;
+	c->cpu_wait += wait;
+}
+
 static __always_inline bool is_traced(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&traced, &tgid) != NULL;
@@ -297,9 +345,10 @@ static __always_inline __u64 objective_of(__u32 tgid, __u16 port)
  * count_request adds one request to its histogram on this CPU and
  * classifies a breach of its objective by the rule of agent.Breach (cause
  * "pause" when it would have met the objective without the pause inside
- * it). A request the map has no room for is counted as lost.
+ * it, else "cpu" when it would have without the run-queue wait of its
+ * serving threads inside it, else "other"). A request the map has no room for is counted as lost.
  */
-static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u64 paused)
+static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u64 paused, __u64 cpu)
 {
 	struct pw_req_key k = {.tgid = tgid, .port = port, .paused = paused > 0};
 	struct pw_req_hist *h = bpf_map_lookup_elem(&req_hists, &k);
@@ -329,6 +378,8 @@ static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u
 	if (obj && dur > obj) {
 		if (paused >= dur || dur - paused <= obj)
 			h->breach_pause++;
+		else if (cpu >= dur || dur - cpu <= obj)
+			h->breach_cpu++;
 		else
 			h->breach_other++;
 	}
@@ -349,7 +400,7 @@ static __always_inline void end_request(struct conn *c)
 	if (CONN_STATE(seen) != CONN_RESPONDING)
 		return;
 	__u64 start = c->start_ns, end = c->last_write_ns;
-	__u64 p0 = c->paused_start, p1 = c->paused_write;
+	__u64 p0 = c->paused_start, p1 = c->paused_write, cpu = c->cpu_wait;
 	__u32 tgid = c->tgid, fd = c->fd;
 	__u16 port = c->port;
 	__u8 flags = c->flags;
@@ -358,7 +409,9 @@ static __always_inline void end_request(struct conn *c)
 	if (end < start)
 		return;
 	__u64 dur = end - start, paused = p1 > p0 ? p1 - p0 : 0;
-	count_request(tgid, port, dur, paused);
+	if (cpu > dur)
+		cpu = dur;
+	count_request(tgid, port, dur, paused, cpu);
 	/*
 	 * Only a request with a story crosses the ring buffer: one a pause
 	 * overlapped (its exemplar, `watch`), within the story budget. The
@@ -380,6 +433,7 @@ static __always_inline void end_request(struct conn *c)
 	e->start_ns = start;
 	e->duration_ns = dur;
 	e->paused_ns = paused;
+	e->cpu_wait_ns = cpu;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
@@ -395,6 +449,7 @@ static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now,
 	c->flags = flags;
 	c->paused_start = paused_at(c->tgid, now);
 	c->paused_write = c->paused_start;
+	c->cpu_wait = 0;
 	conn_cas(c, seen, to);
 }
 
@@ -432,6 +487,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 	}
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
+	starved(c);
 	/* A failed CAS means the state moved under us; look once more. */
 	if (CONN_STATE(seen) != CONN_RESPONDING && !conn_cas(c, seen, CONN_RESPONDING)) {
 		seen = *(volatile __u64 *)&c->seq;
@@ -451,7 +507,11 @@ static __always_inline void received(struct conn *c, __u64 start_ts)
 	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
 	case CONN_ARRIVED:
+		starved(c);
 		conn_cas(c, seen, CONN_READING);
+		return;
+	case CONN_READING:
+		starved(c);
 		return;
 	case CONN_RESPONDING:
 		/*
@@ -467,6 +527,7 @@ static __always_inline void received(struct conn *c, __u64 start_ts)
 		/* fallthrough */
 	case CONN_IDLE:
 		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING);
+		starved(c); /* the thread's baseline: nothing of this request yet */
 		return;
 	}
 }
