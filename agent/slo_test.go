@@ -8,10 +8,10 @@ import (
 func TestBreach(t *testing.T) {
 	ms := time.Millisecond
 	for _, tc := range []struct {
-		name           string
+		name                string
 		d, inside, cpu, slo time.Duration
-		breached       bool
-		cause          string
+		breached            bool
+		cause               string
 	}{
 		{"fast", 5 * ms, 0, 0, 10 * ms, false, ""},
 		{"fast though starved", 5 * ms, 0, 4 * ms, 10 * ms, false, ""},

@@ -62,7 +62,7 @@ type requestSeries struct {
 	pid          uint32
 	expireAt     time.Time
 	// The series' Prometheus children, resolved once.
-	pauseTotal               prometheus.Counter
+	pauseTotal                          prometheus.Counter
 	breachPause, breachCPU, breachOther prometheus.Counter
 }
 
