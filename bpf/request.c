@@ -157,6 +157,7 @@ struct conn {
 	__u64 paused_write;    /* P(last_write_ns) */
 	__u64 seq;             /* generation << 8 | enum conn_state; changed by CAS only */
 	__u64 cpu_wait;        /* run-queue wait of its serving threads since start_ns (starved) */
+	__u64 cpu_seen;        /* cpu_wait is accounted up to here */
 	__u32 tgid;
 	__u32 fd;
 	__u16 port;
@@ -251,48 +252,77 @@ static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
 
 /*
  * The kernel's cumulative run-queue wait of each thread that served a
- * tracked connection (task_struct->sched_info.run_delay, CONFIG_SCHED_INFO),
- * as of its last read or write of one: what starved adds to a request is
- * the wait since then. Task storage: freed with the thread.
+ * tracked connection (task_struct->sched_info.run_delay, CONFIG_SCHED_INFO)
+ * at its last RD_SAMPLES reads and writes of one, with their times: the
+ * wait a thread had between two moments is the difference of the samples
+ * around them. Task storage: freed with the thread.
  */
+#define RD_SAMPLES 8
+struct thread_rd {
+	__u64 at[RD_SAMPLES]; /* CLOCK_MONOTONIC, ns; 0: empty */
+	__u64 rd[RD_SAMPLES]; /* run_delay then, ns */
+	__u32 next;
+	__u32 _pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64);
+	__type(value, struct thread_rd);
 } thread_run_delay SEC(".maps");
 
 /*
- * starved adds to c's request the time the current thread (the one
- * reading or writing it, in its syscall) spent runnable but not running
- * since its last read or write of any tracked connection: run-queue wait,
- * which includes the time its cgroup was CFS-throttled (a throttled
- * group's tasks stay queued). run_delay is brought up to date when the
- * thread is switched in, so it is exact here, where the thread runs. The
- * wait is capped at the time since the request started (now - start):
- * a wait the thread had before the request arrived, since its last
- * socket operation, can be counted within that cap (last_arrival, which
- * would tell, is on the scheduler's clock, ~1.4 ms off
- * CLOCK_MONOTONIC here and drifting). With several serving threads (Go
- * moves goroutines) each adds its own wait; end_request caps the sum at
- * the duration.
+ * starved adds to c's request the run-queue wait of the current thread
+ * (the one reading or writing it, in its syscall) since the request's
+ * last accounted moment (cpu_seen: its start, then each of its reads
+ * and writes): time runnable but not running, which includes the time
+ * its cgroup was CFS-throttled (a throttled group's tasks stay queued).
+ * run_delay is brought up to date when the thread is switched in, so it
+ * is exact here, where the thread runs. The baseline is the thread's
+ * latest sample at or before cpu_seen, so a request queued behind
+ * another that the thread was serving while starved gets that wait too
+ * (it waited for the same thread); the wait between that sample and
+ * cpu_seen may be counted, and the whole is capped at now - cpu_seen.
+ * With several serving threads (Go moves goroutines) each adds its own
+ * wait; end_request caps the sum at the duration.
  */
 static __always_inline void starved(struct conn *c)
 {
-	__u64 start = c->start_ns, now = bpf_ktime_get_ns();
+	__u64 since = c->cpu_seen, now = bpf_ktime_get_ns();
 	struct task_struct *t = bpf_get_current_task_btf();
-	__u64 *last = bpf_task_storage_get(&thread_run_delay, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!last)
+	struct thread_rd *h = bpf_task_storage_get(&thread_run_delay, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!h)
 		return;
 	__u64 rd = BPF_CORE_READ(t, sched_info.run_delay);
-	__u64 prev = *last;
-	*last = rd;
+	/* The latest sample at or before since, else the oldest one. */
+	__u64 base_at = 0, base_rd = 0, old_at = ~0ULL, old_rd = 0;
+	for (int i = 0; i < RD_SAMPLES; i++) {
+		__u64 at = h->at[i];
+		if (!at)
+			continue;
+		if (at <= since && at >= base_at) {
+			base_at = at;
+			base_rd = h->rd[i];
+		}
+		if (at < old_at) {
+			old_at = at;
+			old_rd = h->rd[i];
+		}
+	}
+	if (!base_at && old_at != ~0ULL)
+		base_rd = old_rd, base_at = old_at;
+	__u32 k = h->next % RD_SAMPLES;
+	h->at[k] = now;
+	h->rd[k] = rd;
+	h->next = k + 1;
+	c->cpu_seen = now;
 	/* A thread seen for the first time has no baseline: its past waits are unknown. */
-	if (!prev || rd <= prev || now <= start)
+	if (!base_at || rd <= base_rd || now <= since)
 		return;
-	__u64 wait = rd - prev;
-	if (wait > now - start)
-		wait = now - start;
+	__u64 wait = rd - base_rd;
+	if (wait > now - since)
+		wait = now - since;
 	c->cpu_wait += wait;
 }
 
@@ -450,6 +480,7 @@ static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now,
 	c->paused_start = paused_at(c->tgid, now);
 	c->paused_write = c->paused_start;
 	c->cpu_wait = 0;
+	c->cpu_seen = now;
 	conn_cas(c, seen, to);
 }
 

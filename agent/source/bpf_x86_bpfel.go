@@ -21,6 +21,7 @@ type bpfConn struct {
 	PausedWrite uint64
 	Seq         uint64
 	CpuWait     uint64
+	CpuSeen     uint64
 	Tgid        uint32
 	Fd          uint32
 	Port        uint16
@@ -160,6 +161,14 @@ type bpfSysArgs struct {
 	Ts uint64
 	Fd uint32
 	Op uint32
+}
+
+type bpfThreadRd struct {
+	_    structs.HostLayout
+	At   [8]uint64
+	Rd   [8]uint64
+	Next uint32
+	Pad  uint32
 }
 
 // Names of all BPF objects in the ELF.
