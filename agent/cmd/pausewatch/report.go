@@ -52,6 +52,12 @@ func reportMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", flagError("pausewatch report", err))
 		return 2
 	}
+	// A word after the flags used to be ignored: `report my-service` printed
+	// every service, as if it had been understood.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pausewatch report: unexpected argument %q (see pausewatch report --help)\n", fs.Arg(0))
+		return 2
+	}
 	if err := cf.fromEnv(fs); err != nil {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
 		return 2
