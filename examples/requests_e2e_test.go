@@ -147,6 +147,7 @@ type requestRow struct {
 	P99           float64 `json:"p99_seconds"`
 	PausedShare   float64 `json:"paused_share"`
 	PauseBreaches int64   `json:"pause_breaches"`
+	CPUBreaches   int64   `json:"cpu_breaches"`
 	OtherBreaches int64   `json:"other_breaches"`
 }
 

@@ -418,3 +418,29 @@ func counted(e agent.Event, objective time.Duration) agent.Event {
 	h.Observe(e, objective)
 	return agent.Event{Type: agent.RequestCounts, Process: e.Process, Port: e.Port, Start: e.Start, Requests: h}
 }
+
+// Each cause reaches its own series, and the report's row.
+func TestBreachCauses(t *testing.T) {
+	const obj = 10 * time.Millisecond
+	x := New(Options{Objective: func(string, uint16) (time.Duration, bool) { return obj, true }})
+	proc := agent.Process{PID: 6, Runtime: "go", Method: "uprobe", Service: "api"}
+	ms := time.Millisecond
+	for _, r := range []struct{ d, pause, cpu time.Duration }{
+		{30 * ms, 25 * ms, 25 * ms}, // either explains it: pause
+		{30 * ms, 0, 22 * ms},       // cpu
+		{30 * ms, 0, 22 * ms},       // cpu
+		{30 * ms, 12 * ms, 12 * ms}, // neither alone: other
+		{5 * ms, 0, 4 * ms},         // within the objective
+	} {
+		x.Record(counted(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Duration: r.d, PauseInside: r.pause, CPUWait: r.cpu}, obj))
+	}
+	for cause, want := range map[string]float64{"pause": 1, "cpu": 2, "other": 1} {
+		if got := testutil.ToFloat64(x.req.breaches.WithLabelValues("go", "8080", cause, "api", "", "", "")); got != want {
+			t.Errorf("%s breaches %v, want %v", cause, got, want)
+		}
+	}
+	rows := x.RequestSummaries()
+	if len(rows) != 1 || rows[0].PauseBreaches != 1 || rows[0].CPUBreaches != 2 || rows[0].OtherBreaches != 1 {
+		t.Errorf("report rows %+v", rows)
+	}
+}
