@@ -316,12 +316,15 @@ func TestShortLivedServicesExpire(t *testing.T) {
 	prefix := fmt.Sprintf("ttl%d-", os.Getpid())
 	bin := buildChurn(t, "", false)
 	seen := map[string]bool{} // services seen with series
+	var left []string // the last pass's series of ours, to say which stayed
 	ours := func() (series, procs int) {
-		for _, mf := range a.metrics(t) {
+		left = left[:0]
+		for name, mf := range a.metrics(t) {
 			for _, m := range mf.GetMetric() {
 				for _, l := range m.GetLabel() {
 					if l.GetName() == "service" && strings.HasPrefix(l.GetValue(), prefix) {
 						series++
+						left = append(left, name+"{service="+l.GetValue()+"}")
 						seen[l.GetValue()] = true
 					}
 				}
@@ -421,7 +424,7 @@ func TestShortLivedServicesExpire(t *testing.T) {
 		series, procs, rss, time.Since(gone).Round(100*time.Millisecond), baseRSS, 100*(rss-baseRSS)/baseRSS)
 	dump("after")
 	if series != 0 || procs != 0 {
-		t.Errorf("%d series and %d /api/processes rows left %v after the last exit, want none", series, procs, ttl+15*time.Second)
+		t.Errorf("%d series and %d /api/processes rows left %v after the last exit, want none; series: %v", series, procs, ttl+15*time.Second, left[:min(len(left), 20)])
 	}
 	if rss > 1.1*baseRSS {
 		t.Errorf("agent RSS %.1f MiB after the TTL, more than 10%% over its baseline %.1f MiB", rss, baseRSS)

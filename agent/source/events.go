@@ -255,6 +255,13 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 				readRequests()
 				s.dropRequests(reqs, e.Process.PID)
 			}
+			if e.Type != agent.Exit && !s.current(e.Process) {
+				// Sampled (CPU, hsperfdata) just before the process
+				// exited, and its exit has gone out since: after it, the
+				// sample would make the exporters count a dead process as
+				// live again, and its series would never expire.
+				continue
+			}
 			send(e)
 		case pid := <-s.inspected:
 			w, ok := waiting[pid]
@@ -300,6 +307,15 @@ func (s *Source) lookup(pid uint32) (*process, bool) {
 		return p, false
 	}
 	return p, true
+}
+
+// current says whether p is still in the process table as the same
+// process (not exited, its pid not reused).
+func (s *Source) current(p agent.Process) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.procs[p.PID]
+	return q != nil && q.StartTime == p.StartTime
 }
 
 // maxReasons bounds the distinct reasons one process can add as label
