@@ -64,6 +64,9 @@ type cpuSampler struct {
 	// implausible counts Go GC CPU readings not taken (goGCPlausible);
 	// shared with the Source, which exports it.
 	implausible *atomic.Uint64
+	// overLimit counts threads named like HotSpot collector threads past
+	// gcThreadLimit in one process, whose CPU is not read.
+	overLimit *atomic.Uint64
 }
 
 // olderBy keeps a process that started just before the agent (or just
@@ -81,7 +84,7 @@ type cpuTarget struct {
 // sampleCPU runs every cpuEvery until ctx is done. started is when the
 // agent began, before its first /proc pass.
 func (s *Source) sampleCPU(ctx context.Context, started time.Time) {
-	cs := &cpuSampler{proc: s.proc, started: started, procs: map[uint32]*cpuProc{}, implausible: &s.gcImplausible}
+	cs := &cpuSampler{proc: s.proc, started: started, procs: map[uint32]*cpuProc{}, implausible: &s.gcImplausible, overLimit: &s.gcThreadsOver}
 	t := time.NewTicker(cpuEvery)
 	defer t.Stop()
 	for {
@@ -220,6 +223,18 @@ func (cs *cpuSampler) clock() time.Time {
 	return time.Now()
 }
 
+// gcThreadLimit bounds the collector threads read per process: every
+// pass reads each one's schedstat, and a thread's name is the process's
+// to choose (measured: 3,000 threads named "GC Thread#N" in one process
+// made a pass take 80-230 ms). HotSpot sizes its pools from the CPUs it
+// may use: ParallelGCThreads 8 + 5/8 of the CPUs past 8, about a quarter
+// of that concurrent, as many refinement threads, and a few single ones;
+// the bound is well above that, past it threads are counted
+// (cs.overLimit) and not read.
+func (cs *cpuSampler) gcThreadLimit() int {
+	return max(64, 4*runtime.NumCPU())
+}
+
 // gcThreads returns the CPU time the collector threads of pid used since
 // the last pass. baseline: remember the current values without counting
 // them. A collector thread that exits between two passes loses its last
@@ -245,6 +260,15 @@ func (cs *cpuSampler) gcThreads(pid uint32, cp *cpuProc, baseline bool) time.Dur
 			}
 			if !isHotSpotGCThread(string(bytes.TrimSuffix(comm, []byte("\n")))) {
 				cp.other[tid] = true
+				continue
+			}
+			if len(cp.gc) >= cs.gcThreadLimit() {
+				// Named like a collector thread, but more than HotSpot
+				// starts on this node: read no more of them.
+				cp.other[tid] = true
+				if cs.overLimit != nil {
+					cs.overLimit.Add(1)
+				}
 				continue
 			}
 		}

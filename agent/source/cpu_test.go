@@ -245,3 +245,30 @@ func TestCPUSamplerGoGCImplausible(t *testing.T) {
 		t.Errorf("sum of GC CPU %v, want the last plausible total %v", sum, want)
 	}
 }
+
+// TestCPUSamplerGCThreadLimit: a process naming thousands of threads like
+// collector threads gets at most gcThreadLimit of them read per pass; the
+// rest are counted once and cost nothing after.
+func TestCPUSamplerGCThreadLimit(t *testing.T) {
+	f := fakeProc{t: t, root: t.TempDir(), pid: 7}
+	f.stat(100)
+	var over atomic.Uint64
+	cs := &cpuSampler{proc: procFS(f.root), procs: map[uint32]*cpuProc{}, overLimit: &over}
+	limit := cs.gcThreadLimit()
+	for i := range limit + 10 {
+		f.thread(100+i, "GC Thread#"+strconv.Itoa(i), 1e9)
+	}
+	target := cpuTarget{Process: agent.Process{PID: 7, StartTime: 1, Runtime: "jvm"}, gcThreads: true}
+	for pass, want := range []time.Duration{time.Duration(limit) * time.Second, 0} {
+		var gc time.Duration
+		for _, e := range cs.pass([]cpuTarget{target}) {
+			gc += e.GCCPU
+		}
+		if gc != want || over.Load() != 10 {
+			t.Errorf("pass %d: gc %v, over the limit %d; want %v, 10", pass, gc, over.Load(), want)
+		}
+		if n := len(cs.procs[7].gc); n != limit {
+			t.Errorf("pass %d: %d collector threads read, want %d", pass, n, limit)
+		}
+	}
+}

@@ -106,6 +106,7 @@ type Source struct {
 	unresolved              uint64        // records dropped waiting for their process
 	otherRuntime            uint64        // pauses of a runtime the process is not tracked for
 	gcImplausible           atomic.Uint64 // Go GC CPU readings not taken (cpu.go)
+	gcThreadsOver           atomic.Uint64 // collector-named threads past the bound (cpu.go)
 	// A process became traced since the last adoption pass: connections
 	// it accepted between its exec and then were not seen (adopt.go).
 	adoptPending bool

@@ -39,7 +39,7 @@ func NewHealth(version string, processes func() map[RuntimeMethod]int, lost func
 			"Runtime processes the agent knows, by capture method (none: seen but not captured; see /api/processes for why).",
 			[]string{"runtime", "method"}, nil),
 		lostDesc: prometheus.NewDesc("pausewatch_events_lost_total",
-			"Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow).",
+			"Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow), gc_threads_over_limit (threads named like JVM collector threads past the per-process bound: their CPU is not read).",
 			[]string{"source"}, nil),
 		usedDesc: prometheus.NewDesc("pausewatch_resource_used",
 			"Bounded resources the agent holds for the processes it tracks, by resource: usdt_spec_slots (USDT argument specs in the kernel), tracked_processes, attached_files (executables and libraries with probes), probe_links.",
