@@ -18,10 +18,17 @@ const (
 	// come as PauseTotals: it feeds the histograms only, so nothing is
 	// counted twice.
 	PauseSample
-	// Request is one request the process served: Start is when its first
-	// bytes reached the socket, Duration runs to its last response write,
-	// PauseInside is the stop-the-world time of the process within it.
+	// Request is one request the process served that has a story: a
+	// pause overlapped it or it breached its objective. Start is when its
+	// first bytes reached the socket, Duration runs to its last response
+	// write, PauseInside is the stop-the-world time of the process within
+	// it. It feeds exemplars and streams only: requests are counted by
+	// RequestCounts.
 	Request
+	// RequestCounts is every request of one process's port (Port) since
+	// the previous one, aggregated in the kernel (Requests): it feeds the
+	// request histograms, pause time inside requests and breach counters.
+	RequestCounts
 	// CPUTime is a process's CPU time since its previous CPUTime event:
 	// CPU for the whole process, GCCPU for its collector threads. Sent
 	// every few seconds per process, it feeds counters only.
@@ -64,6 +71,9 @@ type Event struct {
 	Port uint16
 	// PauseInside is how much of a Request the process spent stopped.
 	PauseInside time.Duration
+	// Requests is what a RequestCounts event counts. It is the event's
+	// own (a new one each time): exporters may keep it.
+	Requests *RequestHists
 	// ThreadCPU is, for a Pause, the on-CPU time of the thread that ran
 	// it (CPython's collector on the calling thread, HotSpot's VM thread),
 	// timed at context switches; ThreadCPUKnown tells.

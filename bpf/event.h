@@ -68,6 +68,52 @@ struct pw_request {
 };
 
 /*
+ * Requests aggregated in the kernel: every request completes into a
+ * per-CPU histogram of its (process, local port, paused), breaches of its
+ * objective are classified there, and only those with a story (a pause
+ * inside them: exemplars, `watch`) cross the ring buffer. The bucket boundaries (req_bounds, nanoseconds, set by the agent
+ * before load) merge the classic boundaries of the exporters with those
+ * of the native-histogram schema 3 (2^(k/8) s, k = -160..64, floored to
+ * whole ns), so that both exported forms are exact. Bucket 0 holds
+ * requests <= req_bounds[0] (the native zero bucket), bucket i
+ * (req_bounds[i-1], req_bounds[i]], the last one those above
+ * req_bounds[PW_REQ_BOUNDS-1] (256 s).
+ */
+enum pw_req_const {
+	PW_REQ_BOUNDS = 241,
+	PW_REQ_BUCKETS = PW_REQ_BOUNDS + 1,
+};
+
+struct pw_req_key {
+	__u32 tgid;
+	__u16 port;   /* local port */
+	__u8 paused;  /* 1: a pause of tgid overlapped the request */
+	__u8 _pad;
+};
+
+/*
+ * One CPU's share of a (process, port, paused) histogram; cumulative. No
+ * count field: the agent sums the buckets, so the count and the buckets it
+ * reads always agree, even mid-update.
+ */
+struct pw_req_hist {
+	__u64 sum_ns;
+	__u64 pause_ns;     /* stop-the-world time inside these requests */
+	__u64 breach_pause; /* over the objective, and within it without the pause inside */
+	__u64 breach_other; /* over the objective otherwise */
+	__u64 min_ns;       /* 0: none yet */
+	__u64 max_ns;
+	__u64 buckets[PW_REQ_BUCKETS];
+};
+
+/* Key of req_objectives: port 0 holds the objective of every other port. */
+struct pw_req_objective_key {
+	__u32 tgid;
+	__u16 port;
+	__u16 _pad;
+};
+
+/*
  * Per-process pause state, keyed by tgid. The pause programs write it; the
  * request programs read it to know how much STW time fell inside a request
  * (paused_total_ns at start vs end, plus the part of a pause in progress).
@@ -124,7 +170,8 @@ enum pw_stat {
 	PW_STAT_CONN_LOST = 2,    /* a connection could not be tracked (map full) */
 	PW_STAT_UNCOVERED_ACCEPT = 3, /* io_uring accept into a fixed-file slot: connection not measured */
 	PW_STAT_MAPPING_LIMITED = 4, /* a mapping signal folded into its window's (rate limit) */
-	PW_STAT_MAX = 5,
+	PW_STAT_REQ_UNCOUNTED = 5, /* a request's histogram could not be created (map full) */
+	PW_STAT_MAX = 6,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

@@ -25,7 +25,92 @@ struct {
 	__type(value, __u8);
 } traced_ports SEC(".maps");
 
+/* Request histograms, per (tgid, port, paused) and CPU (see event.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	/* 2 KiB per CPU each: allocated as services appear, not up front. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pw_req_key);
+	__type(value, struct pw_req_hist);
+} req_hists SEC(".maps");
+
+/* A zeroed histogram: the initial value of a new entry (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pw_req_hist);
+} req_zero SEC(".maps");
+
+/* Latency objectives (ns) the agent pushes when it tracks a process. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pw_req_objective_key);
+	__type(value, __u64);
+} req_objectives SEC(".maps");
+
+/*
+ * The stories' token bucket, per CPU: credit in ns of time, one story
+ * costs STORY_INTERVAL_NS (at most 200 a second per CPU, in bursts of up
+ * to 200). A pause at high request concurrency overlaps most requests
+ * (the Go example under wrk: most of them), and exemplars and `watch` need
+ * a few of them, not all; their counts are in the histograms.
+ */
+#define STORY_INTERVAL_NS (1000000000ULL / 200)
+#define STORY_BURST_NS (200 * STORY_INTERVAL_NS)
+/* A request with this much pause inside it is always told. */
+#define STORY_ALWAYS_PAUSED_NS 1000000ULL
+
+struct story_bucket {
+	__u64 credit_ns;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct story_bucket);
+} story_tokens SEC(".maps");
+
+/*
+ * tell_story says whether a request that a pause overlapped by paused ns
+ * crosses the ring buffer: a long pause inside it always, else while the
+ * CPU's token bucket has credit. What the bucket holds back is not lost:
+ * the request is counted in its histogram like any other.
+ */
+static __always_inline bool tell_story(__u64 paused)
+{
+	if (paused >= STORY_ALWAYS_PAUSED_NS)
+		return true;
+	__u32 zero = 0;
+	struct story_bucket *b = bpf_map_lookup_elem(&story_tokens, &zero);
+	if (!b)
+		return false;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 credit = b->credit_ns + (now - b->last_ns);
+	if (credit > STORY_BURST_NS || now < b->last_ns)
+		credit = STORY_BURST_NS;
+	b->last_ns = now;
+	if (credit < STORY_INTERVAL_NS) {
+		b->credit_ns = credit;
+		return false;
+	}
+	b->credit_ns = credit - STORY_INTERVAL_NS;
+	return true;
+}
+
+/* Bucket boundaries in ns, ascending (event.h), set by the agent before load. */
+volatile const __u64 req_bounds[PW_REQ_BOUNDS] = {};
+
 /* Configuration from the agent, set before load. */
+/*
+ * Every request crosses the ring buffer, not only those with a story: the
+ * tests of the connection state machine check each request's stamps.
+ */
+volatile const __u8 req_every = 0;
 volatile const __u8 filter_ports = 0;
 /*
  * sock:sk_data_ready exists: requests start at arrival, and reads and
@@ -176,6 +261,80 @@ static __always_inline bool conn_cas(struct conn *c, __u64 seen, __u8 to)
 }
 
 /*
+ * bucket_of returns the histogram bucket of d ns: the first i with
+ * d <= req_bounds[i], PW_REQ_BOUNDS above them all. A binary search
+ * unrolled to 8 steps (2^8 > PW_REQ_BOUNDS), bounded for the verifier.
+ */
+static __always_inline __u32 bucket_of(__u64 d)
+{
+	__u32 lo = 0, hi = PW_REQ_BOUNDS;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		__u32 mid = (lo + hi) >> 1;
+		if (lo < hi && mid < PW_REQ_BOUNDS) {
+			if (d <= req_bounds[mid])
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	return lo;
+}
+
+/* objective_of returns the objective of tgid's port in ns, 0 if none. */
+static __always_inline __u64 objective_of(__u32 tgid, __u16 port)
+{
+	struct pw_req_objective_key k = {.tgid = tgid, .port = port};
+	__u64 *o = bpf_map_lookup_elem(&req_objectives, &k);
+	if (!o) {
+		k.port = 0;
+		o = bpf_map_lookup_elem(&req_objectives, &k);
+	}
+	return o ? *o : 0;
+}
+
+/*
+ * count_request adds one request to its histogram on this CPU and
+ * classifies a breach of its objective by the rule of agent.Breach (cause
+ * "pause" when it would have met the objective without the pause inside
+ * it). A request the map has no room for is counted as lost.
+ */
+static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u64 paused)
+{
+	struct pw_req_key k = {.tgid = tgid, .port = port, .paused = paused > 0};
+	struct pw_req_hist *h = bpf_map_lookup_elem(&req_hists, &k);
+	if (!h) {
+		__u32 zero = 0;
+		struct pw_req_hist *z = bpf_map_lookup_elem(&req_zero, &zero);
+		if (!z)
+			return;
+		bpf_map_update_elem(&req_hists, &k, z, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&req_hists, &k);
+		if (!h) {
+			count_stat(PW_STAT_REQ_UNCOUNTED);
+			return;
+		}
+	}
+	/* Per-CPU values: no other CPU writes these, plain adds suffice. */
+	__u32 b = bucket_of(dur);
+	if (b < PW_REQ_BUCKETS)
+		h->buckets[b]++;
+	h->sum_ns += dur;
+	h->pause_ns += paused;
+	if (!h->min_ns || dur < h->min_ns)
+		h->min_ns = dur;
+	if (dur > h->max_ns)
+		h->max_ns = dur;
+	__u64 obj = objective_of(tgid, port);
+	if (obj && dur > obj) {
+		if (paused >= dur || dur - paused <= obj)
+			h->breach_pause++;
+		else
+			h->breach_other++;
+	}
+}
+
+/*
  * end_request reports the request in progress on c, if it has a response,
  * and makes c idle. Two CPUs may get here for the same request at once
  * (a close or read on one, data-ready or a state change in softirq on the
@@ -198,6 +357,15 @@ static __always_inline void end_request(struct conn *c)
 		return; /* another CPU ended it (or it moved on): theirs to report */
 	if (end < start)
 		return;
+	__u64 dur = end - start, paused = p1 > p0 ? p1 - p0 : 0;
+	count_request(tgid, port, dur, paused);
+	/*
+	 * Only a request with a story crosses the ring buffer: one a pause
+	 * overlapped (its exemplar, `watch`), within the story budget. The
+	 * histograms have the rest.
+	 */
+	if (!req_every && (!paused || !tell_story(paused)))
+		return;
 	struct pw_request *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(PW_STAT_RINGBUF_LOST);
@@ -210,8 +378,8 @@ static __always_inline void end_request(struct conn *c)
 	e->port = port;
 	e->flags = flags;
 	e->start_ns = start;
-	e->duration_ns = end - start;
-	e->paused_ns = p1 > p0 ? p1 - p0 : 0;
+	e->duration_ns = dur;
+	e->paused_ns = paused;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 

@@ -63,15 +63,18 @@ func (l *logRecorder) ForceFlush(context.Context) error { return nil }
 
 // events is the sequence each input is recorded as: the event as fuzzed
 // (any type, valid or not), then as a pause and a request overlapping it
-// (so the request's exemplar names the pause), as counter totals, and the
-// process's exit.
+// (so the request's exemplar names the pause), that request's counts as
+// the kernel's histograms give them, as counter totals, and the process's
+// exit.
 func events(e agent.Event) []agent.Event {
-	pause, req, totals, exit := e, e, e, e
+	pause, req, counts, totals, exit := e, e, e, e, e
 	pause.Type = agent.Pause
 	req.Type = agent.Request
+	counts.Type, counts.Requests = agent.RequestCounts, &agent.RequestHists{}
+	counts.Requests.Observe(req, time.Duration(e.Stopping))
 	totals.Type = agent.PauseTotals
 	exit.Type = agent.Exit
-	return []agent.Event{e, pause, req, totals, exit}
+	return []agent.Event{e, pause, req, counts, totals, exit}
 }
 
 func FuzzExporters(f *testing.F) {
@@ -196,11 +199,15 @@ func FuzzExporters(f *testing.F) {
 		// OTLP: the record path into an in-memory reader and log processor,
 		// where every string attribute must be sanitised (a protobuf string
 		// field must be UTF-8, or the whole batch is refused).
-		reader := sdkmetric.NewManualReader()
+		var reader *sdkmetric.ManualReader
+		mkReader := func(p sdkmetric.Producer) sdkmetric.Reader {
+			reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
+			return reader
+		}
 		logs := &logRecorder{}
 		ctx := context.Background()
-		ox, err := otlp.New(ctx, otlp.Options{PIDLabel: pidLabel, Objective: objective,
-			MetricReader: reader, LogProcessor: logs})
+		ox, err := otlp.New(ctx, otlp.Options{PIDLabel: pidLabel,
+			MetricReader: mkReader, LogProcessor: logs})
 		if err != nil {
 			t.Fatalf("otlp: %v", err)
 		}

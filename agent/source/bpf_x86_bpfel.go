@@ -86,6 +86,32 @@ type bpfPwPauseState struct {
 	Pad           [2]uint8
 }
 
+type bpfPwReqHist struct {
+	_           structs.HostLayout
+	SumNs       uint64
+	PauseNs     uint64
+	BreachPause uint64
+	BreachOther uint64
+	MinNs       uint64
+	MaxNs       uint64
+	Buckets     [242]uint64
+}
+
+type bpfPwReqKey struct {
+	_      structs.HostLayout
+	Tgid   uint32
+	Port   uint16
+	Paused uint8
+	Pad    uint8
+}
+
+type bpfPwReqObjectiveKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Port uint16
+	Pad  uint16
+}
+
 type bpfPwRequest struct {
 	_          structs.HostLayout
 	Type       uint8
@@ -120,6 +146,12 @@ type bpfPyCall struct {
 	Pending uint32
 }
 
+type bpfStoryBucket struct {
+	_        structs.HostLayout
+	CreditNs uint64
+	LastNs   uint64
+}
+
 type bpfSysArgs struct {
 	_  structs.HostLayout
 	Ts uint64
@@ -142,7 +174,11 @@ const (
 	bpfMapOncpu                   = "oncpu"
 	bpfMapPauseState              = "pause_state"
 	bpfMapPyCalls                 = "py_calls"
+	bpfMapReqHists                = "req_hists"
+	bpfMapReqObjectives           = "req_objectives"
+	bpfMapReqZero                 = "req_zero"
 	bpfMapStats                   = "stats"
+	bpfMapStoryTokens             = "story_tokens"
 	bpfMapSysArgs                 = "sys_args"
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
@@ -205,6 +241,8 @@ const (
 	bpfVarFilterPorts             = "filter_ports"
 	bpfVarMappingWindowNs         = "mapping_window_ns"
 	bpfVarOncpuActive             = "oncpu_active"
+	bpfVarReqBounds               = "req_bounds"
+	bpfVarReqEvery                = "req_every"
 	bpfVarUnusedPwContract        = "unused_pw_contract"
 	bpfVarUnusedPwRuntimeGo       = "unused_pw_runtime_go"
 	bpfVarUnusedPwRuntimeJvm      = "unused_pw_runtime_jvm"
@@ -325,7 +363,11 @@ type bpfMapSpecs struct {
 	Oncpu          *ebpf.MapSpec `ebpf:"oncpu"`
 	PauseState     *ebpf.MapSpec `ebpf:"pause_state"`
 	PyCalls        *ebpf.MapSpec `ebpf:"py_calls"`
+	ReqHists       *ebpf.MapSpec `ebpf:"req_hists"`
+	ReqObjectives  *ebpf.MapSpec `ebpf:"req_objectives"`
+	ReqZero        *ebpf.MapSpec `ebpf:"req_zero"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	StoryTokens    *ebpf.MapSpec `ebpf:"story_tokens"`
 	SysArgs        *ebpf.MapSpec `ebpf:"sys_args"`
 	Traced         *ebpf.MapSpec `ebpf:"traced"`
 	TracedPorts    *ebpf.MapSpec `ebpf:"traced_ports"`
@@ -340,6 +382,8 @@ type bpfVariableSpecs struct {
 	FilterPorts           *ebpf.VariableSpec `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.VariableSpec `ebpf:"mapping_window_ns"`
 	OncpuActive           *ebpf.VariableSpec `ebpf:"oncpu_active"`
+	ReqBounds             *ebpf.VariableSpec `ebpf:"req_bounds"`
+	ReqEvery              *ebpf.VariableSpec `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.VariableSpec `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.VariableSpec `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.VariableSpec `ebpf:"unused_pw_runtime_jvm"`
@@ -378,7 +422,11 @@ type bpfMaps struct {
 	Oncpu          *ebpf.Map `ebpf:"oncpu"`
 	PauseState     *ebpf.Map `ebpf:"pause_state"`
 	PyCalls        *ebpf.Map `ebpf:"py_calls"`
+	ReqHists       *ebpf.Map `ebpf:"req_hists"`
+	ReqObjectives  *ebpf.Map `ebpf:"req_objectives"`
+	ReqZero        *ebpf.Map `ebpf:"req_zero"`
 	Stats          *ebpf.Map `ebpf:"stats"`
+	StoryTokens    *ebpf.Map `ebpf:"story_tokens"`
 	SysArgs        *ebpf.Map `ebpf:"sys_args"`
 	Traced         *ebpf.Map `ebpf:"traced"`
 	TracedPorts    *ebpf.Map `ebpf:"traced_ports"`
@@ -398,7 +446,11 @@ func (m *bpfMaps) Close() error {
 		m.Oncpu,
 		m.PauseState,
 		m.PyCalls,
+		m.ReqHists,
+		m.ReqObjectives,
+		m.ReqZero,
 		m.Stats,
+		m.StoryTokens,
 		m.SysArgs,
 		m.Traced,
 		m.TracedPorts,
@@ -414,6 +466,8 @@ type bpfVariables struct {
 	FilterPorts           *ebpf.Variable `ebpf:"filter_ports"`
 	MappingWindowNs       *ebpf.Variable `ebpf:"mapping_window_ns"`
 	OncpuActive           *ebpf.Variable `ebpf:"oncpu_active"`
+	ReqBounds             *ebpf.Variable `ebpf:"req_bounds"`
+	ReqEvery              *ebpf.Variable `ebpf:"req_every"`
 	UnusedPwContract      *ebpf.Variable `ebpf:"unused_pw_contract"`
 	UnusedPwRuntimeGo     *ebpf.Variable `ebpf:"unused_pw_runtime_go"`
 	UnusedPwRuntimeJvm    *ebpf.Variable `ebpf:"unused_pw_runtime_jvm"`

@@ -375,6 +375,7 @@ func (s *Source) inspect(pid uint32, why inspectWhy) {
 			s.log.Warn("request tracing: traced map", "pid", pid, "err", err)
 		}
 		s.adoptPending = true
+		s.pushObjectivesLocked(p)
 	}
 	if p.Method == MethodNone {
 		s.newUnprobed++
@@ -545,6 +546,7 @@ func (s *Source) forget(pid uint32) *process {
 	if s.k != nil {
 		s.k.objs.Traced.Delete(pid)
 	}
+	s.dropObjectivesLocked(pid)
 	if !p.tracked() {
 		return nil
 	}
@@ -572,6 +574,9 @@ func (s *Source) readStats() {
 	}
 	if v, err := s.k.stat(statMappingLimited); err == nil {
 		s.lost["mapping_rate_limited"] = v
+	}
+	if v, err := s.k.stat(statReqUncounted); err == nil {
+		s.lost["request_histograms"] = v
 	}
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved

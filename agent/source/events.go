@@ -57,7 +57,8 @@ const (
 	// to find it by, so its requests are not measured.
 	statUncoveredAccept = 3
 	statMappingLimited  = 4
-	statMax             = 5
+	statReqUncounted    = 5
+	statMax             = 6
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.
@@ -153,6 +154,18 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 		}
 	}
 	waiting := map[uint32][]record{}
+	reqs := newReqTable()
+	readRequests := func() {
+		evs, err := s.readRequests(reqs)
+		if err != nil {
+			s.log.Warn("request histograms", "err", err)
+		}
+		for _, ev := range evs {
+			send(ev)
+		}
+	}
+	tick := time.NewTicker(requestReadEvery)
+	defer tick.Stop()
 	var handle func(r record)
 	handle = func(r record) {
 		e := &r.e
@@ -175,8 +188,19 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			// from its fork: it runs the parent's runtime.
 			s.queue.push(e.Pid, inspectSeen)
 		case eventExit:
+			// A tracked process's requests are read before it is
+			// forgotten (its last counts), then its histograms go. Every
+			// exit on the node comes here: the others cost nothing.
+			p, _ := s.lookup(e.Pid)
+			counted := p != nil && p.info.rt != nil
+			if counted {
+				readRequests()
+			}
 			if p := s.forget(e.Pid); p != nil {
 				send(agent.Event{Type: agent.Exit, Process: p.Process})
+			}
+			if counted {
+				s.dropRequests(reqs, e.Pid)
 			}
 		case eventRequest:
 			if p, _ := s.lookup(r.pid); p == nil || p.info.rt == nil {
@@ -222,7 +246,14 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			return nil
 		case err := <-readErr:
 			return err
+		case <-tick.C:
+			readRequests()
 		case e := <-s.side:
+			if e.Type == agent.Exit {
+				// An exit housekeeping found (its record was missed).
+				readRequests()
+				s.dropRequests(reqs, e.Process.PID)
+			}
 			send(e)
 		case pid := <-s.inspected:
 			w, ok := waiting[pid]

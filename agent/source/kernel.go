@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 // kernel holds everything the agent put in the kernel; close releases it all.
@@ -68,15 +70,16 @@ func liftMemlock() error {
 // can be taken at completion (sock_recv_length / sock_send_length).
 func loadKernel(ports []uint16, uprobes uprobeMode) (*kernel, error) {
 	return loadKernelMode(ports, haveTracepoint("sock", "sk_data_ready") &&
-		haveTracepoint("sock", "sock_send_length") && haveTracepoint("sock", "sock_recv_length"), uprobes)
+		haveTracepoint("sock", "sock_send_length") && haveTracepoint("sock", "sock_recv_length"), uprobes, false)
 }
 
 // loadKernelMode is loadKernel with the request start stamp chosen: at
 // arrival (sk_data_ready, with reads and writes taken at their completion
 // from sock_recv_length / sock_send_length) or at the first read, with
 // reads and writes at their syscall exits (what older kernels get; tests
-// force it to check that path too).
-func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, error) {
+// force it to check that path too). every sends every request through the
+// ring buffer, not only those with a story (tests of each request's stamps).
+func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode, every bool) (*kernel, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
@@ -99,6 +102,18 @@ func loadKernelMode(ports []uint16, arrival bool, uprobes uprobeMode) (*kernel, 
 	if len(ports) > 0 {
 		if err := spec.Variables["filter_ports"].Set(uint8(1)); err != nil {
 			return nil, fmt.Errorf("set filter_ports: %w", err)
+		}
+	}
+	var bounds [agent.RequestBuckets - 1]uint64
+	if copy(bounds[:], agent.RequestBounds) != len(agent.RequestBounds) {
+		return nil, fmt.Errorf("request bucket table: %d boundaries, the BPF side has %d", len(agent.RequestBounds), len(bounds))
+	}
+	if err := spec.Variables["req_bounds"].Set(bounds); err != nil {
+		return nil, fmt.Errorf("set req_bounds: %w", err)
+	}
+	if every {
+		if err := spec.Variables["req_every"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set req_every: %w", err)
 		}
 	}
 	if arrival {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/pausewatch/pausewatch/agent"
 )
 
 // The connection state machine of bpf/request.c, driven by real sockets
@@ -39,7 +41,7 @@ func newConnHarness(t *testing.T, arrival bool) *connHarness {
 		t.Log(err) // only kernels before 5.11 need it
 	}
 	// No uprobes here: the request programs are tracepoints.
-	k, err := loadKernelMode(nil, arrival, uprobeNone)
+	k, err := loadKernelMode(nil, arrival, uprobeNone, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,6 +568,43 @@ func TestRequestReportedOnce(t *testing.T) {
 	if int64(len(got)) != served.Load() || copies != 0 {
 		t.Errorf("reported %d requests (%d copies), want each of the %d exactly once", len(got), copies, served.Load())
 	}
+	// The kernel's histograms (what the agent exports) count the same
+	// requests, with the same total duration, in the buckets their
+	// durations fall in.
+	var (
+		key          bpfPwReqKey
+		per          []bpfPwReqHist
+		hist, sumAll agent.RequestHist
+	)
+	it := h.k.objs.ReqHists.Iterate()
+	for it.Next(&key, &per) {
+		if key.Tgid == h.pid {
+			sumCPUs(per, &hist)
+			sumAll.Add(&hist)
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var want agent.RequestHist
+	for _, e := range got {
+		want.Buckets[bucketOf(e.DurationNs)]++
+		want.Sum += time.Duration(e.DurationNs)
+	}
+	if sumAll.Count() != uint64(served.Load()) || sumAll.Buckets != want.Buckets || sumAll.Sum != want.Sum {
+		t.Errorf("kernel histograms: %d requests, sum %v; the records: %d, sum %v (buckets equal: %v)",
+			sumAll.Count(), sumAll.Sum, len(got), want.Sum, sumAll.Buckets == want.Buckets)
+	}
+}
+
+// bucketOf is the kernel's bucket of d ns, found the slow way.
+func bucketOf(d uint64) int {
+	for i, b := range agent.RequestBounds {
+		if d <= b {
+			return i
+		}
+	}
+	return len(agent.RequestBounds)
 }
 
 // A request that waited in the accept queue through a pause (the accept

@@ -41,6 +41,12 @@ type Config struct {
 	NoRequests bool
 	// Ports limits request capture to these local ports (all when empty).
 	Ports []uint16
+	// Objective gives the latency objective of a service's port (port 0:
+	// of every port without one of its own); the kernel classifies each
+	// request's breach by it. ObjectivePorts are the ports that have
+	// objectives of their own. Nil: no objectives.
+	Objective      func(p agent.Process, port uint16) (time.Duration, bool)
+	ObjectivePorts []uint16
 	// Uprobes forces one way of attaching uprobes, "uprobe_multi" or
 	// "perf_uprobe"; empty: uprobe_multi where it works, else perf-PMU
 	// uprobes. Forcing perf_uprobe tests what older kernels get.

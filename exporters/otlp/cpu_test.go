@@ -16,8 +16,12 @@ import (
 // non-GC pause's; the process CPU counter takes CPUTime events.
 func TestGCCPU(t *testing.T) {
 	ctx := context.Background()
-	reader := sdkmetric.NewManualReader()
-	x, err := New(ctx, Options{MetricReader: reader, LogProcessor: discardLogs{}})
+	var reader *sdkmetric.ManualReader
+	mkReader := func(p sdkmetric.Producer) sdkmetric.Reader {
+		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
+		return reader
+	}
+	x, err := New(ctx, Options{MetricReader: mkReader, LogProcessor: discardLogs{}})
 	if err != nil {
 		t.Fatal(err)
 	}

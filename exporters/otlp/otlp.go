@@ -41,13 +41,13 @@ type Options struct {
 	// (token bucket); what the limit drops is counted (LogsDropped).
 	LogRate  float64
 	LogBurst int
-	// Objective gives the latency objective of a service's port.
-	Objective func(service string, port uint16) (time.Duration, bool)
 	// Version is the agent's version, for the resource.
 	Version string
 	// MetricReader and LogProcessor, when set, take the place of the OTLP
 	// metric and log pipelines: tests read what was recorded from them.
-	MetricReader sdkmetric.Reader
+	// The reader must include the producer it is given (WithProducer):
+	// it produces the request histograms.
+	MetricReader func(sdkmetric.Producer) sdkmetric.Reader
 	LogProcessor sdklog.Processor
 }
 
@@ -87,13 +87,14 @@ type Exporter struct {
 	logger otellog.Logger
 
 	pauseDur, stopping          metric.Float64Histogram
-	reqDur, jvmGC               metric.Float64Histogram
+	jvmGC                       metric.Float64Histogram
 	pauses, collected, breaches metric.Int64Counter
 	pauseTime, reqPause         metric.Float64Counter
 	cpu                         cpuInstruments
 
 	mu      sync.Mutex
-	buckets map[uint32]*bucket // per-process log rate limit
+	buckets map[uint32]*bucket                // per-process log rate limit
+	reqs    map[attribute.Distinct]*reqSeries // request histograms (requests.go)
 	dropped atomic.Uint64
 }
 
@@ -123,8 +124,11 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		return nil, fmt.Errorf("otlp resource: %w", err)
 	}
 
-	reader := opts.MetricReader
-	if reader == nil {
+	x := &Exporter{opts: opts, buckets: map[uint32]*bucket{}, reqs: map[attribute.Distinct]*reqSeries{}}
+	var reader sdkmetric.Reader
+	if opts.MetricReader != nil {
+		reader = opts.MetricReader(reqProducer{x})
+	} else {
 		mp, err := protocol("METRICS")
 		if err != nil {
 			return nil, err
@@ -139,7 +143,7 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 			return nil, fmt.Errorf("otlp metric exporter (%s): %w", mp, err)
 		}
 		// OTEL_METRIC_EXPORT_INTERVAL is read by the periodic reader itself.
-		reader = sdkmetric.NewPeriodicReader(mexp)
+		reader = sdkmetric.NewPeriodicReader(mexp, sdkmetric.WithProducer(reqProducer{x}))
 	}
 	logProc := opts.LogProcessor
 	if logProc == nil {
@@ -165,7 +169,6 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	}
 	durations := sdkmetric.NewView(sdkmetric.Instrument{Kind: sdkmetric.InstrumentKindHistogram},
 		sdkmetric.Stream{Aggregation: agg})
-	x := &Exporter{opts: opts, buckets: map[uint32]*bucket{}}
 	x.meters = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithView(durations),
 		sdkmetric.WithReader(reader))
 	x.logs = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(logProc))
@@ -180,7 +183,6 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 	}
 	x.pauseDur = h("pausewatch.pause.duration", "Stop-the-world pauses, seen one by one.")
 	x.stopping = h("pausewatch.pause.stopping", "Stopping time of stop-the-world pauses (Go's stopping time, HotSpot's time to safepoint): the part of the pause spent bringing threads to a stop, from pauses that report it.")
-	x.reqDur = h("pausewatch.request.duration", "Requests served, from their first bytes reaching the socket to the last response write.")
 	x.jvmGC = h("jvm.gc.duration", "Duration of JVM garbage collection actions (the collector's stop-the-world pauses).")
 	x.pauses, err = m.Int64Counter("pausewatch.pause.count", metric.WithUnit("{pause}"), metric.WithDescription("Stop-the-world pauses, every capture method."))
 	errs = append(errs, err)
@@ -279,18 +281,22 @@ func (x *Exporter) Record(e agent.Event) {
 		if e.CollectedKnown {
 			x.collected.Add(ctx, int64(e.Collected), metric.WithAttributes(attrs...))
 		}
-	case agent.Request:
-		attrs := append(pa, attribute.Int("server.port", int(e.Port)))
-		x.reqDur.Record(ctx, e.Duration.Seconds(),
-			metric.WithAttributes(append(attrs, attribute.Bool("pausewatch.request.paused", e.PauseInside > 0))...))
-		if e.PauseInside > 0 {
-			x.reqPause.Add(ctx, e.PauseInside.Seconds(), metric.WithAttributes(attrs...))
+	case agent.RequestCounts:
+		if e.Requests == nil {
+			return
 		}
-		if x.opts.Objective != nil {
-			if obj, ok := x.opts.Objective(e.Process.Service, e.Port); ok {
-				if breached, cause := agent.Breach(e, obj); breached {
-					x.breaches.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", cause))...))
-				}
+		attrs := append(pa, attribute.Int("server.port", int(e.Port)))
+		for i, h := range []*agent.RequestHist{&e.Requests.Unpaused, &e.Requests.Paused} {
+			x.addRequests(append(attrs, attribute.Bool("pausewatch.request.paused", i == 1)), h)
+			if h.PauseInside > 0 {
+				x.reqPause.Add(ctx, h.PauseInside.Seconds(), metric.WithAttributes(attrs...))
+			}
+			// Classified in the kernel by the objective the agent pushed.
+			if n := h.BreachPause; n > 0 {
+				x.breaches.Add(ctx, int64(n), metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", "pause"))...))
+			}
+			if n := h.BreachOther; n > 0 {
+				x.breaches.Add(ctx, int64(n), metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", "other"))...))
 			}
 		}
 	case agent.Exit:

@@ -91,8 +91,12 @@ func (discardLogs) ForceFlush(context.Context) error                       { ret
 // it, without the reason, and nothing from the others.
 func TestStoppingTime(t *testing.T) {
 	ctx := context.Background()
-	reader := sdkmetric.NewManualReader()
-	x, err := New(ctx, Options{MetricReader: reader, LogProcessor: discardLogs{}})
+	var reader *sdkmetric.ManualReader
+	mkReader := func(p sdkmetric.Producer) sdkmetric.Reader {
+		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
+		return reader
+	}
+	x, err := New(ctx, Options{MetricReader: mkReader, LogProcessor: discardLogs{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -210,8 +210,8 @@ func (x *Exporter) TaxSummaries() []TaxSummary {
 	}
 	for k, s := range x.requests {
 		if r := rows[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}]; r != nil {
-			r.PauseBreaches += s.pauseBreaches
-			r.OtherBreaches += s.otherBreaches
+			r.PauseBreaches += int64(s.hist[0].BreachPause + s.hist[1].BreachPause)
+			r.OtherBreaches += int64(s.hist[0].BreachOther + s.hist[1].BreachOther)
 		}
 	}
 	wall := x.walls(now)

@@ -152,7 +152,7 @@ func New(opts Options) *Exporter {
 	if opts.PIDLabel {
 		proc = append(proc, "pid")
 	}
-	return &Exporter{
+	x := &Exporter{
 		opts: opts,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "pausewatch_pause_duration_seconds",
@@ -192,7 +192,6 @@ func New(opts Options) *Exporter {
 			Name: "pausewatch_series_dropped_total",
 			Help: "Pauses not exported because the series bound was reached.",
 		}),
-		req:      newRequestMetrics(proc),
 		cpuM:     newCPUMetrics(proc),
 		cpu:      make(map[cpuKey]*cpuSeries),
 		series:   make(map[seriesKey]*series),
@@ -203,6 +202,8 @@ func New(opts Options) *Exporter {
 		watched:  make(map[uint32]*watchedProc),
 		wallDone: make(map[wallKey]time.Duration),
 	}
+	x.req = newRequestMetrics(x, proc)
+	return x
 }
 
 func (x *Exporter) key(e agent.Event) seriesKey {
@@ -293,8 +294,10 @@ func (x *Exporter) Record(e agent.Event) {
 			}
 		}
 		delete(x.recent, e.Process.PID)
+	case agent.RequestCounts:
+		x.recordRequests(e)
 	case agent.Request:
-		x.recordRequest(e)
+		x.recordStory(e)
 	case agent.CPUTime:
 		x.recordCPUEvent(e)
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
@@ -450,7 +453,6 @@ func (x *Exporter) expire() {
 		if x.opts.PIDLabel {
 			match["pid"] = k.pid
 		}
-		x.req.duration.DeletePartialMatch(match)
 		x.req.pause.DeletePartialMatch(match)
 		x.req.breaches.DeletePartialMatch(match)
 	}

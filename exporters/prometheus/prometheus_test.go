@@ -142,7 +142,7 @@ func TestServiceSeriesExpireAfterLastExit(t *testing.T) {
 	x.Record(pause(10, "checkout", "gc", "GC mark termination", time.Millisecond))
 	x.Record(pause(11, "checkout", "other", "read mem stats", time.Millisecond))
 	x.Record(pause(12, "api", "gc", "GC mark termination", time.Millisecond))
-	x.Record(req)
+	x.Record(counted(req, 0))
 	x.Record(pause(13, "compile", "gc", "GC mark termination", time.Millisecond))
 	count := func(name string) int { return testutil.CollectAndCount(x, name) }
 	if n := count("pausewatch_pauses_total"); n != 4 {
@@ -264,9 +264,11 @@ func TestRequestExemplarPointsAtPause(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	proc := agent.Process{PID: 5, Runtime: "go", Method: "uprobe", Service: "api"}
 	x.Record(agent.Event{Type: agent.Pause, Process: proc, Kind: "other", Reason: "write heap dump", Start: t0, Duration: 40 * time.Millisecond})
-	x.Record(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(-5 * time.Millisecond),
-		Duration: 50 * time.Millisecond, PauseInside: 40 * time.Millisecond})
-	x.Record(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(time.Second), Duration: time.Millisecond})
+	slow := agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(-5 * time.Millisecond),
+		Duration: 50 * time.Millisecond, PauseInside: 40 * time.Millisecond}
+	x.Record(slow) // its story: the exemplar
+	x.Record(counted(slow, 10*time.Millisecond))
+	x.Record(counted(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Start: t0.Add(time.Second), Duration: time.Millisecond}, 10*time.Millisecond))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(x)
@@ -407,4 +409,12 @@ func TestStoppingTime(t *testing.T) {
 	if n := count(); n != 0 {
 		t.Errorf("after every series expired: %d stopping series, want 0", n)
 	}
+}
+
+// counted is the RequestCounts event of the one request e, as the source
+// reads it from the kernel's histograms.
+func counted(e agent.Event, objective time.Duration) agent.Event {
+	h := &agent.RequestHists{}
+	h.Observe(e, objective)
+	return agent.Event{Type: agent.RequestCounts, Process: e.Process, Port: e.Port, Start: e.Start, Requests: h}
 }

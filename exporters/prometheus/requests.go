@@ -4,8 +4,10 @@ import (
 	"strconv"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pausewatch/pausewatch/agent"
 )
@@ -16,22 +18,16 @@ type Objective func(service string, port uint16) (time.Duration, bool)
 
 // requestMetrics are the request-latency series and their join with pauses.
 type requestMetrics struct {
-	duration *prometheus.HistogramVec
+	duration *requestHistograms
 	pause    *prometheus.CounterVec
 	breaches *prometheus.CounterVec
 }
 
-func newRequestMetrics(proc []string) requestMetrics {
+func newRequestMetrics(x *Exporter, proc []string) requestMetrics {
 	return requestMetrics{
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "pausewatch_request_duration_seconds",
-			Help: "Requests served, from their first bytes reaching the socket to the last response write; paused=\"true\" when a stop-the-world pause of the process overlapped.",
-
-			Buckets:                         DurationBuckets,
-			NativeHistogramBucketFactor:     1.1,
-			NativeHistogramMaxBucketNumber:  160,
-			NativeHistogramMinResetDuration: time.Hour,
-		}, append([]string{"runtime", "port", "paused"}, proc...)),
+		duration: &requestHistograms{x: x, desc: prometheus.NewDesc("pausewatch_request_duration_seconds",
+			"Requests served, from their first bytes reaching the socket to the last response write; paused=\"true\" when a stop-the-world pause of the process overlapped.",
+			append([]string{"runtime", "port", "paused"}, proc...), nil)},
 		pause: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_request_pause_seconds_total",
 			Help: "Stop-the-world time that fell inside requests (a pause overlapping N requests counts N times).",
@@ -55,83 +51,206 @@ type requestKey struct {
 
 // requestSeries keeps what the report needs beyond the Prometheus series.
 type requestSeries struct {
-	hdr           *hdrhistogram.Histogram // microseconds
-	paused        int64
-	pauseTime     time.Duration
-	pauseBreaches int64
-	otherBreaches int64
-	objective     time.Duration
-	hasObjective  bool
-	first, last   time.Time
-	pid           uint32
-	expireAt      time.Time
-	// The series' Prometheus children, resolved once: hashing label
-	// values per request was the exporter's largest cost.
-	durPaused, durUnpaused   prometheus.Observer
+	// The kernel's histograms summed over the series' processes,
+	// unpaused [0] and paused [1], since the series began.
+	hist         [2]agent.RequestHist
+	labels       []string // the histogram's label values, paused last-but-proc
+	created      time.Time
+	story        story // the latest request a pause overlapped
+	objective    time.Duration
+	hasObjective bool
+	pid          uint32
+	expireAt     time.Time
+	// The series' Prometheus children, resolved once.
 	pauseTotal               prometheus.Counter
 	breachPause, breachOther prometheus.Counter
 }
 
-// recordRequest aggregates one request; x.mu is held.
-func (x *Exporter) recordRequest(e agent.Event) {
+// requestSeriesOf returns the series of e's process and port, made if
+// need be (nil past MaxSeries); x.mu is held.
+func (x *Exporter) requestSeriesOf(e agent.Event) *requestSeries {
 	p := e.Process
 	k := requestKey{runtime: p.Runtime, service: p.Service, port: strconv.Itoa(int(e.Port)),
 		namespace: p.Namespace, pod: p.Pod, container: p.Container}
 	if x.opts.PIDLabel {
 		k.pid = strconv.FormatUint(uint64(p.PID), 10)
 	}
-	s := x.requests[k]
-	if s == nil {
-		if len(x.series)+len(x.requests) >= x.opts.MaxSeries {
-			x.dropped.Inc()
-			return
-		}
-		s = &requestSeries{hdr: hdrhistogram.New(hdrMin, hdrMax, hdrDigits), pid: p.PID, first: e.Start}
-		if x.opts.Objective != nil {
-			s.objective, s.hasObjective = x.opts.Objective(p.Service, e.Port)
-		}
-		procLabels := []string{k.service, k.namespace, k.pod, k.container}
-		if x.opts.PIDLabel {
-			procLabels = append(procLabels, k.pid)
-		}
-		with := func(first ...string) []string { return append(first, procLabels...) }
-		s.durPaused = x.req.duration.WithLabelValues(with(k.runtime, k.port, "true")...)
-		s.durUnpaused = x.req.duration.WithLabelValues(with(k.runtime, k.port, "false")...)
-		s.pauseTotal = x.req.pause.WithLabelValues(with(k.runtime, k.port)...)
-		if s.hasObjective {
-			s.breachPause = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "pause")...)
-			s.breachOther = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "other")...)
-		}
-		x.requests[k] = s
+	if s := x.requests[k]; s != nil {
+		return s
 	}
-	s.expireAt = time.Time{}
-	s.last = e.Start.Add(e.Duration)
-	s.hdr.RecordValue(min(max(e.Duration.Microseconds(), hdrMin), hdrMax))
+	if len(x.series)+len(x.requests) >= x.opts.MaxSeries {
+		x.dropped.Inc()
+		return nil
+	}
+	s := &requestSeries{pid: p.PID, created: x.opts.Now()}
+	if x.opts.Objective != nil {
+		s.objective, s.hasObjective = x.opts.Objective(p.Service, e.Port)
+	}
+	procLabels := []string{k.service, k.namespace, k.pod, k.container}
+	if x.opts.PIDLabel {
+		procLabels = append(procLabels, k.pid)
+	}
+	with := func(first ...string) []string { return append(first, procLabels...) }
+	s.labels = with(k.runtime, k.port, "")
+	s.pauseTotal = x.req.pause.WithLabelValues(with(k.runtime, k.port)...)
+	if s.hasObjective {
+		s.breachPause = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "pause")...)
+		s.breachOther = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "other")...)
+	}
+	x.requests[k] = s
+	return s
+}
 
-	obs := s.durUnpaused
-	if e.PauseInside > 0 {
-		obs = s.durPaused
-		s.paused++
-		s.pauseTime += e.PauseInside
-		s.pauseTotal.Add(e.PauseInside.Seconds())
-	}
-	if ex := x.pauseExemplar(e); ex != nil {
-		obs.(prometheus.ExemplarObserver).ObserveWithExemplar(e.Duration.Seconds(), ex)
-	} else {
-		obs.Observe(e.Duration.Seconds())
-	}
-	if !s.hasObjective {
+// recordRequests adds the kernel's counts of one process's port since
+// its last read; x.mu is held.
+func (x *Exporter) recordRequests(e agent.Event) {
+	if e.Requests == nil {
 		return
 	}
-	if breached, cause := agent.Breach(e, s.objective); breached {
-		if cause == "pause" {
-			s.pauseBreaches++
-			s.breachPause.Inc()
-		} else {
-			s.otherBreaches++
-			s.breachOther.Inc()
+	s := x.requestSeriesOf(e)
+	if s == nil {
+		return
+	}
+	s.expireAt = time.Time{}
+	for i, h := range []*agent.RequestHist{&e.Requests.Unpaused, &e.Requests.Paused} {
+		s.hist[i].Add(h)
+		if h.PauseInside > 0 {
+			s.pauseTotal.Add(max(h.PauseInside, 0).Seconds())
+		}
+		// Breaches counted in the kernel, by the objective this agent
+		// pushed for the process (the same lookup as s.objective).
+		if s.hasObjective {
+			s.breachPause.Add(float64(h.BreachPause))
+			s.breachOther.Add(float64(h.BreachOther))
 		}
 	}
+}
+
+// story is the latest request a pause overlapped, and that pause: the
+// exemplar of the paused half, built when scraped.
+type story struct {
+	duration time.Duration
+	end      time.Time
+	pause    pauseRef
+}
+
+// recordStory keeps a request that a pause overlapped as the exemplar of
+// its half of the histogram, pointing at the pause; x.mu is held.
+func (x *Exporter) recordStory(e agent.Event) {
+	p, ok := x.pauseOf(e)
+	if !ok {
+		return
+	}
+	if s := x.requestSeriesOf(e); s != nil {
+		s.story = story{duration: e.Duration, end: e.Start.Add(e.Duration), pause: p}
+	}
+}
+
+// exemplar is the story as a Prometheus exemplar.
+func (st story) exemplar() *dto.Exemplar {
+	if st.end.IsZero() {
+		return nil
+	}
+	return &dto.Exemplar{
+		// Exemplar labels are limited to 128 runes in all, names included,
+		// and an invalid one panics: cut on a rune, never inside one.
+		Label: []*dto.LabelPair{
+			{Name: proto.String("pause_reason"), Value: proto.String(firstRunes(st.pause.reason, 48))},
+			{Name: proto.String("pause_start"), Value: proto.String(strconv.FormatFloat(float64(st.pause.start.UnixNano())/1e9, 'f', 6, 64))},
+		},
+		Value: proto.Float64(st.duration.Seconds()), Timestamp: timestamppb.New(st.end),
+	}
+}
+
+// requestHistograms is pausewatch_request_duration_seconds: the kernel's
+// histograms of each series as one classic and native histogram each,
+// exact in both forms (agent.RequestBounds).
+type requestHistograms struct {
+	x    *Exporter
+	desc *prometheus.Desc
+}
+
+func (r *requestHistograms) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r *requestHistograms) Collect(ch chan<- prometheus.Metric) {
+	r.x.mu.Lock()
+	defer r.x.mu.Unlock()
+	for _, s := range r.x.requests {
+		for i, paused := range []string{"false", "true"} {
+			labels := append([]string(nil), s.labels...)
+			labels[2] = paused
+			m := &requestHistogram{desc: r.desc, labels: prometheus.MakeLabelPairs(r.desc, labels),
+				h: s.hist[i], created: s.created}
+			if i == 1 {
+				m.exemplar = s.story.exemplar()
+			}
+			ch <- m
+		}
+	}
+}
+
+// requestHistogram is one series' histogram as a Prometheus metric: the
+// classic buckets and the native ones of agent.NativeSchema together, as
+// client_golang's own histograms write them.
+type requestHistogram struct {
+	desc     *prometheus.Desc
+	labels   []*dto.LabelPair
+	h        agent.RequestHist
+	created  time.Time
+	exemplar *dto.Exemplar
+}
+
+func (m *requestHistogram) Desc() *prometheus.Desc { return m.desc }
+
+func (m *requestHistogram) Write(out *dto.Metric) error {
+	cum := make([]uint64, len(agent.ClassicBuckets))
+	n := m.h.Classic(cum)
+	h := &dto.Histogram{
+		SampleCount:      proto.Uint64(n),
+		SampleSum:        proto.Float64(m.h.Sum.Seconds()),
+		Schema:           proto.Int32(agent.NativeSchema),
+		ZeroThreshold:    proto.Float64(agent.RequestZeroThreshold),
+		CreatedTimestamp: timestamppb.New(m.created),
+	}
+	for i, le := range agent.ClassicBuckets {
+		b := &dto.Bucket{CumulativeCount: proto.Uint64(cum[i]), UpperBound: proto.Float64(le)}
+		if ex := m.exemplar; ex != nil && ex.GetValue() <= le && (i == 0 || ex.GetValue() > agent.ClassicBuckets[i-1]) {
+			b.Exemplar = ex
+		}
+		h.Bucket = append(h.Bucket, b)
+	}
+	// Native buckets as spans of deltas (the exposition's encoding).
+	var prev int64
+	next := 0 // the index after the last bucket written
+	m.h.Native(func(idx int, c uint64, zero bool) {
+		if zero {
+			h.ZeroCount = proto.Uint64(c)
+			return
+		}
+		if len(h.PositiveSpan) == 0 || idx != next {
+			off := int32(idx)
+			if len(h.PositiveSpan) > 0 {
+				off = int32(idx - next)
+			}
+			h.PositiveSpan = append(h.PositiveSpan, &dto.BucketSpan{Offset: proto.Int32(off), Length: proto.Uint32(0)})
+		}
+		sp := h.PositiveSpan[len(h.PositiveSpan)-1]
+		sp.Length = proto.Uint32(sp.GetLength() + 1)
+		h.PositiveDelta = append(h.PositiveDelta, int64(c)-prev)
+		prev = int64(c)
+		next = idx + 1
+	})
+	if len(h.PositiveSpan) == 0 && h.GetZeroCount() == 0 {
+		// An empty native histogram still says it is one (as
+		// client_golang writes it): a span of length 0.
+		h.PositiveSpan = []*dto.BucketSpan{{Offset: proto.Int32(0), Length: proto.Uint32(0)}}
+	}
+	if m.exemplar != nil {
+		h.Exemplars = []*dto.Exemplar{m.exemplar}
+	}
+	out.Label = m.labels
+	out.Histogram = h
+	return nil
 }
 
 // RequestSummary is one service's port as the agent's report shows it.
@@ -171,16 +290,19 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 	wall := x.walls(now)
 	out := make([]RequestSummary, 0, len(x.requests))
 	for k, s := range x.requests {
-		n := s.hdr.TotalCount()
+		var h agent.RequestHist
+		h.Add(&s.hist[0])
+		h.Add(&s.hist[1])
+		n := int64(h.Count())
 		if n == 0 {
 			continue
 		}
 		r := RequestSummary{
 			Runtime: k.runtime, Service: k.service, Port: k.port, PID: k.pid, Requests: n,
-			Min: usSeconds(s.hdr.Min()), P50: usSeconds(s.hdr.ValueAtQuantile(50)), P99: usSeconds(s.hdr.ValueAtQuantile(99)),
-			P999: usSeconds(s.hdr.ValueAtQuantile(99.9)), Max: usSeconds(s.hdr.Max()),
-			PausedShare: float64(s.paused) / float64(n), PauseSeconds: s.pauseTime.Seconds(),
-			PauseBreaches: s.pauseBreaches, OtherBreaches: s.otherBreaches,
+			Min: h.Min.Seconds(), P50: h.Quantile(0.5), P99: h.Quantile(0.99),
+			P999: h.Quantile(0.999), Max: h.Max.Seconds(),
+			PausedShare: float64(s.hist[1].Count()) / float64(n), PauseSeconds: h.PauseInside.Seconds(),
+			PauseBreaches: int64(h.BreachPause), OtherBreaches: int64(h.BreachOther),
 		}
 		if s.hasObjective {
 			r.Objective = s.objective.Seconds()
@@ -317,15 +439,15 @@ func (x *Exporter) rememberPause(e agent.Event) {
 	r.next++
 }
 
-// pauseExemplar points a request that a pause overlapped at that pause
-// (the longest overlap among the process's recent pauses); x.mu is held.
-func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
+// pauseOf finds the pause that overlapped a request the most among the
+// process's recent pauses; x.mu is held.
+func (x *Exporter) pauseOf(e agent.Event) (pauseRef, bool) {
 	if e.PauseInside <= 0 {
-		return nil
+		return pauseRef{}, false
 	}
 	r := x.recent[e.Process.PID]
 	if r == nil {
-		return nil
+		return pauseRef{}, false
 	}
 	end := e.Start.Add(e.Duration)
 	var best pauseRef
@@ -341,20 +463,11 @@ func (x *Exporter) pauseExemplar(e agent.Event) prometheus.Labels {
 		if end.Before(hi) {
 			hi = end
 		}
-		o := hi.Sub(lo)
-		if o > bestOverlap {
+		if o := hi.Sub(lo); o > bestOverlap {
 			best, bestOverlap = p, o
 		}
 	}
-	if bestOverlap <= 0 {
-		return nil
-	}
-	return prometheus.Labels{
-		// Exemplar labels are limited to 128 runes in all, names included,
-		// and an invalid one panics: cut on a rune, never inside one.
-		"pause_reason": firstRunes(best.reason, 48),
-		"pause_start":  strconv.FormatFloat(float64(best.start.UnixNano())/1e9, 'f', 6, 64),
-	}
+	return best, bestOverlap > 0
 }
 
 // firstRunes returns the first n runes of s.

@@ -43,7 +43,7 @@ func TestWallPausedShare(t *testing.T) {
 		return agent.Event{Type: agent.Pause, Process: p, Kind: agent.KindGC, Reason: "GC", Duration: d}
 	}
 	req := func(p agent.Process, at time.Duration) agent.Event {
-		return agent.Event{Type: agent.Request, Process: p, Port: 8080, Start: t0.Add(at), Duration: time.Millisecond}
+		return counted(agent.Event{Type: agent.Request, Process: p, Port: 8080, Start: t0.Add(at), Duration: time.Millisecond}, 0)
 	}
 	exit := func(p agent.Process) agent.Event { return agent.Event{Type: agent.Exit, Process: p} }
 	read := func(at time.Duration, want float64) step { return step{at: at, want: want} }

@@ -62,6 +62,17 @@ func (o objectives) lookup(service string, port uint16) (time.Duration, bool) {
 	return o.def, o.def > 0
 }
 
+// ports are the ports that have objectives of their own.
+func (o objectives) ports() []uint16 {
+	var out []uint16
+	for _, ob := range o.list {
+		if ob.Port != 0 && !slices.Contains(out, ob.Port) {
+			out = append(out, ob.Port)
+		}
+	}
+	return out
+}
+
 // maxConfigBytes bounds the config file: a real one is a few hundred
 // bytes, and without a bound `--config /dev/zero` (or a file that a
 // mistake made huge) is read until memory runs out and the agent never

@@ -275,14 +275,23 @@ func agentMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
-		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
-		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes})
 	ident, err := newIdentity(ctx, f, log)
 	if err != nil {
 		log.Error("kubernetes", "err", err)
 		return 2
 	}
+	// The kernel classifies breaches by the objective of the service as
+	// the exporters name it (the pod's name on Kubernetes).
+	objective := func(p agent.Process, port uint16) (time.Duration, bool) {
+		if ident != nil {
+			p, _ = ident.Describe(p)
+		}
+		return f.objectives.lookup(p.Service, port)
+	}
+	src := source.New(source.Config{ProcFS: f.procFS, Logger: log, SkipSelf: f.skipSelf, MaxProcesses: f.maxProcs,
+		NoJVMProbes: f.noJVMProbe, NoJVMUSDT: f.noJVMUSDT, Runtimes: strings.Split(f.runtimes, ","),
+		NoRequests: f.noRequests, Ports: f.ports, Uprobes: f.uprobes,
+		Objective: objective, ObjectivePorts: f.objectives.ports()})
 	rel := &releaser{min: 100, interval: 5 * time.Second, free: func() {
 		debug.FreeOSMemory()
 		log.Debug("series expired: freed memory returned to the OS")
@@ -301,7 +310,7 @@ func agentMain(args []string) int {
 	}
 	if otlp.Enabled() {
 		opts := otlp.Options{PIDLabel: f.pidLabel, LogThreshold: f.otlpThreshold, LogRate: f.otlpLogRate,
-			LogBurst: f.otlpLogBurst, Objective: f.objectives.lookup, Version: version}
+			LogBurst: f.otlpLogBurst, Version: version}
 		if f.otlpExplicit {
 			opts.ExplicitBuckets = promexp.DurationBuckets
 		}
