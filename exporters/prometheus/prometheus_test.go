@@ -214,7 +214,7 @@ func TestHealth(t *testing.T) {
 		return map[RuntimeMethod]int{{"go", "uprobe"}: 3, {"go", "none"}: 1}
 	}, func() map[string]uint64 { return map[string]uint64{"ringbuf": 5} })
 	want := `
-# HELP pausewatch_events_lost_total Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow), gc_threads_over_limit (threads named like JVM collector threads past the per-process bound: their CPU is not read).
+# HELP pausewatch_events_lost_total Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection or listening-port table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow), gc_threads_over_limit (threads named like JVM collector threads past the per-process bound: their CPU is not read).
 # TYPE pausewatch_events_lost_total counter
 pausewatch_events_lost_total{source="ringbuf"} 5
 # HELP pausewatch_processes Runtime processes the agent knows, by capture method (none: seen but not captured; see /api/processes for why).
