@@ -71,6 +71,11 @@ type Event struct {
 	Port uint16
 	// PauseInside is how much of a Request the process spent stopped.
 	PauseInside time.Duration
+	// CPUWait is how long the threads serving a Request waited in the run
+	// queue within it (runnable, not running: CPU contention or CFS
+	// throttling of their cgroup), from the kernel's sched_info.run_delay
+	// (bpf/request.c starved); at most Duration.
+	CPUWait time.Duration
 	// Requests is what a RequestCounts event counts. It is the event's
 	// own (a new one each time): exporters may keep it.
 	Requests *RequestHists

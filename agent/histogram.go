@@ -108,7 +108,7 @@ type RequestHist struct {
 	PauseInside time.Duration // stop-the-world time inside these requests
 	// Breaches of the latency objective by cause (agent.Breach's rule,
 	// applied in the kernel).
-	BreachPause, BreachOther uint64
+	BreachPause, BreachCPU, BreachOther uint64
 }
 
 // Count is the number of requests in h.
@@ -128,6 +128,7 @@ func (h *RequestHist) Add(o *RequestHist) {
 	h.Sum += o.Sum
 	h.PauseInside += o.PauseInside
 	h.BreachPause += o.BreachPause
+	h.BreachCPU += o.BreachCPU
 	h.BreachOther += o.BreachOther
 	if o.Min > 0 && (h.Min == 0 || o.Min < h.Min) {
 		h.Min = o.Min
@@ -234,9 +235,12 @@ func (h *RequestHists) Observe(e Event, objective time.Duration) {
 	}
 	half.Max = max(half.Max, time.Duration(d))
 	if breached, cause := Breach(e, objective); breached {
-		if cause == "pause" {
+		switch cause {
+		case "pause":
 			half.BreachPause++
-		} else {
+		case "cpu":
+			half.BreachCPU++
+		default:
 			half.BreachOther++
 		}
 	}

@@ -106,5 +106,6 @@ func (e Event) Sanitized() Event {
 	e.Duration = max(e.Duration, 0)
 	e.Stopping = max(e.Stopping, 0)
 	e.PauseInside = max(e.PauseInside, 0)
+	e.CPUWait = max(e.CPUWait, 0)
 	return e
 }

@@ -65,6 +65,7 @@ struct pw_request {
 	__u64 start_ns;    /* when its first bytes reached the socket (or were read), CLOCK_MONOTONIC */
 	__u64 duration_ns; /* to its last response write */
 	__u64 paused_ns;   /* stop-the-world time of pid within it */
+	__u64 cpu_wait_ns; /* run-queue wait of the threads serving it within it (request.c starved) */
 };
 
 /*
@@ -100,6 +101,7 @@ struct pw_req_hist {
 	__u64 sum_ns;
 	__u64 pause_ns;     /* stop-the-world time inside these requests */
 	__u64 breach_pause; /* over the objective, and within it without the pause inside */
+	__u64 breach_cpu;   /* not pause, and within it without the run-queue wait inside */
 	__u64 breach_other; /* over the objective otherwise */
 	__u64 min_ns;       /* 0: none yet */
 	__u64 max_ns;

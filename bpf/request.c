@@ -156,6 +156,8 @@ struct conn {
 	__u64 paused_start;    /* P(start_ns) */
 	__u64 paused_write;    /* P(last_write_ns) */
 	__u64 seq;             /* generation << 8 | enum conn_state; changed by CAS only */
+	__u64 cpu_wait;        /* run-queue wait of its serving threads since start_ns (starved) */
+	__u64 cpu_seen;        /* cpu_wait is accounted up to here */
 	__u32 tgid;
 	__u32 fd;
 	__u16 port;
@@ -248,6 +250,82 @@ static __always_inline __u64 paused_at_past(__u32 tgid, __u64 at, __u64 now)
 	return p;
 }
 
+/*
+ * The kernel's cumulative run-queue wait of each thread that served a
+ * tracked connection (task_struct->sched_info.run_delay, CONFIG_SCHED_INFO)
+ * at its last RD_SAMPLES reads and writes of one, with their times: the
+ * wait a thread had between two moments is the difference of the samples
+ * around them. Task storage: freed with the thread.
+ */
+#define RD_SAMPLES 8
+struct thread_rd {
+	__u64 at[RD_SAMPLES]; /* CLOCK_MONOTONIC, ns; 0: empty */
+	__u64 rd[RD_SAMPLES]; /* run_delay then, ns */
+	__u32 next;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_rd);
+} thread_run_delay SEC(".maps");
+
+/*
+ * starved adds to c's request the run-queue wait of the current thread
+ * (the one reading or writing it, in its syscall) since the request's
+ * last accounted moment (cpu_seen: its start, then each of its reads
+ * and writes): time runnable but not running, which includes the time
+ * its cgroup was CFS-throttled (a throttled group's tasks stay queued).
+ * run_delay is brought up to date when the thread is switched in, so it
+ * is exact here, where the thread runs. The baseline is the thread's
+ * latest sample at or before cpu_seen, so a request queued behind
+ * another that the thread was serving while starved gets that wait too
+ * (it waited for the same thread); the wait between that sample and
+ * cpu_seen may be counted, and the whole is capped at now - cpu_seen.
+ * With several serving threads (Go moves goroutines) each adds its own
+ * wait; end_request caps the sum at the duration.
+ */
+static __always_inline void starved(struct conn *c)
+{
+	__u64 since = c->cpu_seen, now = bpf_ktime_get_ns();
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct thread_rd *h = bpf_task_storage_get(&thread_run_delay, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!h)
+		return;
+	__u64 rd = BPF_CORE_READ(t, sched_info.run_delay);
+	/* The latest sample at or before since, else the oldest one. */
+	__u64 base_at = 0, base_rd = 0, old_at = ~0ULL, old_rd = 0;
+	for (int i = 0; i < RD_SAMPLES; i++) {
+		__u64 at = h->at[i];
+		if (!at)
+			continue;
+		if (at <= since && at >= base_at) {
+			base_at = at;
+			base_rd = h->rd[i];
+		}
+		if (at < old_at) {
+			old_at = at;
+			old_rd = h->rd[i];
+		}
+	}
+	if (!base_at && old_at != ~0ULL)
+		base_rd = old_rd, base_at = old_at;
+	__u32 k = h->next % RD_SAMPLES;
+	h->at[k] = now;
+	h->rd[k] = rd;
+	h->next = k + 1;
+	c->cpu_seen = now;
+	/* A thread seen for the first time has no baseline: its past waits are unknown. */
+	if (!base_at || rd <= base_rd || now <= since)
+		return;
+	__u64 wait = rd - base_rd;
+	if (wait > now - since)
+		wait = now - since;
+	c->cpu_wait += wait;
+}
+
 static __always_inline bool is_traced(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&traced, &tgid) != NULL;
@@ -297,9 +375,10 @@ static __always_inline __u64 objective_of(__u32 tgid, __u16 port)
  * count_request adds one request to its histogram on this CPU and
  * classifies a breach of its objective by the rule of agent.Breach (cause
  * "pause" when it would have met the objective without the pause inside
- * it). A request the map has no room for is counted as lost.
+ * it, else "cpu" when it would have without the run-queue wait of its
+ * serving threads inside it, else "other"). A request the map has no room for is counted as lost.
  */
-static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u64 paused)
+static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u64 paused, __u64 cpu)
 {
 	struct pw_req_key k = {.tgid = tgid, .port = port, .paused = paused > 0};
 	struct pw_req_hist *h = bpf_map_lookup_elem(&req_hists, &k);
@@ -329,6 +408,8 @@ static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u
 	if (obj && dur > obj) {
 		if (paused >= dur || dur - paused <= obj)
 			h->breach_pause++;
+		else if (cpu >= dur || dur - cpu <= obj)
+			h->breach_cpu++;
 		else
 			h->breach_other++;
 	}
@@ -349,7 +430,7 @@ static __always_inline void end_request(struct conn *c)
 	if (CONN_STATE(seen) != CONN_RESPONDING)
 		return;
 	__u64 start = c->start_ns, end = c->last_write_ns;
-	__u64 p0 = c->paused_start, p1 = c->paused_write;
+	__u64 p0 = c->paused_start, p1 = c->paused_write, cpu = c->cpu_wait;
 	__u32 tgid = c->tgid, fd = c->fd;
 	__u16 port = c->port;
 	__u8 flags = c->flags;
@@ -358,7 +439,9 @@ static __always_inline void end_request(struct conn *c)
 	if (end < start)
 		return;
 	__u64 dur = end - start, paused = p1 > p0 ? p1 - p0 : 0;
-	count_request(tgid, port, dur, paused);
+	if (cpu > dur)
+		cpu = dur;
+	count_request(tgid, port, dur, paused, cpu);
 	/*
 	 * Only a request with a story crosses the ring buffer: one a pause
 	 * overlapped (its exemplar, `watch`), within the story budget. The
@@ -380,6 +463,7 @@ static __always_inline void end_request(struct conn *c)
 	e->start_ns = start;
 	e->duration_ns = dur;
 	e->paused_ns = paused;
+	e->cpu_wait_ns = cpu;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
@@ -395,6 +479,8 @@ static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now,
 	c->flags = flags;
 	c->paused_start = paused_at(c->tgid, now);
 	c->paused_write = c->paused_start;
+	c->cpu_wait = 0;
+	c->cpu_seen = now;
 	conn_cas(c, seen, to);
 }
 
@@ -432,6 +518,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 	}
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
+	starved(c);
 	/* A failed CAS means the state moved under us; look once more. */
 	if (CONN_STATE(seen) != CONN_RESPONDING && !conn_cas(c, seen, CONN_RESPONDING)) {
 		seen = *(volatile __u64 *)&c->seq;
@@ -451,7 +538,11 @@ static __always_inline void received(struct conn *c, __u64 start_ts)
 	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
 	case CONN_ARRIVED:
+		starved(c);
 		conn_cas(c, seen, CONN_READING);
+		return;
+	case CONN_READING:
+		starved(c);
 		return;
 	case CONN_RESPONDING:
 		/*
@@ -467,6 +558,7 @@ static __always_inline void received(struct conn *c, __u64 start_ts)
 		/* fallthrough */
 	case CONN_IDLE:
 		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING);
+		starved(c); /* the thread's baseline: nothing of this request yet */
 		return;
 	}
 }

@@ -20,6 +20,8 @@ type bpfConn struct {
 	PausedStart uint64
 	PausedWrite uint64
 	Seq         uint64
+	CpuWait     uint64
+	CpuSeen     uint64
 	Tgid        uint32
 	Fd          uint32
 	Port        uint16
@@ -91,6 +93,7 @@ type bpfPwReqHist struct {
 	SumNs       uint64
 	PauseNs     uint64
 	BreachPause uint64
+	BreachCpu   uint64
 	BreachOther uint64
 	MinNs       uint64
 	MaxNs       uint64
@@ -123,6 +126,7 @@ type bpfPwRequest struct {
 	StartNs    uint64
 	DurationNs uint64
 	PausedNs   uint64
+	CpuWaitNs  uint64
 }
 
 type bpfPwUsdtSpec struct {
@@ -159,6 +163,14 @@ type bpfSysArgs struct {
 	Op uint32
 }
 
+type bpfThreadRd struct {
+	_    structs.HostLayout
+	At   [8]uint64
+	Rd   [8]uint64
+	Next uint32
+	Pad  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -180,6 +192,7 @@ const (
 	bpfMapStats                   = "stats"
 	bpfMapStoryTokens             = "story_tokens"
 	bpfMapSysArgs                 = "sys_args"
+	bpfMapThreadRunDelay          = "thread_run_delay"
 	bpfMapTraced                  = "traced"
 	bpfMapTracedPorts             = "traced_ports"
 	bpfMapUsdtSpecs               = "usdt_specs"
@@ -369,6 +382,7 @@ type bpfMapSpecs struct {
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	StoryTokens    *ebpf.MapSpec `ebpf:"story_tokens"`
 	SysArgs        *ebpf.MapSpec `ebpf:"sys_args"`
+	ThreadRunDelay *ebpf.MapSpec `ebpf:"thread_run_delay"`
 	Traced         *ebpf.MapSpec `ebpf:"traced"`
 	TracedPorts    *ebpf.MapSpec `ebpf:"traced_ports"`
 	UsdtSpecs      *ebpf.MapSpec `ebpf:"usdt_specs"`
@@ -428,6 +442,7 @@ type bpfMaps struct {
 	Stats          *ebpf.Map `ebpf:"stats"`
 	StoryTokens    *ebpf.Map `ebpf:"story_tokens"`
 	SysArgs        *ebpf.Map `ebpf:"sys_args"`
+	ThreadRunDelay *ebpf.Map `ebpf:"thread_run_delay"`
 	Traced         *ebpf.Map `ebpf:"traced"`
 	TracedPorts    *ebpf.Map `ebpf:"traced_ports"`
 	UsdtSpecs      *ebpf.Map `ebpf:"usdt_specs"`
@@ -452,6 +467,7 @@ func (m *bpfMaps) Close() error {
 		m.Stats,
 		m.StoryTokens,
 		m.SysArgs,
+		m.ThreadRunDelay,
 		m.Traced,
 		m.TracedPorts,
 		m.UsdtSpecs,

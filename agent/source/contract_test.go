@@ -130,7 +130,7 @@ func TestDecodeRecords(t *testing.T) {
 		pause.Detail[i] = int8(c)
 	}
 	req := bpfPwRequest{Type: eventRequest, Flags: eventFlagReadStart, Port: 8080, Pid: 77, Fd: 5,
-		StartNs: 3000, DurationNs: 40_000, PausedNs: 1200}
+		StartNs: 3000, DurationNs: 40_000, PausedNs: 1200, CpuWaitNs: 900}
 	for _, tc := range []struct {
 		name string
 		in   any

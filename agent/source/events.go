@@ -64,7 +64,7 @@ const (
 // Sizes of the ring-buffer records; TestContract checks them.
 const (
 	eventSize   = 96 // sizeof(struct pw_event)
-	requestSize = 40 // sizeof(struct pw_request)
+	requestSize = 48 // sizeof(struct pw_request)
 )
 
 // decodeEvent reads one pause, exec or exit record. Records are written by
@@ -108,6 +108,7 @@ func decodeRequest(b []byte) (bpfPwRequest, error) {
 	r.StartNs = le.Uint64(b[16:])
 	r.DurationNs = le.Uint64(b[24:])
 	r.PausedNs = le.Uint64(b[32:])
+	r.CpuWaitNs = le.Uint64(b[40:])
 	return r, nil
 }
 
@@ -365,6 +366,7 @@ func (s *Source) requestEvent(r *bpfPwRequest) (agent.Event, bool) {
 		Duration:    time.Duration(r.DurationNs),
 		Port:        r.Port,
 		PauseInside: time.Duration(r.PausedNs),
+		CPUWait:     time.Duration(r.CpuWaitNs),
 	}, true
 }
 

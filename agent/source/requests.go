@@ -47,6 +47,7 @@ func sumCPUs(per []bpfPwReqHist, h *agent.RequestHist) {
 		h.Sum += time.Duration(c.SumNs)
 		h.PauseInside += time.Duration(c.PauseNs)
 		h.BreachPause += c.BreachPause
+		h.BreachCPU += c.BreachCpu
 		h.BreachOther += c.BreachOther
 		if c.MinNs > 0 && (h.Min == 0 || time.Duration(c.MinNs) < h.Min) {
 			h.Min = time.Duration(c.MinNs)
@@ -60,7 +61,7 @@ func sumCPUs(per []bpfPwReqHist, h *agent.RequestHist) {
 // was deleted and made again (a reused pid), so all of cur is new.
 func since(cur, last, d *agent.RequestHist) bool {
 	reset := cur.Sum < last.Sum || cur.PauseInside < last.PauseInside ||
-		cur.BreachPause < last.BreachPause || cur.BreachOther < last.BreachOther
+		cur.BreachPause < last.BreachPause || cur.BreachCPU < last.BreachCPU || cur.BreachOther < last.BreachOther
 	for i := range cur.Buckets {
 		reset = reset || cur.Buckets[i] < last.Buckets[i]
 	}
@@ -76,9 +77,10 @@ func since(cur, last, d *agent.RequestHist) bool {
 	d.Sum = cur.Sum - last.Sum
 	d.PauseInside = cur.PauseInside - last.PauseInside
 	d.BreachPause = cur.BreachPause - last.BreachPause
+	d.BreachCPU = cur.BreachCPU - last.BreachCPU
 	d.BreachOther = cur.BreachOther - last.BreachOther
 	d.Min, d.Max = cur.Min, cur.Max
-	return moved || d.BreachPause > 0 || d.BreachOther > 0
+	return moved || d.BreachPause > 0 || d.BreachCPU > 0 || d.BreachOther > 0
 }
 
 type reqPort struct {

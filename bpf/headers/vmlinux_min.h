@@ -39,6 +39,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 
 enum {
@@ -49,6 +50,10 @@ enum {
 
 enum {
 	BPF_F_NO_PREALLOC = 1,
+};
+
+enum {
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 enum {
@@ -113,8 +118,14 @@ struct files_struct {
 	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
+/* CONFIG_SCHED_INFO: run_delay is the task's total run-queue wait, ns. */
+struct sched_info {
+	unsigned long long run_delay;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct files_struct *files;
+	struct sched_info sched_info;
 	pid_t pid;
 	pid_t tgid;
 } __attribute__((preserve_access_index));

@@ -230,3 +230,18 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s, %d cores, %s RAM, Linux %s", model, cores, mem, kernel)
 }
+
+// contextSwitches is the machine's count of context switches since boot
+// (/proc/stat ctxt).
+func contextSwitches() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("context switches: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ctxt "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("context switches: no ctxt line in /proc/stat")
+}

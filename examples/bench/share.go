@@ -99,9 +99,33 @@ func (b *bench) busyShare(ctx context.Context) error {
 		return err
 	}
 	var r wrkResult
+	names := map[uint32]string{}
+	progs0, err := bpfPrograms(a.pid, names)
+	if err != nil {
+		return err
+	}
+	ctxt0, err := contextSwitches()
+	if err != nil {
+		return err
+	}
 	busy, pauses, err := window(func() (err error) { r, err = b.wrk(ctx, srv.url, d, 16, ""); return err }, d)
 	if err != nil {
 		return err
+	}
+	progs1, err := bpfPrograms(a.pid, names)
+	if err != nil {
+		return err
+	}
+	ctxt1, err := contextSwitches()
+	if err != nil {
+		return err
+	}
+	// The sched_switch program (GC CPU: the pausing thread's on-CPU time)
+	// runs on every context switch of the machine, tracked or not.
+	if sw, ok := bpfDelta(progs0, progs1)["handle_sched_sw"]; ok && ctxt1 > ctxt0 {
+		b.add("BPF per context switch (sched_switch, GC CPU timing)", float64(sw.ns)/float64(ctxt1-ctxt0), "ns",
+			fmt.Sprintf("%d runs over %d context switches of the machine on the busy node; %s ns per run", sw.runs, ctxt1-ctxt0,
+				num(float64(sw.ns)/float64(max(sw.runs, 1)))))
 	}
 	_, peak, err := memory(a.pid)
 	if err != nil {

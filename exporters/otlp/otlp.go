@@ -295,6 +295,9 @@ func (x *Exporter) Record(e agent.Event) {
 			if n := h.BreachPause; n > 0 {
 				x.breaches.Add(ctx, int64(n), metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", "pause"))...))
 			}
+			if n := h.BreachCPU; n > 0 {
+				x.breaches.Add(ctx, int64(n), metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", "cpu"))...))
+			}
 			if n := h.BreachOther; n > 0 {
 				x.breaches.Add(ctx, int64(n), metric.WithAttributes(append(attrs, attribute.String("pausewatch.slo.cause", "other"))...))
 			}

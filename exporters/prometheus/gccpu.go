@@ -169,9 +169,10 @@ type TaxSummary struct {
 	// WallStoppedShare is the share of the processes' watched wall time
 	// spent stopped (as /api/requests' wall_paused_share).
 	WallStoppedShare float64 `json:"wall_stopped_share"`
-	// PauseBreaches and OtherBreaches are the SLO breaches of the
-	// service's ports, by cause.
+	// PauseBreaches, CPUBreaches and OtherBreaches are the SLO breaches
+	// of the service's ports, by cause (agent.Breach).
 	PauseBreaches int64 `json:"pause_breaches"`
+	CPUBreaches   int64 `json:"cpu_breaches"`
 	OtherBreaches int64 `json:"other_breaches"`
 	// GCCPUKnown says some method has counted collector CPU; when false,
 	// GCCPUSeconds is unknown or none was used yet (/api/processes' gc_cpu
@@ -211,6 +212,7 @@ func (x *Exporter) TaxSummaries() []TaxSummary {
 	for k, s := range x.requests {
 		if r := rows[wallKey{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, k.pid}]; r != nil {
 			r.PauseBreaches += int64(s.hist[0].BreachPause + s.hist[1].BreachPause)
+			r.CPUBreaches += int64(s.hist[0].BreachCPU + s.hist[1].BreachCPU)
 			r.OtherBreaches += int64(s.hist[0].BreachOther + s.hist[1].BreachOther)
 		}
 	}

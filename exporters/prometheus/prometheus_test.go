@@ -214,7 +214,7 @@ func TestHealth(t *testing.T) {
 		return map[RuntimeMethod]int{{"go", "uprobe"}: 3, {"go", "none"}: 1}
 	}, func() map[string]uint64 { return map[string]uint64{"ringbuf": 5} })
 	want := `
-# HELP pausewatch_events_lost_total Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection or listening-port table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow), gc_threads_over_limit (threads named like JVM collector threads past the per-process bound: their CPU is not read).
+# HELP pausewatch_events_lost_total Events lost, by where: ringbuf (kernel buffer full), unpaired_end (pause end without its begin), connections (connection or listening-port table full), io_uring_direct_accept (connections accepted by io_uring into a fixed-file slot: their requests are not measured), request_histograms (requests not counted: the kernel's request histogram table was full), max_processes (tracking bound), unresolved (pauses of a process discovery did not resolve in time), watch (slow watch subscriber), otlp_log_rate (OTLP log records past --otlp-log-rate), mapping_rate_limited (executable mappings folded into a window of the mapping signal, looked at once with its follow-up), other_runtime (pauses of a second runtime in a process tracked for another), gc_cpu_implausible (Go GC CPU readings not taken: backwards or faster than the CPUs allow), gc_threads_over_limit (threads named like JVM collector threads past the per-process bound: their CPU is not read).
 # TYPE pausewatch_events_lost_total counter
 pausewatch_events_lost_total{source="ringbuf"} 5
 # HELP pausewatch_processes Runtime processes the agent knows, by capture method (none: seen but not captured; see /api/processes for why).
@@ -417,4 +417,30 @@ func counted(e agent.Event, objective time.Duration) agent.Event {
 	h := &agent.RequestHists{}
 	h.Observe(e, objective)
 	return agent.Event{Type: agent.RequestCounts, Process: e.Process, Port: e.Port, Start: e.Start, Requests: h}
+}
+
+// Each cause reaches its own series, and the report's row.
+func TestBreachCauses(t *testing.T) {
+	const obj = 10 * time.Millisecond
+	x := New(Options{Objective: func(string, uint16) (time.Duration, bool) { return obj, true }})
+	proc := agent.Process{PID: 6, Runtime: "go", Method: "uprobe", Service: "api"}
+	ms := time.Millisecond
+	for _, r := range []struct{ d, pause, cpu time.Duration }{
+		{30 * ms, 25 * ms, 25 * ms}, // either explains it: pause
+		{30 * ms, 0, 22 * ms},       // cpu
+		{30 * ms, 0, 22 * ms},       // cpu
+		{30 * ms, 12 * ms, 12 * ms}, // neither alone: other
+		{5 * ms, 0, 4 * ms},         // within the objective
+	} {
+		x.Record(counted(agent.Event{Type: agent.Request, Process: proc, Port: 8080, Duration: r.d, PauseInside: r.pause, CPUWait: r.cpu}, obj))
+	}
+	for cause, want := range map[string]float64{"pause": 1, "cpu": 2, "other": 1} {
+		if got := testutil.ToFloat64(x.req.breaches.WithLabelValues("go", "8080", cause, "api", "", "", "")); got != want {
+			t.Errorf("%s breaches %v, want %v", cause, got, want)
+		}
+	}
+	rows := x.RequestSummaries()
+	if len(rows) != 1 || rows[0].PauseBreaches != 1 || rows[0].CPUBreaches != 2 || rows[0].OtherBreaches != 1 {
+		t.Errorf("report rows %+v", rows)
+	}
 }

@@ -34,7 +34,7 @@ func newRequestMetrics(x *Exporter, proc []string) requestMetrics {
 		}, append([]string{"runtime", "port"}, proc...)),
 		breaches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pausewatch_slo_breaches_total",
-			Help: "Requests slower than their objective; cause=\"pause\" when they would have met it without the pause time inside them.",
+			Help: "Requests slower than their objective, by cause: \"pause\" when they would have met it without the pause time inside them, else \"cpu\" when without the run-queue wait (CPU starvation, CFS throttling) of the threads serving them, else \"other\".",
 		}, append([]string{"runtime", "port", "cause"}, proc...)),
 	}
 }
@@ -62,8 +62,8 @@ type requestSeries struct {
 	pid          uint32
 	expireAt     time.Time
 	// The series' Prometheus children, resolved once.
-	pauseTotal               prometheus.Counter
-	breachPause, breachOther prometheus.Counter
+	pauseTotal                          prometheus.Counter
+	breachPause, breachCPU, breachOther prometheus.Counter
 }
 
 // requestSeriesOf returns the series of e's process and port, made if
@@ -95,6 +95,7 @@ func (x *Exporter) requestSeriesOf(e agent.Event) *requestSeries {
 	s.pauseTotal = x.req.pause.WithLabelValues(with(k.runtime, k.port)...)
 	if s.hasObjective {
 		s.breachPause = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "pause")...)
+		s.breachCPU = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "cpu")...)
 		s.breachOther = x.req.breaches.WithLabelValues(with(k.runtime, k.port, "other")...)
 	}
 	x.requests[k] = s
@@ -121,6 +122,7 @@ func (x *Exporter) recordRequests(e agent.Event) {
 		// pushed for the process (the same lookup as s.objective).
 		if s.hasObjective {
 			s.breachPause.Add(float64(h.BreachPause))
+			s.breachCPU.Add(float64(h.BreachCPU))
 			s.breachOther.Add(float64(h.BreachOther))
 		}
 	}
@@ -269,6 +271,7 @@ type RequestSummary struct {
 	PauseSeconds  float64 `json:"pause_seconds_in_requests"`
 	Objective     float64 `json:"objective_seconds,omitempty"`
 	PauseBreaches int64   `json:"pause_breaches"`
+	CPUBreaches   int64   `json:"cpu_breaches"`
 	OtherBreaches int64   `json:"other_breaches"`
 	// WallPausedShare is the share of its processes' watched wall time
 	// that the service spent stopped (see wallKey for the window).
@@ -302,7 +305,7 @@ func (x *Exporter) RequestSummaries() []RequestSummary {
 			Min: h.Min.Seconds(), P50: h.Quantile(0.5), P99: h.Quantile(0.99),
 			P999: h.Quantile(0.999), Max: h.Max.Seconds(),
 			PausedShare: float64(s.hist[1].Count()) / float64(n), PauseSeconds: h.PauseInside.Seconds(),
-			PauseBreaches: int64(h.BreachPause), OtherBreaches: int64(h.BreachOther),
+			PauseBreaches: int64(h.BreachPause), CPUBreaches: int64(h.BreachCPU), OtherBreaches: int64(h.BreachOther),
 		}
 		if s.hasObjective {
 			r.Objective = s.objective.Seconds()

@@ -151,10 +151,12 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	return fs
 }
 
-const agentUsageHead = `Usage: pausewatch [flags]        run the agent
-       pausewatch watch [--json]  print pauses (and the requests they slowed) as they happen
-       pausewatch report [--json] per-service latency, pause overlap and SLO breaches
+const agentUsageHead = `Usage: pausewatch [flags]              run the agent
+       pausewatch watch [--json]        print pauses (and the requests they slowed) as they happen
+       pausewatch report [--json]       per-service latency, pause overlap and SLO breaches
+       pausewatch report --tax [--json] per-service GC CPU, time stopped and breaches by cause
        pausewatch version
+       (pausewatch watch --help, pausewatch report --help: their flags)
 
 Flags:
 `

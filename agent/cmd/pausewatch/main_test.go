@@ -134,3 +134,25 @@ func TestAPIsAreSnakeCase(t *testing.T) {
 		}
 	}
 }
+
+// TestSubcommandExtraArgument: watch and report refuse a word after their
+// flags (exit 2) before asking any agent; the unreachable --agent makes a
+// run that ignored the word exit 1 instead.
+func TestSubcommandExtraArgument(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		main func([]string) int
+		args []string
+	}{
+		{"report", reportMain, []string{"--agent", "http://127.0.0.1:1", "example-go"}},
+		{"report --tax", reportMain, []string{"--agent", "http://127.0.0.1:1", "--tax", "example-go"}},
+		{"watch", watchMain, []string{"--agent", "http://127.0.0.1:1", "example-go"}},
+		{"watch --json", watchMain, []string{"--json", "--agent", "http://127.0.0.1:1", "--", "--service"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.main(tc.args); got != 2 {
+				t.Errorf("exit %d, want 2 (usage error)", got)
+			}
+		})
+	}
+}

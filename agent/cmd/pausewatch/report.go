@@ -52,6 +52,12 @@ func reportMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", flagError("pausewatch report", err))
 		return 2
 	}
+	// A word after the flags used to be ignored: `report my-service` printed
+	// every service, as if it had been understood.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pausewatch report: unexpected argument %q (see pausewatch report --help)\n", fs.Arg(0))
+		return 2
+	}
 	if err := cf.fromEnv(fs); err != nil {
 		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
 		return 2
@@ -116,12 +122,12 @@ func printReport(w io.Writer, rows []promexp.RequestSummary) {
 	ms := func(s float64) string { return fmt.Sprintf("%.2fms", s*1e3) }
 	// fit, not %-20.20s: service names come from the processes and may
 	// hold wide runes or terminal controls (see fit).
-	fmt.Fprintf(w, "%s %s %s %9s %9s %9s %9s %8s %9s %9s %8s\n",
-		fit("SERVICE", 20), fit("PORT", 6), fit("RUNTIME", 7), "REQUESTS", "P50", "P99", "P99.9", "PAUSED", "BR:PAUSE", "BR:OTHER", "%PAUSED")
+	fmt.Fprintf(w, "%s %s %s %9s %9s %9s %9s %8s %9s %9s %9s %8s\n",
+		fit("SERVICE", 20), fit("PORT", 6), fit("RUNTIME", 7), "REQUESTS", "P50", "P99", "P99.9", "PAUSED", "BR:PAUSE", "BR:CPU", "BR:OTHER", "%PAUSED")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s %s %s %9d %9s %9s %9s %7.1f%% %9d %9d %7.2f%%\n",
+		fmt.Fprintf(w, "%s %s %s %9d %9s %9s %9s %7.1f%% %9d %9d %9d %7.2f%%\n",
 			fit(r.Service, 20), fit(r.Port, 6), fit(r.Runtime, 7), r.Requests, ms(r.P50), ms(r.P99), ms(r.P999),
-			100*r.PausedShare, r.PauseBreaches, r.OtherBreaches, 100*r.WallPausedShare)
+			100*r.PausedShare, r.PauseBreaches, r.CPUBreaches, r.OtherBreaches, 100*r.WallPausedShare)
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "(no requests measured yet)")

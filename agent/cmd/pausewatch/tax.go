@@ -22,7 +22,8 @@ pause_thread = the thread running a collection (CPython) or a GC safepoint (HotS
 timed at context switches; runtime = Go's own account (pauses count x GOMAXPROCS). Node.js, and Go
 binaries without symbols: not measured (GC shows -, /api/processes' gc_cpu says why).
 NO-GC = CORES - GC CORES: the same work without its collector's CPU, assuming the work itself
-(allocation, barriers, cache misses after collections) would not change. Breaches by cause: pause or other.`
+(allocation, barriers, cache misses after collections) would not change. Breaches by cause (BR:): pause, cpu (run-queue wait,
+CFS throttling) or other; pause wins when either alone explains the breach.`
 
 // taxMain prints, per service, what garbage collection costs it.
 func taxMain(ctx context.Context, client *agentClient, asJSON bool) int {
@@ -74,8 +75,8 @@ func sanitizeTaxRows(rows []promexp.TaxSummary) []promexp.TaxSummary {
 }
 
 func printTax(w io.Writer, rows []promexp.TaxSummary) {
-	fmt.Fprintf(w, "%s %s %8s %8s %8s %6s %8s %9s %9s %8s  %s\n", fit("SERVICE", 20), fit("RUNTIME", 7),
-		"WINDOW", "CORES", "GC CORES", "GC%", "%STOPPED", "BR:PAUSE", "BR:OTHER", "NO-GC", "GC CPU BY METHOD")
+	fmt.Fprintf(w, "%s %s %8s %8s %8s %6s %8s %9s %9s %9s %8s  %s\n", fit("SERVICE", 20), fit("RUNTIME", 7),
+		"WINDOW", "CORES", "GC CORES", "GC%", "%STOPPED", "BR:PAUSE", "BR:CPU", "BR:OTHER", "NO-GC", "GC CPU BY METHOD")
 	for _, r := range rows {
 		gcCores, gcShare, noGC := "-", "-", "-"
 		if r.GCCPUKnown {
@@ -86,8 +87,8 @@ func printTax(w io.Writer, rows []promexp.TaxSummary) {
 			methods = append(methods, fmt.Sprintf("%s=%.2fs", m, v))
 		}
 		sort.Strings(methods)
-		fmt.Fprintf(w, "%s %s %7.0fs %8.3f %8s %6s %7.2f%% %9d %9d %8s  %s\n", fit(r.Service, 20), fit(r.Runtime, 7),
-			r.Window, r.Cores, gcCores, gcShare, 100*r.WallStoppedShare, r.PauseBreaches, r.OtherBreaches, noGC,
+		fmt.Fprintf(w, "%s %s %7.0fs %8.3f %8s %6s %7.2f%% %9d %9d %9d %8s  %s\n", fit(r.Service, 20), fit(r.Runtime, 7),
+			r.Window, r.Cores, gcCores, gcShare, 100*r.WallStoppedShare, r.PauseBreaches, r.CPUBreaches, r.OtherBreaches, noGC,
 			strings.Join(methods, " "))
 	}
 	if len(rows) == 0 {

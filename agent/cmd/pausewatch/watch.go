@@ -121,6 +121,12 @@ func watchMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "pausewatch watch:", flagError("pausewatch watch", err))
 		return 2
 	}
+	// A word after the flags used to be ignored: `report my-service` printed
+	// every service, as if it had been understood.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pausewatch watch: unexpected argument %q (--service and --pid narrow what is printed; see pausewatch watch --help)\n", fs.Arg(0))
+		return 2
+	}
 	if err := cf.fromEnv(fs); err != nil {
 		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
 		return 2

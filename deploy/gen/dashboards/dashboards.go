@@ -160,7 +160,7 @@ func Overview() *dashboard.DashboardBuilder {
 				"{{namespace}}/{{service}} without GC")).Span(8)).
 		WithRow(dashboard.NewRowBuilder("Requests and SLO breaches")).
 		WithPanel(stacked(ts("SLO breaches by cause",
-			`Requests slower than their objective, per second: "pause" when the request would have met it without the pause time inside it.`,
+			`Requests slower than their objective, per second: "pause" when the request would have met it without the pause time inside it; else "cpu" when without the run-queue wait (CPU starvation, CFS throttling) of the threads serving it; else "other".`,
 			"reqps",
 			query(`sum by (cause) (rate(pausewatch_slo_breaches_total{`+sel+`}[$__rate_interval]))`, "{{cause}}")))).
 		WithPanel(ts("Pause-caused share of SLO breaches", "Of each service's SLO breaches, the share a pause caused.", "percentunit",

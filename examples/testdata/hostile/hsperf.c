@@ -57,7 +57,10 @@ int main(int argc, char **argv) {
 		perror("libjvm.so");
 		return 1;
 	}
-	if (mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, lf, 0) == MAP_FAILED) {
+	/* Executable, as a loader maps a library's text: the agent learns of a
+	 * library mapped after exec from its executable mapping, and this
+	 * process maps it after the agent has seen its exec. */
+	if (mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, lf, 0) == MAP_FAILED) {
 		perror("mmap libjvm.so");
 		return 1;
 	}
