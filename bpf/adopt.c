@@ -16,10 +16,16 @@
  * a listener holds it.
  */
 
-/* tgid << 32 | port: a local port a traced process listens on. */
+/* tgid << 32 | port: a local port a traced process listens on. Filled by
+ * pass 1 and emptied by the agent after pass 2. Not an LRU: a process with
+ * thousands of listeners, visited after another, would evict the other's
+ * ports and with them every connection it had (measured: 5,000 listeners
+ * in one process left 0 of 1,510 connections adopted). Full, a port is
+ * counted (PW_STAT_CONN_LOST) and its connections are not adopted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, __u8);
 } listen_ports SEC(".maps");
@@ -56,7 +62,8 @@ static __always_inline void listen_port(__u32 tgid, struct sock *sk)
 		return;
 	__u64 key = ((__u64)tgid << 32) | BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u8 one = 1;
-	bpf_map_update_elem(&listen_ports, &key, &one, BPF_ANY);
+	if (bpf_map_update_elem(&listen_ports, &key, &one, BPF_ANY))
+		count_stat(PW_STAT_CONN_LOST);
 }
 
 /* Pass 1: the ports each traced process listens on. */

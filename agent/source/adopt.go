@@ -15,6 +15,9 @@ import (
 // it adopted, and of how many processes. Connections known already are
 // left as they are, so it can run again.
 func (k *kernel) adoptConns() (conns, procs int, err error) {
+	// Emptied after each pass: the next one must not find ports of
+	// processes gone since, nor a map filled by them.
+	defer clearMap(k.objs.ListenPorts)
 	if _, err := runIter(k.objs.AdoptListeners); err != nil {
 		return 0, 0, fmt.Errorf("adopt_listeners: %w", err)
 	}
@@ -68,4 +71,18 @@ func runIter(prog *ebpf.Program) ([]byte, error) {
 		return nil, fmt.Errorf("read iterator: %w", err)
 	}
 	return b, nil
+}
+
+// clearMap deletes every key of a hash map with 8-byte keys.
+func clearMap(m *ebpf.Map) {
+	var key uint64
+	var val uint8
+	var keys []uint64
+	it := m.Iterate()
+	for it.Next(&key, &val) {
+		keys = append(keys, key)
+	}
+	for _, k := range keys {
+		_ = m.Delete(k) // only a key gone meanwhile can fail
+	}
 }

@@ -1,7 +1,12 @@
 package source
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -92,5 +97,79 @@ func TestAdoptConns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A traced process with thousands of listeners, visited after another
+// (a higher pid), must not push the other's listening ports out of the
+// adoption pass: with an LRU of 4,096 ports, its 5,000 left the other's
+// connection unadopted. The ports are gone after the pass.
+func TestAdoptBesideManyListeners(t *testing.T) {
+	const listeners = 5000
+	if os.Getenv("PW_TEST_LISTENERS") != "" {
+		for range listeners {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+			if err == nil {
+				err = syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+			}
+			if err == nil {
+				err = syscall.Listen(fd, 1)
+			}
+			if err != nil {
+				fmt.Println("listen:", err)
+				os.Exit(1)
+			}
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin) // until the test closes it
+		os.Exit(0)
+	}
+	h := newConnHarness(t, true)
+	if err := h.k.objs.Traced.Delete(h.pid); err != nil {
+		t.Fatal(err)
+	}
+	c, fd := h.connect()
+	defer c.Close()
+	defer syscall.Close(fd)
+	if err := h.k.objs.Traced.Put(h.pid, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAdoptBesideManyListeners$")
+	cmd.Env = append(os.Environ(), "PW_TEST_LISTENERS=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	child := uint32(cmd.Process.Pid)
+	if err := h.k.objs.Traced.Put(child, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	defer h.k.objs.Traced.Delete(child)
+
+	conns, procs, err := h.k.adoptConns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conns != 1 || procs != 1 {
+		t.Errorf("adopted %d connections of %d processes beside %d listeners of pid %d (this is %d), want this process's one", conns, procs, listeners, child, h.pid)
+	}
+	var key uint64
+	var val uint8
+	if it := h.k.objs.ListenPorts.Iterate(); it.Next(&key, &val) {
+		t.Errorf("listen_ports still holds %#x after the pass", key)
 	}
 }

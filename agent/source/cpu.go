@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -35,7 +38,10 @@ const userHZ = 100
 type cpuProc struct {
 	startTime uint64
 	cpu       time.Duration // utime + stime at the last pass
-	goGC      time.Duration // a Go runtime's GC CPU total at the last pass
+	// goGC is a Go runtime's GC CPU total at the last plausible reading
+	// (goGCAt; zero while none was).
+	goGC   time.Duration
+	goGCAt time.Time
 	// gc holds, per collector thread, its CPU time at the last pass;
 	// other holds the threads known not to be collector threads, so their
 	// names are read once.
@@ -50,6 +56,17 @@ type cpuSampler struct {
 	// olderBy before it is counted from its first pass.
 	started time.Time
 	procs   map[uint32]*cpuProc
+	// now is the clock (time.Now when nil); cpus bounds how many seconds
+	// a Go runtime's GC CPU grows by per second of wall time
+	// (goGCProcsPerCPU x runtime.NumCPU when 0).
+	now  func() time.Time
+	cpus int
+	// implausible counts Go GC CPU readings not taken (goGCPlausible);
+	// shared with the Source, which exports it.
+	implausible *atomic.Uint64
+	// overLimit counts threads named like HotSpot collector threads past
+	// gcThreadLimit in one process, whose CPU is not read.
+	overLimit *atomic.Uint64
 }
 
 // olderBy keeps a process that started just before the agent (or just
@@ -67,7 +84,7 @@ type cpuTarget struct {
 // sampleCPU runs every cpuEvery until ctx is done. started is when the
 // agent began, before its first /proc pass.
 func (s *Source) sampleCPU(ctx context.Context, started time.Time) {
-	cs := &cpuSampler{proc: s.proc, started: started, procs: map[uint32]*cpuProc{}}
+	cs := &cpuSampler{proc: s.proc, started: started, procs: map[uint32]*cpuProc{}, implausible: &s.gcImplausible, overLimit: &s.gcThreadsOver}
 	t := time.NewTicker(cpuEvery)
 	defer t.Stop()
 	for {
@@ -137,13 +154,8 @@ func (cs *cpuSampler) pass(targets []cpuTarget) []agent.Event {
 			e.GCCPU = cs.gcThreads(t.PID, cp, baseline)
 			e.GCCPUMethod = agent.GCThreads
 		case t.goGCTotal != 0:
-			// The runtime's total since its start, updated at cycle ends.
-			if total, err := cs.proc.readGoGCTotal(t.PID, t.goGCTotal); err == nil {
-				if baseline {
-					cp.goGC = total
-				}
-				e.GCCPU, e.GCCPUMethod = max(total-cp.goGC, 0), agent.GoRuntime
-				cp.goGC = total
+			if read, err := cs.proc.readGoGCTotal(t.PID, t.goGCTotal); err == nil {
+				e.GCCPU, e.GCCPUMethod = cs.goGC(t.Process, cp, read, baseline), agent.GoRuntime
 			}
 		}
 		if e.CPU > 0 || e.GCCPU > 0 {
@@ -156,6 +168,71 @@ func (cs *cpuSampler) pass(targets []cpuTarget) []agent.Event {
 		}
 	}
 	return out
+}
+
+// goGC takes a Go runtime's GC CPU total (since the process's start,
+// updated at cycle ends) and returns what it grew by since the last
+// plausible reading. The 8 bytes are the process's own memory, so any
+// value can be there: a reading is taken only when the total did not go
+// backwards and grew by at most cs.cpus seconds per second of wall time
+// since the last one taken. The runtime times its mark workers and pauses
+// per P (a pause counts its length x GOMAXPROCS), so its total grows by at
+// most GOMAXPROCS per second; the bound allows GOMAXPROCS up to
+// goGCProcsPerCPU times the node's CPUs, and a burst read before it fits
+// is taken a pass or more later, not lost. Other readings are counted
+// (cs.implausible) and change nothing. baseline: remember a plausible
+// reading without counting it.
+func (cs *cpuSampler) goGC(p agent.Process, cp *cpuProc, read uint64, baseline bool) time.Duration {
+	now := cs.clock()
+	last, at := cp.goGC, cp.goGCAt
+	if at.IsZero() {
+		// Nothing taken yet: the total is since the process's start.
+		last, at = 0, agent.ProcessStart(p.StartTime)
+	}
+	cpus := cs.cpus
+	if cpus <= 0 {
+		cpus = goGCProcsPerCPU * runtime.NumCPU()
+	}
+	// Start times are in 10 ms ticks: a second of slack.
+	limit := (now.Sub(at) + time.Second) * time.Duration(cpus)
+	if at.IsZero() || now.Before(at) {
+		limit = -1 // the start is unknown: no bound to check against
+	}
+	total := time.Duration(read)
+	if read > math.MaxInt64 || total < last || (limit >= 0 && total-last > limit) {
+		if cs.implausible != nil {
+			cs.implausible.Add(1)
+		}
+		return 0
+	}
+	cp.goGC, cp.goGCAt = total, now
+	if baseline {
+		return 0
+	}
+	return total - last
+}
+
+// goGCProcsPerCPU is how far above the node's CPUs a Go process's
+// GOMAXPROCS may be before its GC CPU readings can look implausible.
+const goGCProcsPerCPU = 4
+
+func (cs *cpuSampler) clock() time.Time {
+	if cs.now != nil {
+		return cs.now()
+	}
+	return time.Now()
+}
+
+// gcThreadLimit bounds the collector threads read per process: every
+// pass reads each one's schedstat, and a thread's name is the process's
+// to choose (measured: 3,000 threads named "GC Thread#N" in one process
+// made a pass take 80-230 ms). HotSpot sizes its pools from the CPUs it
+// may use: ParallelGCThreads 8 + 5/8 of the CPUs past 8, about a quarter
+// of that concurrent, as many refinement threads, and a few single ones;
+// the bound is well above that, past it threads are counted
+// (cs.overLimit) and not read.
+func (cs *cpuSampler) gcThreadLimit() int {
+	return max(64, 4*runtime.NumCPU())
 }
 
 // gcThreads returns the CPU time the collector threads of pid used since
@@ -183,6 +260,15 @@ func (cs *cpuSampler) gcThreads(pid uint32, cp *cpuProc, baseline bool) time.Dur
 			}
 			if !isHotSpotGCThread(string(bytes.TrimSuffix(comm, []byte("\n")))) {
 				cp.other[tid] = true
+				continue
+			}
+			if len(cp.gc) >= cs.gcThreadLimit() {
+				// Named like a collector thread, but more than HotSpot
+				// starts on this node: read no more of them.
+				cp.other[tid] = true
+				if cs.overLimit != nil {
+					cs.overLimit.Add(1)
+				}
 				continue
 			}
 		}

@@ -1,9 +1,11 @@
 package source
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +174,101 @@ func TestCPUSamplerPass(t *testing.T) {
 	cs.pass(nil)
 	if len(cs.procs) != 0 {
 		t.Errorf("an untracked process is still remembered")
+	}
+}
+
+// TestCPUSamplerGoGCImplausible: a Go process's GC CPU total is 8 bytes of
+// its own memory, so a hostile (or corrupt) process can put anything
+// there. A reading that went backwards or grew faster than the node's CPUs
+// could is counted and not taken; oscillating between 0 and a huge value
+// adds nothing, and a real burst read too early is taken a pass later.
+func TestCPUSamplerGoGCImplausible(t *testing.T) {
+	f := fakeProc{t: t, root: t.TempDir(), pid: 7}
+	f.stat(100)
+	const addr = 0x4000
+	mem := func(v uint64) {
+		fd, err := os.OpenFile(filepath.Join(f.root, "7", "mem"), os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fd.Close()
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v)
+		if _, err := fd.WriteAt(b[:], addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := cpuTarget{Process: agent.Process{PID: 7, StartTime: 1, Runtime: "go"}, goGCTotal: addr}
+	start := agent.ProcessStart(target.StartTime)
+	if start.IsZero() {
+		t.Fatal("no start time")
+	}
+	now := start
+	var implausible atomic.Uint64
+	cs := &cpuSampler{proc: procFS(f.root), procs: map[uint32]*cpuProc{}, cpus: 2,
+		now: func() time.Time { return now }, implausible: &implausible}
+	var sum time.Duration
+	for i, step := range []struct {
+		after       time.Duration // since the previous pass
+		total       uint64        // in the process's memory, ns
+		gc          time.Duration
+		implausible uint64
+	}{
+		{5 * time.Second, 3e9, 3 * time.Second, 0},              // since its start
+		{5 * time.Second, 1 << 62, 0, 1},                        // 146 years in 5 s
+		{5 * time.Second, 0, 0, 2},                              // backwards
+		{5 * time.Second, 1 << 62, 0, 3},                        // and up again: nothing
+		{5 * time.Second, 15e9, 12 * time.Second, 3},            // 12 s in 20 s on 2 CPUs
+		{5 * time.Second, 28e9, 0, 4},                           // 13 s in 5 s: too early
+		{5 * time.Second, 28e9, 13 * time.Second, 4},            // 13 s in 10 s: taken now
+		{5 * time.Second, 1<<63 - 1, 0, 5},                      // would overflow a sum
+		{5 * time.Second, 1 << 63, 0, 6},                        // negative as an int64
+		{5 * time.Second, 28e9 + 1e6, time.Millisecond, 6},      // on as before
+		{0, 28e9 + 1e6, 0, 6},                                   // unchanged: no event
+		{time.Hour, 28e9 + 1e6 + 7200e9, 7200 * time.Second, 6}, // 2 CPUs for an hour
+	} {
+		now = now.Add(step.after)
+		mem(step.total)
+		var gc time.Duration
+		for _, e := range cs.pass([]cpuTarget{target}) {
+			if e.GCCPUMethod != agent.GoRuntime {
+				t.Errorf("pass %d: method %q", i, e.GCCPUMethod)
+			}
+			gc += e.GCCPU
+		}
+		sum += gc
+		if gc != step.gc || implausible.Load() != step.implausible {
+			t.Errorf("pass %d (total %d): gc %v, implausible %d; want %v, %d", i, step.total, gc, implausible.Load(), step.gc, step.implausible)
+		}
+	}
+	if want := time.Duration(28e9 + 1e6 + 7200e9); sum != want {
+		t.Errorf("sum of GC CPU %v, want the last plausible total %v", sum, want)
+	}
+}
+
+// TestCPUSamplerGCThreadLimit: a process naming thousands of threads like
+// collector threads gets at most gcThreadLimit of them read per pass; the
+// rest are counted once and cost nothing after.
+func TestCPUSamplerGCThreadLimit(t *testing.T) {
+	f := fakeProc{t: t, root: t.TempDir(), pid: 7}
+	f.stat(100)
+	var over atomic.Uint64
+	cs := &cpuSampler{proc: procFS(f.root), procs: map[uint32]*cpuProc{}, overLimit: &over}
+	limit := cs.gcThreadLimit()
+	for i := range limit + 10 {
+		f.thread(100+i, "GC Thread#"+strconv.Itoa(i), 1e9)
+	}
+	target := cpuTarget{Process: agent.Process{PID: 7, StartTime: 1, Runtime: "jvm"}, gcThreads: true}
+	for pass, want := range []time.Duration{time.Duration(limit) * time.Second, 0} {
+		var gc time.Duration
+		for _, e := range cs.pass([]cpuTarget{target}) {
+			gc += e.GCCPU
+		}
+		if gc != want || over.Load() != 10 {
+			t.Errorf("pass %d: gc %v, over the limit %d; want %v, 10", pass, gc, over.Load(), want)
+		}
+		if n := len(cs.procs[7].gc); n != limit {
+			t.Errorf("pass %d: %d collector threads read, want %d", pass, n, limit)
+		}
 	}
 }

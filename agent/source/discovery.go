@@ -583,6 +583,8 @@ func (s *Source) readStats() {
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved
 	s.lost["other_runtime"] = s.otherRuntime
+	s.lost["gc_cpu_implausible"] = s.gcImplausible.Load()
+	s.lost["gc_threads_over_limit"] = s.gcThreadsOver.Load()
 }
 
 // Lost returns counts of events lost, by where they were lost.

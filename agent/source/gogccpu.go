@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"time"
 )
 
 // Go's GC CPU, as the runtime itself accounts it. Since Go 1.20 the
@@ -36,8 +35,9 @@ func goGCTotalAddr(f *elf.File, minor int, work uint64) (uint64, string) {
 	return work + off.cpuStats + off.gcTotalTime, ""
 }
 
-// readGoGCTotal reads a Go process's GC CPU total at addr.
-func (p procFS) readGoGCTotal(pid uint32, addr uint64) (time.Duration, error) {
+// readGoGCTotal reads a Go process's GC CPU total at addr, in ns: any
+// value, the process's memory being its own (cpuSampler.goGC judges it).
+func (p procFS) readGoGCTotal(pid uint32, addr uint64) (uint64, error) {
 	f, err := os.Open(p.path(pid, "mem"))
 	if err != nil {
 		return 0, err
@@ -47,9 +47,5 @@ func (p procFS) readGoGCTotal(pid uint32, addr uint64) (time.Duration, error) {
 	if _, err := f.ReadAt(b[:], int64(addr)); err != nil {
 		return 0, fmt.Errorf("read work.cpuStats of %d: %w", pid, err)
 	}
-	v := int64(binary.LittleEndian.Uint64(b[:]))
-	if v < 0 {
-		return 0, fmt.Errorf("work.cpuStats of %d: negative total %d", pid, v)
-	}
-	return time.Duration(v), nil
+	return binary.LittleEndian.Uint64(b[:]), nil
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -108,8 +109,10 @@ type Source struct {
 	newTracked, newUnprobed int
 	idleFiles               int // files with probes and no process (see lingerFor)
 	lost                    map[string]uint64
-	unresolved              uint64 // records dropped waiting for their process
-	otherRuntime            uint64 // pauses of a runtime the process is not tracked for
+	unresolved              uint64        // records dropped waiting for their process
+	otherRuntime            uint64        // pauses of a runtime the process is not tracked for
+	gcImplausible           atomic.Uint64 // Go GC CPU readings not taken (cpu.go)
+	gcThreadsOver           atomic.Uint64 // collector-named threads past the bound (cpu.go)
 	// A process became traced since the last adoption pass: connections
 	// it accepted between its exec and then were not seen (adopt.go).
 	adoptPending bool
