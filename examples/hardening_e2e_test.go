@@ -316,7 +316,7 @@ func TestShortLivedServicesExpire(t *testing.T) {
 	prefix := fmt.Sprintf("ttl%d-", os.Getpid())
 	bin := buildChurn(t, "", false)
 	seen := map[string]bool{} // services seen with series
-	var left []string // the last pass's series of ours, to say which stayed
+	var left []string         // the last pass's series of ours, to say which stayed
 	ours := func() (series, procs int) {
 		left = left[:0]
 		for name, mf := range a.metrics(t) {
