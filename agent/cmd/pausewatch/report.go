@@ -70,20 +70,8 @@ func reportMain(args []string) int {
 	if *tax {
 		return taxMain(context.Background(), client, *asJSON)
 	}
-	resp, err := client.get(context.Background(), "/api/requests")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", client.base, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(os.Stderr, "pausewatch report: agent at %s: %v\n", client.base, refusal(resp))
-		return 1
-	}
 	var rows []promexp.RequestSummary
-	// The answer is bounded like any input from a process we do not own.
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReportBytes)).Decode(&rows); err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", client.base, err)
+	if !fetchReport(context.Background(), client, "/api/requests", &rows) {
 		return 1
 	}
 	rows = sanitizeRows(rows)
@@ -132,4 +120,25 @@ func printReport(w io.Writer, rows []promexp.RequestSummary) {
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "(no requests measured yet)")
 	}
+}
+
+// fetchReport decodes the agent's JSON answer at path into v, saying on
+// stderr why when it cannot; the answer is bounded like any input from a
+// process we do not own.
+func fetchReport(ctx context.Context, client *agentClient, path string, v any) bool {
+	resp, err := client.get(ctx, path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", client.base, err)
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(os.Stderr, "pausewatch report: agent at %s: %v\n", client.base, refusal(resp))
+		return false
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReportBytes)).Decode(v); err != nil {
+		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", client.base, err)
+		return false
+	}
+	return true
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -27,19 +26,8 @@ CFS throttling) or other; pause wins when either alone explains the breach.`
 
 // taxMain prints, per service, what garbage collection costs it.
 func taxMain(ctx context.Context, client *agentClient, asJSON bool) int {
-	resp, err := client.get(ctx, "/api/tax")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: no agent at %s: %v\n", client.base, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(os.Stderr, "pausewatch report: agent at %s: %v\n", client.base, refusal(resp))
-		return 1
-	}
 	var rows []promexp.TaxSummary
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReportBytes)).Decode(&rows); err != nil {
-		fmt.Fprintf(os.Stderr, "pausewatch report: bad answer from %s: %v\n", client.base, err)
+	if !fetchReport(ctx, client, "/api/tax", &rows) {
 		return 1
 	}
 	rows = sanitizeTaxRows(rows)
