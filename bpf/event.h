@@ -135,6 +135,10 @@ struct pw_pause_state {
 	__u8 in_progress;
 	__u8 runtime;
 	__u8 _pad[2];
+	__u64 stopping_ns;     /* stopping time of the pause in progress, 0 = unknown (Go 1.23+) */
+	__u32 end_tid;         /* the thread whose end probe closes it (Go: the entry of
+				* startTheWorldWithSema names its RET's thread); 0 = any */
+	__u32 _pad2;
 };
 
 /*
