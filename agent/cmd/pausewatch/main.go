@@ -312,7 +312,7 @@ func agentMain(args []string) int {
 	}
 	if otlp.Enabled() {
 		opts := otlp.Options{PIDLabel: f.pidLabel, LogThreshold: f.otlpThreshold, LogRate: f.otlpLogRate,
-			LogBurst: f.otlpLogBurst, Version: version}
+			LogBurst: f.otlpLogBurst, Version: version, Flush: src.Flush}
 		if f.otlpExplicit {
 			opts.ExplicitBuckets = promexp.DurationBuckets
 		}
@@ -415,7 +415,7 @@ func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, 
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.Handle("/metrics", flushed(src, promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -445,16 +445,34 @@ func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, 
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
 	})
-	mux.HandleFunc("/api/requests", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/requests", flushed(src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.RequestSummaries())
-	})
-	mux.HandleFunc("/api/tax", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("/api/tax", flushed(src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.TaxSummaries())
-	})
+	})))
 	mux.HandleFunc("/api/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, stream)
 	})
 	return mux
+}
+
+// flushWait bounds how long a scrape waits for the kernel's request
+// counts (source.Source.Flush) before it is served with what the agent has,
+// at most a second old.
+const flushWait = 2 * time.Second
+
+// flushed serves h once the request histograms have been read from the
+// kernel and recorded: a scrape then counts every request served before
+// it, as a client counting its own requests would, instead of lagging by
+// up to the read interval.
+func flushed(src *source.Source, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), flushWait)
+		src.Flush(ctx)
+		cancel()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // processJSON is one row of /api/processes. source.ProcessStatus embeds
