@@ -278,19 +278,9 @@ func (x *Exporter) Record(e agent.Event) {
 			return
 		}
 		at := x.opts.Now().Add(x.opts.PIDSeriesTTL)
-		for _, s := range x.series {
+		for s := range x.expiries {
 			if s.pid == e.Process.PID {
-				s.expireAt = at
-			}
-		}
-		for _, s := range x.requests {
-			if s.pid == e.Process.PID {
-				s.expireAt = at
-			}
-		}
-		for _, s := range x.cpu {
-			if s.pid == e.Process.PID {
-				s.expireAt = at
+				*s.at = at
 			}
 		}
 		delete(x.recent, e.Process.PID)
@@ -389,19 +379,38 @@ func (x *Exporter) exited(p agent.Process) {
 
 // setExpiry sets when every series of an identity expires (zero: never).
 func (x *Exporter) setExpiry(id identity, at time.Time) {
+	for s := range x.expiries {
+		if s.id == id {
+			*s.at = at
+		}
+	}
+}
+
+// expiry is where one series of any kind keeps when it expires, with
+// what an exit or an identity's liveness selects it by.
+type expiry struct {
+	id  identity
+	pid uint32
+	at  *time.Time
+}
+
+// expiries yields the expiry of every pause, request and CPU series: a
+// process's exit and its identity's liveness concern all three kinds
+// alike, and a kind left out would outlive its process; x.mu is held.
+func (x *Exporter) expiries(yield func(expiry) bool) {
 	for k, s := range x.series {
-		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
-			s.expireAt = at
+		if !yield(expiry{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, s.pid, &s.expireAt}) {
+			return
 		}
 	}
 	for k, s := range x.requests {
-		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
-			s.expireAt = at
+		if !yield(expiry{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, s.pid, &s.expireAt}) {
+			return
 		}
 	}
 	for k, s := range x.cpu {
-		if k.identity() == id {
-			s.expireAt = at
+		if !yield(expiry{k.identity(), s.pid, &s.expireAt}) {
+			return
 		}
 	}
 }
