@@ -84,14 +84,20 @@ func reportMain(args []string) int {
 		}
 		return rows[i].Port < rows[j].Port
 	})
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+	writeRows(os.Stdout, rows, *asJSON, printReport)
+	return 0
+}
+
+// writeRows writes the rows of a report as indented JSON or, when asJSON
+// is false, as the report's table.
+func writeRows[T any](w io.Writer, rows []T, asJSON bool, table func(io.Writer, []T)) {
+	if asJSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(rows)
-		return 0
+		return
 	}
-	printReport(os.Stdout, rows)
-	return 0
+	table(w, rows)
 }
 
 // sanitizeRows passes the rows' strings through agent.LabelValue: they
