@@ -6,6 +6,7 @@ package prometheus
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -509,18 +510,16 @@ func (x *Exporter) unlock() {
 	}
 }
 
+// collectors are the exporter's metric families: Describe and Collect
+// walk this one list, so a family cannot be collected undescribed.
+func (x *Exporter) collectors() []prometheus.Collector {
+	return slices.Concat([]prometheus.Collector{x.duration, x.stopping, x.pauses, x.seconds, x.objects, x.dropped},
+		x.req.collectors(), x.cpuM.collectors())
+}
+
 // Describe implements prometheus.Collector.
 func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	x.duration.Describe(ch)
-	x.stopping.Describe(ch)
-	x.pauses.Describe(ch)
-	x.seconds.Describe(ch)
-	x.objects.Describe(ch)
-	x.dropped.Describe(ch)
-	for _, c := range x.req.collectors() {
-		c.Describe(ch)
-	}
-	for _, c := range x.cpuM.collectors() {
+	for _, c := range x.collectors() {
 		c.Describe(ch)
 	}
 }
@@ -530,16 +529,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.mu.Lock()
 	x.expire()
 	x.unlock()
-	x.duration.Collect(ch)
-	x.stopping.Collect(ch)
-	x.pauses.Collect(ch)
-	x.seconds.Collect(ch)
-	x.objects.Collect(ch)
-	x.dropped.Collect(ch)
-	for _, c := range x.req.collectors() {
-		c.Collect(ch)
-	}
-	for _, c := range x.cpuM.collectors() {
+	for _, c := range x.collectors() {
 		c.Collect(ch)
 	}
 }
