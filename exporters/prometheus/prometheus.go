@@ -19,11 +19,9 @@ import (
 
 // DurationBuckets are the classic buckets of every duration histogram:
 // from 10 µs (a small Go pause) to 10 s (a full collection of a big heap).
-var DurationBuckets = []float64{
-	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
-	1, 2.5, 5, 10,
-}
+// They are agent.ClassicBuckets, which the request histograms are counted
+// in, so that pause and request histograms share their boundaries.
+var DurationBuckets = agent.ClassicBuckets
 
 // HDR histogram range and precision: 1 µs to 60 s at 2 significant digits
 // keeps one series at about 10 KiB whatever the pause count.
