@@ -133,6 +133,12 @@ func (x *Identity) run(ctx context.Context, src agent.Source, out chan<- agent.E
 				emit(x.flushAll())
 				return <-errc
 			}
+			if e.Type == agent.Sync {
+				// A barrier, of no process: it follows what came before
+				// it (a process waiting for its pod keeps its events).
+				emit([]agent.Event{e})
+				continue
+			}
 			// One buffer for every event: a slice per event was an
 			// allocation per pause.
 			buf = x.handle(buf[:0], e, time.Now)

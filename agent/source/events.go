@@ -167,6 +167,8 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan []
 	}
 	tick := time.NewTicker(requestReadEvery)
 	defer tick.Stop()
+	close(s.looping)
+	defer close(s.ended)
 	// handle handles one record; it says whether it sent a pause.
 	handle := func(r record) bool {
 		e := &r.e
@@ -250,6 +252,21 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan []
 			return err
 		case <-tick.C:
 			readRequests()
+		case synced := <-s.flush:
+			// Every flush asked for meanwhile is answered by one read.
+			all := []chan struct{}{synced}
+			for more := true; more; {
+				select {
+				case c := <-s.flush:
+					all = append(all, c)
+				default:
+					more = false
+				}
+			}
+			readRequests()
+			for _, c := range all {
+				send(agent.Event{Type: agent.Sync, Synced: c})
+			}
 		case e := <-s.side:
 			if e.Type == agent.Exit {
 				// An exit housekeeping found (its record was missed).
