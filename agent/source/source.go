@@ -367,9 +367,9 @@ func readRecords(rd *ringbuf.Reader, batches chan<- []record, free chan []record
 				break
 			}
 			if err = rd.ReadInto(&rec); err != nil {
-				// Not for a record that is there (AvailableBytes):
-				// closed meanwhile. The batch goes out; the next read
-				// says why.
+				// Closed meanwhile, or a record that cannot be read:
+				// the batch goes out, and the next read, at the same
+				// place in the ring, says why.
 				break
 			}
 		}
