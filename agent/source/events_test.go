@@ -58,3 +58,22 @@ func BenchmarkPauseRecord(b *testing.B) {
 		})
 	}
 }
+
+// The delay histogram's precomputed bounds put every delay where the
+// bounds EventDelay reports say it belongs.
+func TestDelayBounds(t *testing.T) {
+	for i := range delayBuckets {
+		b := time.Duration(delayBound(i) * 1e9)
+		for _, d := range []time.Duration{b - 1, b, b + 1} {
+			var h delayHist
+			h.observe(d)
+			want := 0
+			for want < delayBuckets && d.Seconds() > delayBound(want) {
+				want++
+			}
+			if h.counts[want].Load() != 1 {
+				t.Errorf("observe(%v) missed bucket %d (bound %gs)", d, want, delayBound(want))
+			}
+		}
+	}
+}
