@@ -80,6 +80,8 @@ type bpfPwPauseState struct {
 	InProgress    uint8
 	Runtime       uint8
 	Pad           [2]uint8
+	CreditNs      uint64
+	CreditAt      uint64
 	StoppingNs    uint64
 	EndTid        uint32
 	Pad2          uint32
