@@ -1,0 +1,171 @@
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Symbol tables are streamed, never read whole: every executable the node
+// runs is offered to every runtime, and elf.File.Symbols (or a string table
+// read with Section.Data) costs the size of the tables for each, tens of
+// MiB for a large binary. What is kept is a symbol at a time and a window
+// of the string table.
+
+// nameWindow is the most of a string table held at once, and so the
+// longest symbol name seen whole; a longer one is passed cut to this
+// length. No name looked for comes near it (the longest, V8's, is 48
+// bytes); C++ and Go generic names run to a few KiB.
+const nameWindow = 64 << 10
+
+// strtab reads NUL-terminated names out of an ELF string table through a
+// window of at most nameWindow bytes. Linkers write a table's names in
+// the order of the symbols that use them, so a pass over the symbols reads
+// it front to back, nameRead bytes at a time; a name elsewhere costs one
+// read of nameRead bytes (a whole window only for a name longer than
+// that), so a table whose names point anywhere costs reads, not memory.
+type strtab struct {
+	r    io.ReaderAt
+	size uint64
+	buf  []byte
+	at   uint64 // offset of buf[0] in the table
+}
+
+// nameRead is how much of the string table one read takes.
+const nameRead = 16 << 10
+
+func newStrtab(sec *elf.Section) *strtab {
+	return &strtab{r: sec, size: sec.Size, buf: make([]byte, 0, min(sec.Size, nameWindow))}
+}
+
+// name returns the name at off, valid until the next call: empty when
+// off is past the table, up to the table's end when no NUL ends it (as
+// elf.File.Symbols reads them).
+func (t *strtab) name(off uint64) ([]byte, error) {
+	if off >= t.size {
+		return nil, nil
+	}
+	if off >= t.at && off < t.at+uint64(len(t.buf)) {
+		b := t.buf[off-t.at:]
+		if n := bytes.IndexByte(b, 0); n >= 0 {
+			return b[:n], nil
+		}
+		if t.at+uint64(len(t.buf)) == t.size || len(t.buf) == cap(t.buf) && off == t.at {
+			return b, nil // ends the table, or fills the window
+		}
+	}
+	for _, want := range []uint64{nameRead, nameWindow} {
+		n := min(t.size-off, want, uint64(cap(t.buf)))
+		t.buf, t.at = t.buf[:n], off
+		if _, err := t.r.ReadAt(t.buf, int64(off)); err != nil {
+			t.buf = t.buf[:0]
+			return nil, fmt.Errorf("read symbol names: %w", err)
+		}
+		if i := bytes.IndexByte(t.buf, 0); i >= 0 {
+			return t.buf[:i], nil
+		}
+		if off+n == t.size || n == uint64(cap(t.buf)) {
+			break
+		}
+	}
+	return t.buf, nil
+}
+
+// eachSymbol calls fn for each symbol of the table of type typ
+// (elf.SHT_SYMTAB for .symtab, elf.SHT_DYNSYM for .dynsym), in order,
+// until fn returns false, skipping the null symbol as elf.File.Symbols
+// does. name is only valid during the call. elf.ErrNoSymbols when the
+// file has no such table.
+func eachSymbol(f *elf.File, typ elf.SectionType, fn func(name []byte, s elf.Sym64) bool) error {
+	sec := f.SectionByType(typ)
+	if sec == nil {
+		return elf.ErrNoSymbols
+	}
+	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || int(sec.Link) >= len(f.Sections) {
+		return fmt.Errorf("malformed %s", sec.Name)
+	}
+	names := f.Sections[sec.Link]
+	if names.Flags&elf.SHF_COMPRESSED != 0 {
+		return fmt.Errorf("%s: compressed string table %s", sec.Name, names.Name)
+	}
+	strs := newStrtab(names)
+	r := bufio.NewReaderSize(sec.Open(), 16<<10)
+	var b [elf.Sym64Size]byte
+	for i := 0; ; i++ {
+		if _, err := io.ReadFull(r, b[:]); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read %s: %w", sec.Name, err)
+		}
+		if i == 0 {
+			continue
+		}
+		s := elf.Sym64{
+			Name:  f.ByteOrder.Uint32(b[0:]),
+			Info:  b[4],
+			Other: b[5],
+			Shndx: f.ByteOrder.Uint16(b[6:]),
+			Value: f.ByteOrder.Uint64(b[8:]),
+			Size:  f.ByteOrder.Uint64(b[16:]),
+		}
+		name, err := strs.name(uint64(s.Name))
+		if err != nil {
+			return err
+		}
+		if !fn(name, s) {
+			return nil
+		}
+	}
+}
+
+// symbolsNamed returns the symbols of the table of type typ whose names
+// keep accepts, as elf.File.Symbols would (without version information),
+// holding only those.
+func symbolsNamed(f *elf.File, typ elf.SectionType, keep func(name []byte) bool) ([]elf.Symbol, error) {
+	var out []elf.Symbol
+	err := eachSymbol(f, typ, func(name []byte, s elf.Sym64) bool {
+		if keep(name) {
+			out = append(out, elf.Symbol{
+				Name: string(name), Info: s.Info, Other: s.Other,
+				Section: elf.SectionIndex(s.Shndx), Value: s.Value, Size: s.Size,
+			})
+		}
+		return true
+	})
+	return out, err
+}
+
+// sectionContains says whether sec holds needle, reading it a window at
+// a time.
+func sectionContains(sec *elf.Section, needle []byte) (bool, error) {
+	ok, err := readerContains(sec.Open(), needle)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", sec.Name, err)
+	}
+	return ok, nil
+}
+
+func readerContains(r io.Reader, needle []byte) (bool, error) {
+	if len(needle) == 0 || len(needle) > nameWindow/2 {
+		return false, errors.New("needle out of range")
+	}
+	buf := make([]byte, nameWindow)
+	keep := 0 // bytes carried over: a needle may straddle two reads
+	for {
+		n, err := io.ReadFull(r, buf[keep:])
+		if bytes.Contains(buf[:keep+n], needle) {
+			return true, nil
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		keep = min(len(needle)-1, keep+n)
+		copy(buf, buf[len(buf)-keep:])
+	}
+}
