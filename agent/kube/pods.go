@@ -97,16 +97,16 @@ func ClientConfig(kubeconfig string) (cfg *rest.Config, ok bool, err error) {
 
 // podScheme knows core/v1 only: the agent lists and watches pods and
 // nothing else. client-go's typed clientset (k8s.io/client-go/kubernetes)
-// would register every API group at start, linking and touching about
-// 9 MiB of code and type data the agent never uses (measured:
-// docs/deploy.md, Resources).
-var podScheme = func() *runtime.Scheme {
+// registers every API group at start, linking and touching about 12 MiB
+// of code and type data the agent never uses (docs/deploy.md, Resources);
+// this one is built on Kubernetes only, when the informer is made.
+var podScheme = sync.OnceValue(func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := corev1.AddToScheme(s); err != nil {
 		panic(err) // a static registration: fails only if client-go's types are broken
 	}
 	return s
-}()
+})
 
 // NewPods makes the informer of this node's pods; nothing is sent to the
 // API server before Run.
@@ -121,12 +121,12 @@ func NewPods(cfg *rest.Config, node string, log *slog.Logger) (*Pods, error) {
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.APIPath = "/api"
 	cfg.GroupVersion = &corev1.SchemeGroupVersion
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(podScheme).WithoutConversion()
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(podScheme()).WithoutConversion()
 	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	params := runtime.NewParameterCodec(podScheme)
+	params := runtime.NewParameterCodec(podScheme())
 	listPods := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 		l := &corev1.PodList{}
 		return l, rc.Get().Resource("pods").VersionedParams(&o, params).Do(ctx).Into(l)
