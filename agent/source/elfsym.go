@@ -169,3 +169,30 @@ func readerContains(r io.Reader, needle []byte) (bool, error) {
 		copy(buf, buf[len(buf)-keep:])
 	}
 }
+
+// importedLibraries is elf.File.ImportedLibraries (the DT_NEEDED names)
+// without reading the dynamic string table whole: every executable on the
+// node is asked, and a large one's .dynstr runs to MiBs.
+func importedLibraries(f *elf.File) ([]string, error) {
+	ds := f.SectionByType(elf.SHT_DYNAMIC)
+	if ds == nil {
+		return nil, nil
+	}
+	if int(ds.Link) >= len(f.Sections) || ds.Link == 0 {
+		return nil, fmt.Errorf("malformed %s", ds.Name)
+	}
+	offs, err := f.DynValue(elf.DT_NEEDED)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ds.Name, err)
+	}
+	strs := newStrtab(f.Sections[ds.Link])
+	libs := make([]string, 0, len(offs))
+	for _, off := range offs {
+		name, err := strs.name(off)
+		if err != nil {
+			return nil, err
+		}
+		libs = append(libs, string(name))
+	}
+	return libs, nil
+}

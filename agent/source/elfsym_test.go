@@ -43,10 +43,10 @@ func TestStrtabName(t *testing.T) {
 	}
 }
 
-// The streamed tables give what elf.File.Symbols and DynamicSymbols give,
-// for the large C++ and C files the runtimes inspect (libjvm, node,
-// libpython) and this test's own Go binary, and cost a bounded amount
-// however large the string table is.
+// The streamed tables give what elf.File.Symbols, DynamicSymbols and
+// ImportedLibraries give, for the large C++ and C files the runtimes
+// inspect (libjvm, node, libpython) and this test's own Go binary, and
+// cost a bounded amount however large the string table is.
 func TestEachSymbolMatchesStdlib(t *testing.T) {
 	self, _ := os.Executable()
 	files := []string{self, "/bin/true", "/usr/bin/node"}
@@ -61,6 +61,11 @@ func TestEachSymbolMatchesStdlib(t *testing.T) {
 			continue
 		}
 		seen++
+		libs, lerr := importedLibraries(f)
+		wantLibs, wlerr := f.ImportedLibraries()
+		if lerr != nil || wlerr != nil || strings.Join(libs, ",") != strings.Join(wantLibs, ",") {
+			t.Errorf("%s: imported libraries %q (%v), debug/elf says %q (%v)", path, libs, lerr, wantLibs, wlerr)
+		}
 		for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
 			want, werr := f.Symbols()
 			if typ == elf.SHT_DYNSYM {
