@@ -22,23 +22,30 @@ import (
 const nameWindow = 64 << 10
 
 // strtab reads NUL-terminated names out of an ELF string table through a
-// window of at most nameWindow bytes. Linkers write a table's names in
-// the order of the symbols that use them, so a pass over the symbols reads
-// it front to back, nameRead bytes at a time; a name elsewhere costs one
-// read of nameRead bytes (a whole window only for a name longer than
-// that), so a table whose names point anywhere costs reads, not memory.
+// window of at most nameWindow bytes. Linkers write most of a table's
+// names in the order of the symbols that use them, so a pass over the
+// symbols reads it front to back, nameRead bytes at a time. The rest point
+// back (a name shared as the tail of a longer one) or far ahead: in node's
+// .symtab 4,685 and 3,769 of 109,847. A name behind the window is read
+// into a small buffer of its own, which leaves the window where the pass
+// goes on; a table whose names point anywhere costs reads, not memory.
 type strtab struct {
 	r    io.ReaderAt
 	size uint64
-	buf  []byte
-	at   uint64 // offset of buf[0] in the table
+	main strWindow // the pass front to back
+	back strWindow // names behind main, at most nameRead bytes
+}
+
+type strWindow struct {
+	buf []byte
+	at  uint64 // offset of buf[0] in the table
 }
 
 // nameRead is how much of the string table one read takes.
-const nameRead = 16 << 10
+const nameRead = 4 << 10
 
 func newStrtab(sec *elf.Section) *strtab {
-	return &strtab{r: sec, size: sec.Size, buf: make([]byte, 0, min(sec.Size, nameWindow))}
+	return &strtab{r: sec, size: sec.Size, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
 }
 
 // name returns the name at off, valid until the next call: empty when
@@ -48,30 +55,45 @@ func (t *strtab) name(off uint64) ([]byte, error) {
 	if off >= t.size {
 		return nil, nil
 	}
-	if off >= t.at && off < t.at+uint64(len(t.buf)) {
-		b := t.buf[off-t.at:]
+	if off >= t.main.at || len(t.main.buf) == 0 {
+		return t.read(&t.main, off)
+	}
+	if t.back.buf == nil {
+		t.back.buf = make([]byte, 0, min(t.size, nameRead))
+	}
+	if name, err := t.read(&t.back, off); err != nil || len(name) < cap(t.back.buf) || off+uint64(len(name)) == t.size {
+		return name, err
+	}
+	return t.read(&t.main, off) // longer than the small buffer
+}
+
+// read returns the name at off from w, moving w to off when the name is
+// not whole in it.
+func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
+	if off >= w.at && off < w.at+uint64(len(w.buf)) {
+		b := w.buf[off-w.at:]
 		if n := bytes.IndexByte(b, 0); n >= 0 {
 			return b[:n], nil
 		}
-		if t.at+uint64(len(t.buf)) == t.size || len(t.buf) == cap(t.buf) && off == t.at {
+		if w.at+uint64(len(w.buf)) == t.size || len(w.buf) == cap(w.buf) && off == w.at {
 			return b, nil // ends the table, or fills the window
 		}
 	}
 	for _, want := range []uint64{nameRead, nameWindow} {
-		n := min(t.size-off, want, uint64(cap(t.buf)))
-		t.buf, t.at = t.buf[:n], off
-		if _, err := t.r.ReadAt(t.buf, int64(off)); err != nil {
-			t.buf = t.buf[:0]
+		n := min(t.size-off, want, uint64(cap(w.buf)))
+		w.buf, w.at = w.buf[:n], off
+		if _, err := t.r.ReadAt(w.buf, int64(off)); err != nil {
+			w.buf = w.buf[:0]
 			return nil, fmt.Errorf("read symbol names: %w", err)
 		}
-		if i := bytes.IndexByte(t.buf, 0); i >= 0 {
-			return t.buf[:i], nil
+		if i := bytes.IndexByte(w.buf, 0); i >= 0 {
+			return w.buf[:i], nil
 		}
-		if off+n == t.size || n == uint64(cap(t.buf)) {
+		if off+n == t.size || n == uint64(cap(w.buf)) {
 			break
 		}
 	}
-	return t.buf, nil
+	return w.buf, nil
 }
 
 // eachSymbol calls fn for each symbol of the table of type typ
