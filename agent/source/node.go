@@ -70,8 +70,7 @@ type nodeBinary struct {
 // function's first byte is an instruction boundary.
 func inspectNode(f *elf.File) (*nodeBinary, error) {
 	syms, err := symbolsNamed(f, elf.SHT_SYMTAB, func(name []byte) bool {
-		s := string(name)
-		return s == symNodeStart || s == symNodeStop || s == symNodePerform
+		return string(name) == symNodeStart || string(name) == symNodeStop || string(name) == symNodePerform
 	})
 	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil, fmt.Errorf("node without .symtab (stripped): V8's GCTracer::StartInSafepoint/StopInSafepoint cannot be found, so its collections are not captured")
