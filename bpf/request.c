@@ -883,8 +883,8 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 		 * (we are inside it); its registers say which call it is.
 		 */
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		long nr = BPF_CORE_READ(regs, orig_ax);
-		if (is_interim(first_buf(nr, BPF_CORE_READ(regs, si))))
+		/* (A BTF pointer: plain loads, no bpf_probe_read_kernel calls.) */
+		if (is_interim(first_buf(regs->orig_ax, regs->si)))
 			return 0;
 	}
 	response_write(c, id >> 32, bpf_ktime_get_ns());
