@@ -320,22 +320,29 @@ static __always_inline void starved(struct conn *c, __u64 now)
 		return;
 	/* A trusted BTF pointer: a plain load, not a bpf_probe_read_kernel call. */
 	__u64 rd = t->sched_info.run_delay;
-	/* The latest sample at or before since, else the oldest one. */
-	__u64 base_at = 0, base_rd = 0, old_at = ~0ULL, old_rd = 0;
-	for (int i = 0; i < RD_SAMPLES; i++) {
+	/*
+	 * The latest sample at or before since, else the oldest one. Only
+	 * this thread writes its samples, in time order round the ring, so
+	 * walking back from the newest the first at or before since is it:
+	 * usually the newest itself (the thread's last call was on this
+	 * connection), one step, not eight.
+	 */
+	__u64 base_at = 0, base_rd = 0, old_at = 0, old_rd = 0;
+	__u32 newest = h->next + RD_SAMPLES - 1;
+	for (int j = 0; j < RD_SAMPLES; j++) {
+		__u32 i = (newest - j) % RD_SAMPLES;
 		__u64 at = h->at[i];
 		if (!at)
-			continue;
-		if (at <= since && at >= base_at) {
+			break; /* never written: nothing older either */
+		if (at <= since) {
 			base_at = at;
 			base_rd = h->rd[i];
+			break;
 		}
-		if (at < old_at) {
-			old_at = at;
-			old_rd = h->rd[i];
-		}
+		old_at = at;
+		old_rd = h->rd[i];
 	}
-	if (!base_at && old_at != ~0ULL)
+	if (!base_at && old_at)
 		base_rd = old_rd, base_at = old_at;
 	__u32 k = h->next % RD_SAMPLES;
 	h->at[k] = now;
