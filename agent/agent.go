@@ -32,6 +32,12 @@ func Run(ctx context.Context, src Source, exporters ...Exporter) error {
 	}()
 	reasons := reasonCap{}
 	for e := range events {
+		if e.Type == Sync {
+			if e.Synced != nil {
+				close(e.Synced)
+			}
+			continue
+		}
 		e = reasons.apply(e)
 		for _, x := range exporters {
 			x.Record(e)

@@ -45,6 +45,22 @@ func TestRun(t *testing.T) {
 			t.Errorf("exporters got %v and %v", a, b)
 		}
 	})
+	t.Run("sync is closed after what came before it, and recorded by no exporter", func(t *testing.T) {
+		synced := make(chan struct{})
+		var a recorder
+		err := Run(context.Background(), sliceSource{events: []Event{evs[0], {Type: Sync, Synced: synced}}, err: errors.New("done")}, &a)
+		if err == nil {
+			t.Fatal("want the source's error")
+		}
+		select {
+		case <-synced:
+		default:
+			t.Fatal("Synced not closed")
+		}
+		if len(a) != 1 || a[0] != evs[0] {
+			t.Errorf("exporter got %v, want the pause alone", a)
+		}
+	})
 	t.Run("source failure is returned", func(t *testing.T) {
 		boom := errors.New("boom")
 		var a recorder

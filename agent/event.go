@@ -33,6 +33,11 @@ const (
 	// CPU for the whole process, GCCPU for its collector threads. Sent
 	// every few seconds per process, it feeds counters only.
 	CPUTime
+	// Sync observes nothing: a source sends it after the events it read
+	// when asked to flush (source.Source.Flush), and Run closes its Synced
+	// once every exporter has recorded what came before it, instead of
+	// handing it on.
+	Sync
 )
 
 // Pause kinds, the `kind` label.
@@ -76,6 +81,8 @@ type Event struct {
 	// throttling of their cgroup), from the kernel's sched_info.run_delay
 	// (bpf/request.c starved); at most Duration.
 	CPUWait time.Duration
+	// Synced is closed by Run when a Sync event has passed every exporter.
+	Synced chan struct{} `json:"-"`
 	// Requests is what a RequestCounts event counts. It is the event's
 	// own (a new one each time): exporters may keep it.
 	Requests *RequestHists

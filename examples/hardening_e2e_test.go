@@ -26,7 +26,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -476,28 +475,7 @@ func TestShutdownWith300Probes(t *testing.T) {
 	files := a.gauge(t, "pausewatch_resource_used", "attached_files")
 	ids := bpfIDsOf(t, a.cmd.Process.Pid)
 
-	sent := time.Now()
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	var exited time.Duration
-	select {
-	case err := <-a.done:
-		exited = time.Since(sent)
-		a.done <- err
-		if err != nil {
-			t.Errorf("agent exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent did not exit within 30s of SIGTERM")
-	}
-	var left []string
-	for {
-		left = stillThere(t, bpfIDs{"link": ids["link"]})
-		if len(left) == 0 || time.Since(sent) > exited+5*time.Second {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	gone := time.Since(sent)
+	exited, gone, left := terminate(t, a, bpfIDs{"link": ids["link"]})
 	t.Logf("%v probe links on %v files (the agent's fds: %d links): SIGTERM to exit %v, to the last link gone %v",
 		links, files, len(ids["link"]), exited.Round(time.Millisecond), gone.Round(time.Millisecond))
 	if len(left) > 0 {

@@ -143,7 +143,14 @@ func countPython(t *testing.T, a *agentProc, w *workload) {
 	if st.Runtime != "python" || st.Method != "usdt" || st.Service != "native-host" {
 		t.Fatalf("status %+v, want python/usdt, service native-host", st)
 	}
-	want := map[string]string{"service": "native-host", "runtime": "python"}
+	countCollections(t, a, w, "native-host", map[string]string{"service": "native-host", "runtime": "python"})
+}
+
+// countCollections tells a host embedding CPython to run its collections
+// and then exit, and compares the agent's count of them (the pause series
+// want) with the host's gc.callbacks count.
+func countCollections(t *testing.T, a *agentProc, w *workload, host string, want map[string]string) {
+	t.Helper()
 	before, _ := a.settledPauses(t, want)
 	fmt.Fprintln(w.stdin, "go")
 	if !w.out.Scan() {
@@ -156,7 +163,7 @@ func countPython(t *testing.T, a *agentProc, w *workload) {
 	after, _ := a.settledPauses(t, want)
 	w.stdin.Close()
 	w.cmd.Wait()
-	t.Logf("agent %v collections, gc.callbacks %d", after-before, seen)
+	t.Logf("%s: agent %v collections, gc.callbacks %d", host, after-before, seen)
 	if int(after-before) != seen {
 		t.Errorf("collections: agent %v, gc.callbacks %d", after-before, seen)
 	}

@@ -554,3 +554,54 @@ func TestRequestLatency(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestCountAtScrape: a scrape counts every request served before it,
+// exactly, however soon after them it comes. Requests are counted in the
+// kernel and read by the agent once a second; a scrape makes it read first
+// (source.Source.Flush). One keep-alive connection: a request is complete
+// in the kernel when the next one arrives, so after each burst exactly one
+// request (the burst's last) is still open, and the count is known.
+func TestRequestCountAtScrape(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, freePort(t))
+	port := freePort(t)
+	const service = "req-at-scrape"
+	s := startServer(t, "go", service, port, false)
+	a.waitTracked(t, s.pid, s.t0)
+	// startServer's probes left an idle connection with a request open:
+	// closed, it is complete, and the count settles.
+	http.DefaultClient.CloseIdleConnections()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	get := func() {
+		t.Helper()
+		resp, err := client.Get(s.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get() // open until the first of the next burst arrives
+	base := a.requestRowAtLeast(t, service, port, 1).Requests
+	want := map[string]string{"service": service, "port": fmt.Sprint(port)}
+	const burst = 300
+	for round := int64(1); round <= 4; round++ {
+		for range burst {
+			get()
+		}
+		// At once: no wait for the agent's next read.
+		got := a.requestCount(t, service, port) - base
+		var scraped float64
+		if mf := a.metrics(t)["pausewatch_request_duration_seconds"]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				if labelsMatch(m, want) {
+					scraped += float64(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+		if got != round*burst || int64(scraped)-base != round*burst {
+			t.Errorf("after %d requests: /api/requests counts %d, /metrics %d (want both exact)", round*burst, got, int64(scraped)-base)
+		}
+	}
+}

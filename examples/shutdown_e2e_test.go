@@ -114,6 +114,37 @@ func stillThere(t *testing.T, ids bpfIDs) []string {
 	return left
 }
 
+// terminate sends the agent SIGTERM and measures how long it takes to exit
+// and for the kernel to free ids. The kernel frees an object when its last
+// reference goes: a program after an RCU grace period, the maps it used
+// after that; so ids get 5 s past the exit rather than failing on a race
+// with the kernel's own cleanup. left is what is still there then.
+func terminate(t *testing.T, a *agentProc, ids bpfIDs) (exited, gone time.Duration, left []string) {
+	t.Helper()
+	sent := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-a.done:
+		exited = time.Since(sent)
+		a.done <- err
+		if err != nil {
+			t.Errorf("agent exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not exit within 30s of SIGTERM")
+	}
+	for {
+		left = stillThere(t, ids)
+		if len(left) == 0 || time.Since(sent) > exited+5*time.Second {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return exited, time.Since(sent), left
+}
+
 // startBpftrace runs a bpftrace script until the test ends and waits until
 // its probe is attached.
 func startBpftrace(t *testing.T, script string) *exec.Cmd {
@@ -207,33 +238,7 @@ func TestShutdownLeavesNothing(t *testing.T) {
 		}
 	}
 
-	sent := time.Now()
-	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	var exited time.Duration
-	select {
-	case err := <-a.done:
-		exited = time.Since(sent)
-		a.done <- err
-		if err != nil {
-			t.Errorf("agent exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("agent did not exit within 30s of SIGTERM")
-	}
-	// The kernel frees an object when its last reference goes: a program
-	// after an RCU grace period, the maps it used after that. Give it a
-	// moment rather than failing on a race with the kernel's own cleanup.
-	var left []string
-	for {
-		left = stillThere(t, ids)
-		if len(left) == 0 || time.Since(sent) > exited+5*time.Second {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	gone := time.Since(sent)
+	exited, gone, left := terminate(t, a, ids)
 	for _, o := range left {
 		t.Errorf("%s, created by the agent, still in the kernel %v after it exited", o, gone-exited)
 	}

@@ -132,6 +132,12 @@ func (x *Identity) run(ctx context.Context, src agent.Source, out chan<- agent.E
 				emit(x.flushAll())
 				return <-errc
 			}
+			if e.Type == agent.Sync {
+				// A barrier, of no process: it follows what came before
+				// it (a process waiting for its pod keeps its events).
+				emit([]agent.Event{e})
+				continue
+			}
 			emit(x.handle(e, time.Now()))
 		case <-changed:
 			emit(x.recheck(time.Now()))

@@ -18,6 +18,14 @@ import (
 func TestAdoptConns(t *testing.T) {
 	ms := time.Millisecond
 	h := newConnHarness(t, true)
+	// exchange serves one whole request; took is the server's own time,
+	// the lower bound the case expects the agent to report.
+	exchange := func(c net.Conn, fd int, request string, took time.Duration, response string) {
+		h.send(c, request)
+		h.read(fd)
+		h.sleep(took)
+		h.write(fd, response)
+	}
 	for _, tc := range []struct {
 		name   string
 		before func(c net.Conn, fd int) // before adoption
@@ -25,41 +33,26 @@ func TestAdoptConns(t *testing.T) {
 		want   []time.Duration // lower bounds of the reported requests
 	}{
 		{"idle keep-alive connection: the next request counts", func(c net.Conn, fd int) {
-			h.send(c, "GET /old")
-			h.read(fd)
-			h.write(fd, "200 old")
+			exchange(c, fd, "GET /old", 0, "200 old")
 		}, func(c net.Conn, fd int) {
-			h.send(c, "GET /1")
-			h.read(fd)
-			h.sleep(20 * ms)
-			h.write(fd, "200 one")
+			exchange(c, fd, "GET /1", 20*ms, "200 one")
 		}, []time.Duration{20 * ms}},
 		{"request unread at adoption: not measured, the next one is", func(c net.Conn, fd int) {
-			h.send(c, "GET /old")
-			h.read(fd)
-			h.write(fd, "200 old")
+			exchange(c, fd, "GET /old", 0, "200 old")
 			h.sleep(20 * ms) // a tick or more after the response
 			h.send(c, "GET /in-progress")
 		}, func(c net.Conn, fd int) {
 			h.read(fd)
 			h.write(fd, "200 in progress")
-			h.send(c, "GET /2")
-			h.read(fd)
-			h.sleep(15 * ms)
-			h.write(fd, "200 two")
+			exchange(c, fd, "GET /2", 15*ms, "200 two")
 		}, []time.Duration{15 * ms}},
 		{"request half read at adoption: its rest does not start a request", func(c net.Conn, fd int) {
 			h.sleep(20 * ms)
 			h.send(c, "GET / HTTP/1.1\r\n")
 			h.read(fd)
 		}, func(c net.Conn, fd int) {
-			h.send(c, "Host: x\r\n\r\n")
-			h.read(fd)
-			h.write(fd, "200 in progress")
-			h.send(c, "GET /3")
-			h.read(fd)
-			h.sleep(10 * ms)
-			h.write(fd, "200 three")
+			exchange(c, fd, "Host: x\r\n\r\n", 0, "200 in progress")
+			exchange(c, fd, "GET /3", 10*ms, "200 three")
 		}, []time.Duration{10 * ms}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package source
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -364,15 +363,11 @@ func (p procFS) processCPU(pid uint32) (time.Duration, error) {
 
 // parseProcessCPU reads fields 14 and 15 (utime, stime) of a stat line.
 func parseProcessCPU(stat []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no comm field")
+	fields, err := statFields(stat, 13)
+	if err != nil {
+		return 0, err
 	}
-	fields := strings.Fields(string(stat[i+1:]))
-	// fields[0] is field 3 (state); utime and stime are 14 and 15.
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after comm, want at least 13", len(fields))
-	}
+	// fields[0] is field 3, so 14 and 15 are [11:13].
 	var ticks uint64
 	for _, f := range fields[11:13] {
 		v, err := strconv.ParseUint(f, 10, 64)

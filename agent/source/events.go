@@ -167,6 +167,8 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 	}
 	tick := time.NewTicker(requestReadEvery)
 	defer tick.Stop()
+	close(s.looping)
+	defer close(s.ended)
 	var handle func(r record)
 	handle = func(r record) {
 		e := &r.e
@@ -249,6 +251,21 @@ func (s *Source) loop(ctx context.Context, rd *ringbuf.Reader, records <-chan re
 			return err
 		case <-tick.C:
 			readRequests()
+		case synced := <-s.flush:
+			// Every flush asked for meanwhile is answered by one read.
+			all := []chan struct{}{synced}
+			for more := true; more; {
+				select {
+				case c := <-s.flush:
+					all = append(all, c)
+				default:
+					more = false
+				}
+			}
+			readRequests()
+			for _, c := range all {
+				send(agent.Event{Type: agent.Sync, Synced: c})
+			}
 		case e := <-s.side:
 			if e.Type == agent.Exit {
 				// An exit housekeeping found (its record was missed).

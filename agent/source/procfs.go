@@ -35,20 +35,31 @@ func (p procFS) startTime(pid uint32) (uint64, error) {
 }
 
 func parseStartTime(stat []byte) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no comm field")
+	fields, err := statFields(stat, 20)
+	if err != nil {
+		return 0, err
 	}
-	fields := strings.Fields(string(stat[i+1:]))
-	// fields[0] is field 3 (state); starttime is field 22.
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("stat: %d fields after comm, want at least 20", len(fields))
-	}
+	// fields[0] is field 3, so starttime (22) is [19].
 	v, err := strconv.ParseUint(fields[19], 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("stat: starttime: %w", err)
 	}
 	return v, nil
+}
+
+// statFields splits a /proc/<pid>/stat line after the comm, which is the
+// process's to choose and may hold spaces and ')': fields[0] is field 3
+// (state). It fails unless there are at least n.
+func statFields(stat []byte, n int) ([]string, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, errors.New("stat: no comm field")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < n {
+		return nil, fmt.Errorf("stat: %d fields after comm, want at least %d", len(fields), n)
+	}
+	return fields, nil
 }
 
 // serviceEnv is the only variable ever read from a process's environment:

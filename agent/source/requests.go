@@ -1,6 +1,7 @@
 package source
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -228,4 +229,35 @@ func (s *Source) dropObjectivesLocked(pid uint32) {
 		s.k.objs.ReqObjectives.Delete(bpfPwReqObjectiveKey{Tgid: pid, Port: port})
 	}
 	s.objectivesChangedLocked()
+}
+
+// Flush reads the kernel's request histograms now and returns once every
+// exporter has recorded them (agent.Run has passed the agent.Sync sent
+// after them), so a scrape or an OTLP collection that flushes first counts
+// every request served before it, not up to requestReadEvery fewer.
+// Concurrent calls share one read. It returns at once, nil, when the event
+// loop is not running (not started yet, or stopped); ctx's error when ctx
+// ends first.
+func (s *Source) Flush(ctx context.Context) error {
+	select {
+	case <-s.looping:
+	default:
+		return nil
+	}
+	synced := make(chan struct{})
+	select {
+	case s.flush <- synced:
+	case <-s.ended:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-synced:
+		return nil
+	case <-s.ended:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

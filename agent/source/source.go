@@ -94,8 +94,12 @@ type Source struct {
 	// records that waited for it can go on.
 	inspected chan uint32
 	side      chan agent.Event // from pollers and housekeeping
-	delay     delayHist
-	closing   sync.WaitGroup // links being closed in the background
+	// flush asks the event loop to read the request histograms now
+	// (Flush); looping is closed once the loop runs, ended when it returns.
+	flush          chan chan struct{}
+	looping, ended chan struct{}
+	delay          delayHist
+	closing        sync.WaitGroup // links being closed in the background
 
 	mu      sync.Mutex
 	procs   map[uint32]*process
@@ -146,6 +150,9 @@ func New(cfg Config) *Source {
 		queue:     newInspectQueue(),
 		inspected: make(chan uint32, 1024),
 		side:      make(chan agent.Event, 256),
+		flush:     make(chan chan struct{}),
+		looping:   make(chan struct{}),
+		ended:     make(chan struct{}),
 		procs:     make(map[uint32]*process),
 		files:     make(map[fileKey]*fileInfo),
 		lost:      make(map[string]uint64),

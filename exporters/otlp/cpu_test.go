@@ -1,11 +1,9 @@
 package otlp
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -15,17 +13,7 @@ import (
 // does (a GC pause's thread CPU, a CPUTime event's collector CPU), not a
 // non-GC pause's; the process CPU counter takes CPUTime events.
 func TestGCCPU(t *testing.T) {
-	ctx := context.Background()
-	var reader *sdkmetric.ManualReader
-	mkReader := func(p sdkmetric.Producer) sdkmetric.Reader {
-		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
-		return reader
-	}
-	x, err := New(ctx, Options{MetricReader: mkReader, LogProcessor: discardLogs{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Shutdown(ctx)
+	x, collect := manualExporter(t)
 	p := agent.Process{PID: 10, Runtime: "jvm", Method: "usdt", Service: "checkout"}
 	x.Record(agent.Event{Type: agent.CPUTime, Process: p, CPU: 3 * time.Second, GCCPU: time.Second, GCCPUMethod: agent.GCThreads})
 	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: agent.KindGC, Reason: "G1CollectForAllocation",
@@ -33,10 +21,7 @@ func TestGCCPU(t *testing.T) {
 	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: agent.KindOther, Reason: "Cleanup",
 		Duration: time.Second, ThreadCPU: 100 * time.Millisecond, ThreadCPUKnown: true})
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
+	rm := collect()
 	got := map[string]float64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {

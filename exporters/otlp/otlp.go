@@ -43,6 +43,10 @@ type Options struct {
 	LogBurst int
 	// Version is the agent's version, for the resource.
 	Version string
+	// Flush, when set, is called at each collection before the request
+	// histograms are read (source.Source.Flush), so that they hold every
+	// request served before it; on an error they are read as they are.
+	Flush func(context.Context) error
 	// MetricReader and LogProcessor, when set, take the place of the OTLP
 	// metric and log pipelines: tests read what was recorded from them.
 	// The reader must include the producer it is given (WithProducer):

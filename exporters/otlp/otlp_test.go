@@ -80,6 +80,30 @@ func TestLogRateLimit(t *testing.T) {
 	}
 }
 
+// manualExporter returns an exporter that drops its logs, shut down when
+// the test ends, and collect, which reads its metrics when called.
+func manualExporter(t *testing.T) (x *Exporter, collect func() metricdata.ResourceMetrics) {
+	t.Helper()
+	ctx := context.Background()
+	var reader *sdkmetric.ManualReader
+	x, err := New(ctx, Options{LogProcessor: discardLogs{}, MetricReader: func(p sdkmetric.Producer) sdkmetric.Reader {
+		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
+		return reader
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Shutdown(ctx) })
+	return x, func() metricdata.ResourceMetrics {
+		t.Helper()
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		return rm
+	}
+}
+
 type discardLogs struct{}
 
 func (discardLogs) Enabled(context.Context, sdklog.EnabledParameters) bool { return false }
@@ -90,27 +114,14 @@ func (discardLogs) ForceFlush(context.Context) error                       { ret
 // pausewatch.pause.stopping gets the stopping time of the pauses that report
 // it, without the reason, and nothing from the others.
 func TestStoppingTime(t *testing.T) {
-	ctx := context.Background()
-	var reader *sdkmetric.ManualReader
-	mkReader := func(p sdkmetric.Producer) sdkmetric.Reader {
-		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
-		return reader
-	}
-	x, err := New(ctx, Options{MetricReader: mkReader, LogProcessor: discardLogs{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Shutdown(ctx)
+	x, collect := manualExporter(t)
 	p := agent.Process{PID: 10, Runtime: "go", Method: "uprobe", Service: "checkout"}
 	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "gc", Reason: "GC mark termination", Duration: time.Millisecond, Stopping: 300 * time.Microsecond})
 	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "gc", Reason: "GC sweep termination", Duration: time.Millisecond, Stopping: 100 * time.Microsecond})
 	x.Record(agent.Event{Type: agent.Pause, Process: p, Kind: "other", Reason: "read mem stats", Duration: time.Millisecond})
 	x.Record(agent.Event{Type: agent.PauseTotals, Process: p, Kind: "other", Count: 2, Duration: time.Millisecond, Stopping: time.Millisecond})
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
+	rm := collect()
 	found := false
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {

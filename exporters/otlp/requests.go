@@ -44,8 +44,13 @@ type reqProducer struct{ x *Exporter }
 // Produce implements sdkmetric.Producer: an exponential histogram of
 // scale agent.NativeSchema (or explicit buckets with ExplicitBuckets),
 // exact in either form (agent.RequestBounds).
-func (p reqProducer) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+func (p reqProducer) Produce(ctx context.Context) ([]metricdata.ScopeMetrics, error) {
 	x := p.x
+	// Before the lock: the flush waits for Record, which takes it. When
+	// it fails (ctx ended) the histograms are read as they are.
+	if x.opts.Flush != nil {
+		_ = x.opts.Flush(ctx)
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if len(x.reqs) == 0 {

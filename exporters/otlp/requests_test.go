@@ -1,12 +1,10 @@
 package otlp
 
 import (
-	"context"
 	"math"
 	"testing"
 	"time"
 
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/pausewatch/pausewatch/agent"
@@ -17,16 +15,7 @@ import (
 // (2^(j/8), 2^((j+1)/8)]), summed across reads, with the pause time and
 // the breaches on their counters.
 func TestRequestHistogram(t *testing.T) {
-	ctx := context.Background()
-	var reader *sdkmetric.ManualReader
-	x, err := New(ctx, Options{LogProcessor: discardLogs{}, MetricReader: func(p sdkmetric.Producer) sdkmetric.Reader {
-		reader = sdkmetric.NewManualReader(sdkmetric.WithProducer(p))
-		return reader
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Shutdown(ctx)
+	x, collect := manualExporter(t)
 	p := agent.Process{PID: 10, Runtime: "go", Method: "uprobe", Service: "checkout"}
 	durs := []time.Duration{time.Millisecond, time.Millisecond, 3 * time.Millisecond, 250 * time.Millisecond}
 	for _, d := range durs { // one read each
@@ -34,10 +23,7 @@ func TestRequestHistogram(t *testing.T) {
 		h.Observe(agent.Event{Type: agent.Request, Duration: d}, 100*time.Millisecond)
 		x.Record(agent.Event{Type: agent.RequestCounts, Process: p, Port: 8080, Requests: h})
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
+	rm := collect()
 	var dp *metricdata.ExponentialHistogramDataPoint[float64]
 	breaches := int64(0)
 	for _, sm := range rm.ScopeMetrics {

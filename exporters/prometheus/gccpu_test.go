@@ -44,6 +44,10 @@ func TestGCCPU(t *testing.T) {
 	if got := testutil.ToFloat64(x.cpuM.proc.WithLabelValues("jvm", "svc", "", "", "")); got != 8 {
 		t.Errorf("process cpu = %v, want 8", got)
 	}
+	// Described and collected by the exporter, not only held in its vectors.
+	if n := testutil.CollectAndCount(x, "pausewatch_gc_cpu_seconds_total", "pausewatch_process_cpu_seconds_total"); n != 3 {
+		t.Errorf("the exporter serves %d CPU series, want 3 (two GC methods, the process)", n)
+	}
 	rows := x.TaxSummaries()
 	if len(rows) != 1 {
 		t.Fatalf("tax rows %+v", rows)

@@ -6,6 +6,7 @@ package prometheus
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,11 +19,9 @@ import (
 
 // DurationBuckets are the classic buckets of every duration histogram:
 // from 10 µs (a small Go pause) to 10 s (a full collection of a big heap).
-var DurationBuckets = []float64{
-	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
-	1, 2.5, 5, 10,
-}
+// They are agent.ClassicBuckets, which the request histograms are counted
+// in, so that pause and request histograms share their boundaries.
+var DurationBuckets = agent.ClassicBuckets
 
 // HDR histogram range and precision: 1 µs to 60 s at 2 significant digits
 // keeps one series at about 10 KiB whatever the pause count.
@@ -278,19 +277,9 @@ func (x *Exporter) Record(e agent.Event) {
 			return
 		}
 		at := x.opts.Now().Add(x.opts.PIDSeriesTTL)
-		for _, s := range x.series {
+		for s := range x.expiries {
 			if s.pid == e.Process.PID {
-				s.expireAt = at
-			}
-		}
-		for _, s := range x.requests {
-			if s.pid == e.Process.PID {
-				s.expireAt = at
-			}
-		}
-		for _, s := range x.cpu {
-			if s.pid == e.Process.PID {
-				s.expireAt = at
+				*s.at = at
 			}
 		}
 		delete(x.recent, e.Process.PID)
@@ -389,19 +378,38 @@ func (x *Exporter) exited(p agent.Process) {
 
 // setExpiry sets when every series of an identity expires (zero: never).
 func (x *Exporter) setExpiry(id identity, at time.Time) {
+	for s := range x.expiries {
+		if s.id == id {
+			*s.at = at
+		}
+	}
+}
+
+// expiry is where one series of any kind keeps when it expires, with
+// what an exit or an identity's liveness selects it by.
+type expiry struct {
+	id  identity
+	pid uint32
+	at  *time.Time
+}
+
+// expiries yields the expiry of every pause, request and CPU series: a
+// process's exit and its identity's liveness concern all three kinds
+// alike, and a kind left out would outlive its process; x.mu is held.
+func (x *Exporter) expiries(yield func(expiry) bool) {
 	for k, s := range x.series {
-		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
-			s.expireAt = at
+		if !yield(expiry{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, s.pid, &s.expireAt}) {
+			return
 		}
 	}
 	for k, s := range x.requests {
-		if (identity{k.runtime, k.service, k.namespace, k.pod, k.container}) == id {
-			s.expireAt = at
+		if !yield(expiry{identity{k.runtime, k.service, k.namespace, k.pod, k.container}, s.pid, &s.expireAt}) {
+			return
 		}
 	}
 	for k, s := range x.cpu {
-		if k.identity() == id {
-			s.expireAt = at
+		if !yield(expiry{k.identity(), s.pid, &s.expireAt}) {
+			return
 		}
 	}
 }
@@ -500,18 +508,16 @@ func (x *Exporter) unlock() {
 	}
 }
 
+// collectors are the exporter's metric families: Describe and Collect
+// walk this one list, so a family cannot be collected undescribed.
+func (x *Exporter) collectors() []prometheus.Collector {
+	return slices.Concat([]prometheus.Collector{x.duration, x.stopping, x.pauses, x.seconds, x.objects, x.dropped},
+		x.req.collectors(), x.cpuM.collectors())
+}
+
 // Describe implements prometheus.Collector.
 func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	x.duration.Describe(ch)
-	x.stopping.Describe(ch)
-	x.pauses.Describe(ch)
-	x.seconds.Describe(ch)
-	x.objects.Describe(ch)
-	x.dropped.Describe(ch)
-	for _, c := range x.req.collectors() {
-		c.Describe(ch)
-	}
-	for _, c := range x.cpuM.collectors() {
+	for _, c := range x.collectors() {
 		c.Describe(ch)
 	}
 }
@@ -521,16 +527,7 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 	x.mu.Lock()
 	x.expire()
 	x.unlock()
-	x.duration.Collect(ch)
-	x.stopping.Collect(ch)
-	x.pauses.Collect(ch)
-	x.seconds.Collect(ch)
-	x.objects.Collect(ch)
-	x.dropped.Collect(ch)
-	for _, c := range x.req.collectors() {
-		c.Collect(ch)
-	}
-	for _, c := range x.cpuM.collectors() {
+	for _, c := range x.collectors() {
 		c.Collect(ch)
 	}
 }

@@ -57,6 +57,39 @@ func (c *clientFlags) fromEnv(fs *flag.FlagSet) error {
 	return nil
 }
 
+// parse parses the command line of a command that asks an agent (fs is
+// named after it: "pausewatch report") and makes its client, whose
+// timeout bounds a whole request (0: none). Without a client the command
+// exits with code: 0 after --help, 2 after a usage error, which parse has
+// printed; argHint says what a stray argument may have been meant as.
+func (c *clientFlags) parse(fs *flag.FlagSet, args []string, usageHead, argHint string, timeout time.Duration) (client *agentClient, code int) {
+	cmd := fs.Name()
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(os.Stdout, usageHead, fs)
+			return nil, 0
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, flagError(cmd, err))
+		return nil, 2
+	}
+	// A word after the flags used to be ignored: `report my-service` printed
+	// every service, as if it had been understood.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected argument %q (%ssee %s --help)\n", cmd, fs.Arg(0), argHint, cmd)
+		return nil, 2
+	}
+	if err := c.fromEnv(fs); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+		return nil, 2
+	}
+	client, err := c.newClient(timeout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+		return nil, 2
+	}
+	return client, 0
+}
+
 // agentClient talks to one agent.
 type agentClient struct {
 	base       string // the agent's URL, without a trailing slash

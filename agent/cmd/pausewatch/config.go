@@ -306,92 +306,66 @@ func (v rateValue) Set(s string) error {
 	return nil
 }
 
-// choiceValue is a string flag with a fixed set of values.
-type choiceValue struct {
-	p       *string
-	choices []string
+// stringValue is a string flag that takes only what check accepts.
+type stringValue struct {
+	p     *string
+	check func(string) error
 }
 
-func (v choiceValue) String() string {
+func (v stringValue) String() string {
 	if v.p == nil {
 		return ""
 	}
 	return *v.p
 }
 
-func (v choiceValue) Set(s string) error {
-	if !slices.Contains(v.choices, s) {
-		return fmt.Errorf("want one of %s", strings.Join(v.choices, ", "))
-	}
-	*v.p = s
-	return nil
-}
-
-// runtimeList is --runtimes: a comma-separated subset of the runtimes.
-type runtimeList struct{ p *string }
-
-// knownRuntimes are the source's runtimes, in its order.
-var knownRuntimes = source.RuntimeNames()
-
-func (v runtimeList) String() string {
-	if v.p == nil {
-		return ""
-	}
-	return *v.p
-}
-
-func (v runtimeList) Set(s string) error {
-	for _, r := range strings.Split(s, ",") {
-		if !slices.Contains(knownRuntimes, r) {
-			return fmt.Errorf("unknown runtime %q: want a comma-separated list of %s", r, strings.Join(knownRuntimes, ", "))
-		}
-	}
-	*v.p = s
-	return nil
-}
-
-// logLevelValue is --log-level, checked when set rather than when the
-// logger is made, so that the error names where the value came from.
-type logLevelValue struct{ p *string }
-
-func (v logLevelValue) String() string {
-	if v.p == nil {
-		return ""
-	}
-	return *v.p
-}
-
-func (v logLevelValue) Set(s string) error {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return errors.New("want debug, info, warn or error")
-	}
-	*v.p = s
-	return nil
-}
-
-// endpointValue is --otlp-endpoint. The OTel SDK ignores an endpoint it
-// cannot parse (envconfig.WithURL: one log line) and exports to its
-// default, localhost, instead, so a bad one is refused here.
-type endpointValue struct{ p *string }
-
-func (v endpointValue) String() string {
-	if v.p == nil {
-		return ""
-	}
-	return *v.p
-}
-
-func (v endpointValue) Set(s string) error {
-	if err := checkEndpoint(s); err != nil {
+func (v stringValue) Set(s string) error {
+	if err := v.check(s); err != nil {
 		return err
 	}
 	*v.p = s
 	return nil
 }
 
+// oneOf accepts a fixed set of values.
+func oneOf(choices ...string) func(string) error {
+	return func(s string) error {
+		if !slices.Contains(choices, s) {
+			return fmt.Errorf("want one of %s", strings.Join(choices, ", "))
+		}
+		return nil
+	}
+}
+
+// knownRuntimes are the source's runtimes, in its order.
+var knownRuntimes = source.RuntimeNames()
+
+// checkRuntimes accepts --runtimes: a comma-separated subset of the runtimes.
+func checkRuntimes(s string) error {
+	for _, r := range strings.Split(s, ",") {
+		if !slices.Contains(knownRuntimes, r) {
+			return fmt.Errorf("unknown runtime %q: want a comma-separated list of %s", r, strings.Join(knownRuntimes, ", "))
+		}
+	}
+	return nil
+}
+
+// checkLogLevel accepts --log-level. It is checked when set rather than
+// when the logger is made, so that the error names where the value came
+// from.
+func checkLogLevel(s string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}
+
 // checkEndpoint accepts what the OTLP specification calls an endpoint: an
-// http or https URL with a host (and optionally a port and path).
+// http or https URL with a host (and optionally a port and path). The
+// OTel SDK ignores an endpoint it cannot parse (envconfig.WithURL: one
+// log line) and exports to its default, localhost, instead, so a bad
+// --otlp-endpoint is refused here.
 func checkEndpoint(s string) error {
 	const want = "want an http or https URL such as http://otel-collector:4318"
 	u, err := url.Parse(s)

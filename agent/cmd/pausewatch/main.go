@@ -124,18 +124,18 @@ func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs.StringVar(&f.procFS, "procfs", f.procFS, "procfs root (the host's /proc); must be a procfs mount")
 	fs.Var(intValue[int]{p: &f.maxSeries, min: 1, max: maxSeriesLimit}, "max-series", fmt.Sprintf("bound on pause series, `n` from 1 to %d; past it new series are dropped and counted", maxSeriesLimit))
 	fs.Var(intValue[int]{p: &f.maxProcs, min: 1, max: maxProcsLimit}, "max-processes", fmt.Sprintf("bound on tracked processes, `n` from 1 to %d; past it new ones are not tracked and counted", maxProcsLimit))
-	fs.Var(logLevelValue{p: &f.logLevel}, "log-level", "`level`: debug, info, warn or error")
+	fs.Var(stringValue{&f.logLevel, checkLogLevel}, "log-level", "`level`: debug, info, warn or error")
 	fs.Var(intValue[int64]{p: &f.memLimitMB, min: 0, max: maxMemLimitMB}, "memory-limit-mb", fmt.Sprintf("soft memory limit of the agent (GOMEMLIMIT) in `MiB`, 0 to %d, 0 for none; GOMEMLIMIT in the environment wins", maxMemLimitMB))
 	fs.BoolVar(&f.noJVMProbe, "no-jvm-probes", false, "do not probe libjvm.so (USDT or symbols); JVMs are then read through hsperfdata only")
 	fs.BoolVar(&f.noJVMUSDT, "no-jvm-usdt", false, "ignore libjvm.so's USDT notes and probe SafepointSynchronize::begin/end from its symbol table instead")
 	fs.StringVar(&f.uprobes, "uprobes", "auto", "how uprobes are attached: auto (uprobe_multi links where the kernel has them and allows it, else perf-PMU uprobes), uprobe_multi or perf_uprobe")
-	fs.Var(runtimeList{p: &f.runtimes}, "runtimes", "comma-separated `runtimes` to capture: "+strings.Join(knownRuntimes, ", "))
+	fs.Var(stringValue{&f.runtimes, checkRuntimes}, "runtimes", "comma-separated `runtimes` to capture: "+strings.Join(knownRuntimes, ", "))
 	fs.BoolVar(&f.noRequests, "no-requests", false, "do not measure request latency")
 	fs.Var(&f.ports, "ports", fmt.Sprintf("comma-separated local `ports` whose requests are measured, at most %d (default: every port of a tracked process)", maxPorts))
 	fs.Var(durationValue{p: &f.slo}, "slo", "default latency objective, a `duration` such as 250ms: a request slower than this is an SLO breach (0: none; per-service objectives go in the config file)")
 	fs.StringVar(&f.config, "config", os.Getenv("PAUSEWATCH_CONFIG"), fmt.Sprintf("YAML config file, at most %d bytes (every flag is a key; plus objectives:); flags override the environment (PAUSEWATCH_<FLAG>), which overrides the file", maxConfigBytes))
-	fs.Var(endpointValue{p: &f.otlpEndpoint}, "otlp-endpoint", "OTLP endpoint `URL` such as http://otel-collector:4318 (sets OTEL_EXPORTER_OTLP_ENDPOINT); OTLP export is on when this or any OTEL_EXPORTER_OTLP_*ENDPOINT is set")
-	fs.Var(choiceValue{p: &f.otlpProtocol, choices: []string{"grpc", "http/protobuf"}}, "otlp-protocol", "`protocol`: grpc or http/protobuf (sets OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf)")
+	fs.Var(stringValue{&f.otlpEndpoint, checkEndpoint}, "otlp-endpoint", "OTLP endpoint `URL` such as http://otel-collector:4318 (sets OTEL_EXPORTER_OTLP_ENDPOINT); OTLP export is on when this or any OTEL_EXPORTER_OTLP_*ENDPOINT is set")
+	fs.Var(stringValue{&f.otlpProtocol, oneOf("grpc", "http/protobuf")}, "otlp-protocol", "`protocol`: grpc or http/protobuf (sets OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf)")
 	fs.BoolVar(&f.otlpExplicit, "otlp-explicit-buckets", false, "export OTLP duration histograms with the explicit Prometheus buckets instead of base-2 exponential ones")
 	fs.Var(durationValue{p: &f.otlpThreshold}, "otlp-log-threshold", "pauses shorter than this `duration` get no OTLP log record (0: every pause)")
 	fs.Var(rateValue{p: &f.otlpLogRate, max: maxLogRate}, "otlp-log-rate", fmt.Sprintf("OTLP log records per second per process, at most (a `rate` above 0, up to %d; the rest are counted in pausewatch_events_lost_total{source=\"otlp_log_rate\"})", maxLogRate))
@@ -312,7 +312,7 @@ func agentMain(args []string) int {
 	}
 	if otlp.Enabled() {
 		opts := otlp.Options{PIDLabel: f.pidLabel, LogThreshold: f.otlpThreshold, LogRate: f.otlpLogRate,
-			LogBurst: f.otlpLogBurst, Version: version}
+			LogBurst: f.otlpLogBurst, Version: version, Flush: src.Flush}
 		if f.otlpExplicit {
 			opts.ExplicitBuckets = promexp.DurationBuckets
 		}
@@ -415,7 +415,7 @@ func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, 
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.Handle("/metrics", flushed(src, promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -445,16 +445,34 @@ func newMux(reg *prometheus.Registry, src *source.Source, ident *kube.Identity, 
 	mux.HandleFunc("/api/pauses", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.Summaries())
 	})
-	mux.HandleFunc("/api/requests", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/requests", flushed(src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.RequestSummaries())
-	})
-	mux.HandleFunc("/api/tax", func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("/api/tax", flushed(src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, prom.TaxSummaries())
-	})
+	})))
 	mux.HandleFunc("/api/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, stream)
 	})
 	return mux
+}
+
+// flushWait bounds how long a scrape waits for the kernel's request
+// counts (source.Source.Flush) before it is served with what the agent has,
+// at most a second old.
+const flushWait = 2 * time.Second
+
+// flushed serves h once the request histograms have been read from the
+// kernel and recorded: a scrape then counts every request served before
+// it, as a client counting its own requests would, instead of lagging by
+// up to the read interval.
+func flushed(src *source.Source, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), flushWait)
+		src.Flush(ctx)
+		cancel()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // processJSON is one row of /api/processes. source.ProcessStatus embeds

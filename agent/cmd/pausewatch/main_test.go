@@ -71,6 +71,10 @@ func TestHelpGoesToStdout(t *testing.T) {
 		{[]string{"--slo", "5"}, `pausewatch: --slo "5": want a Go duration such as 50ms or 1.5s`},
 		{[]string{"watch", "--jsn"}, "pausewatch watch: flag provided but not defined: -jsn (see pausewatch watch --help)"},
 		{[]string{"report", "--json=perhaps"}, `pausewatch report: --json "perhaps": want true or false`},
+		{[]string{"report", "my-service"}, `pausewatch report: unexpected argument "my-service" (see pausewatch report --help)`},
+		{[]string{"watch", "my-service"}, `pausewatch watch: unexpected argument "my-service" (--service and --pid narrow what is printed; see pausewatch watch --help)`},
+		{[]string{"report", "--agent", "localhost:9464"}, `pausewatch report: --agent "localhost:9464": want an http or https URL`},
+		{[]string{"watch", "--agent", "localhost:9464"}, `pausewatch watch: --agent "localhost:9464": want an http or https URL`},
 	} {
 		stdout, stderr, code := runCommand(t, tc.args...)
 		if code != 2 || stdout != "" || !strings.Contains(stderr, tc.want) {

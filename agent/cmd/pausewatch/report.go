@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,28 +43,9 @@ func reportMain(args []string) int {
 	cf.register(fs, "the agent to ask, a `URL` (https:// for an agent with a TLS web config)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	tax := fs.Bool("tax", false, "print the GC tax per service: GC CPU in cores and as a share of CPU, time stopped, breaches by cause")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(os.Stdout, reportUsageHead, fs)
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "pausewatch report:", flagError("pausewatch report", err))
-		return 2
-	}
-	// A word after the flags used to be ignored: `report my-service` printed
-	// every service, as if it had been understood.
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "pausewatch report: unexpected argument %q (see pausewatch report --help)\n", fs.Arg(0))
-		return 2
-	}
-	if err := cf.fromEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
-		return 2
-	}
-	client, err := cf.newClient(10 * time.Second)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pausewatch report:", err)
-		return 2
+	client, code := cf.parse(fs, args, reportUsageHead, "", 10*time.Second)
+	if client == nil {
+		return code
 	}
 	if *tax {
 		return taxMain(context.Background(), client, *asJSON)
@@ -84,14 +64,20 @@ func reportMain(args []string) int {
 		}
 		return rows[i].Port < rows[j].Port
 	})
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+	writeRows(os.Stdout, rows, *asJSON, printReport)
+	return 0
+}
+
+// writeRows writes the rows of a report as indented JSON or, when asJSON
+// is false, as the report's table.
+func writeRows[T any](w io.Writer, rows []T, asJSON bool, table func(io.Writer, []T)) {
+	if asJSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(rows)
-		return 0
+		return
 	}
-	printReport(os.Stdout, rows)
-	return 0
+	table(w, rows)
 }
 
 // sanitizeRows passes the rows' strings through agent.LabelValue: they

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -37,13 +36,7 @@ func taxMain(ctx context.Context, client *agentClient, asJSON bool) int {
 		}
 		return rows[i].Runtime+rows[i].PID < rows[j].Runtime+rows[j].PID
 	})
-	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(rows)
-		return 0
-	}
-	printTax(os.Stdout, rows)
+	writeRows(os.Stdout, rows, asJSON, printTax)
 	return 0
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -113,28 +112,9 @@ func watchMain(args []string) int {
 	pids := fs.String("pid", "", "print only these comma-separated `pids`")
 	var cf clientFlags
 	cf.register(fs, "follow the agent at this `URL` when one answers; otherwise run the probes here")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(os.Stdout, watchUsageHead, fs)
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "pausewatch watch:", flagError("pausewatch watch", err))
-		return 2
-	}
-	// A word after the flags used to be ignored: `report my-service` printed
-	// every service, as if it had been understood.
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "pausewatch watch: unexpected argument %q (--service and --pid narrow what is printed; see pausewatch watch --help)\n", fs.Arg(0))
-		return 2
-	}
-	if err := cf.fromEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
-		return 2
-	}
-	client, err := cf.newClient(0) // a stream: no overall timeout
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pausewatch watch:", err)
-		return 2
+	client, code := cf.parse(fs, args, watchUsageHead, "--service and --pid narrow what is printed; ", 0) // a stream: no overall timeout
+	if client == nil {
+		return code
 	}
 	keep, err := watchFilter(*services, *pids)
 	if err != nil {
