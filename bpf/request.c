@@ -143,7 +143,7 @@ volatile const __u8 arrival_mode = 0;
  * most of a node's socket traffic) leaves on two compares, before any
  * helper call or map lookup.
  */
-static __always_inline bool tcp_family(__u16 family, __u16 protocol)
+static __always_inline bool is_tcp(__u16 family, __u16 protocol)
 {
 	return (family == AF_INET || family == AF_INET6) && (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP);
 }
@@ -569,10 +569,11 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 }
 
 /*
- * received records a read that returned data (n > 0), completed at now and
- * begun at start_ts: it ends the response in progress only then. A read that returns EAGAIN or nothing
- * (Go's net/http parks a one-byte background read on every connection
- * while the handler runs) says nothing about the request.
+ * received records a read that returned data (n > 0), begun at start_ts
+ * and completed at now: it ends the response in progress only then. A
+ * read that returns EAGAIN or nothing (Go's net/http parks a one-byte
+ * background read on every connection while the handler runs) says
+ * nothing about the request.
  */
 static __always_inline void received(struct conn *c, __u64 start_ts, __u64 now)
 {
@@ -729,7 +730,7 @@ static __always_inline int accepted(__s64 ret)
 	/* (Any other connection would be left by every program that follows it.) */
 	__u16 family = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_family);
 	__u16 protocol = BPF_CORE_READ((struct sock *)sk, sk_protocol);
-	if (!tcp_family(family, protocol))
+	if (!is_tcp(family, protocol))
 		return 0;
 	__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
 	if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
@@ -814,7 +815,7 @@ struct sk_data_ready_ctx {
 SEC("tracepoint/sock/sk_data_ready")
 int handle_sk_data_ready(struct sk_data_ready_ctx *ctx)
 {
-	if (!tcp_family(ctx->family, ctx->protocol))
+	if (!is_tcp(ctx->family, ctx->protocol))
 		return 0;
 	__u64 sk = ctx->skaddr;
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
@@ -853,7 +854,7 @@ struct sock_length_ctx {
  * serves it, or a recycled socket address). A process's bit is set before
  * it enters traced and cleared after it leaves it, and accepted() tracked
  * the connection for tgid only while tgid was in traced, so a set bit and
- * a connection of tgid's own say what the traced lookup would (70-100 ns).
+ * a connection of tgid's own say what the traced hash lookup would.
  */
 static __always_inline struct conn *traced_conn(__u64 sk, __u32 tgid)
 {
@@ -877,7 +878,7 @@ SEC("tracepoint/sock/sock_send_length")
 int handle_sock_send_length(struct sock_length_ctx *ctx)
 {
 	/* The context's own fields first: they cost no call. */
-	if (ctx->ret <= 0 || !tcp_family(ctx->family, ctx->protocol))
+	if (ctx->ret <= 0 || !is_tcp(ctx->family, ctx->protocol))
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn *c = traced_conn(ctx->sk, id >> 32);
@@ -905,7 +906,7 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 SEC("tracepoint/sock/sock_recv_length")
 int handle_sock_recv_length(struct sock_length_ctx *ctx)
 {
-	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK) || !tcp_family(ctx->family, ctx->protocol))
+	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK) || !is_tcp(ctx->family, ctx->protocol))
 		return 0;
 	struct conn *c = traced_conn(ctx->sk, bpf_get_current_pid_tgid() >> 32);
 	if (!c)
