@@ -142,6 +142,9 @@ struct pw_pause_state {
 	__u8 in_progress;
 	__u8 runtime;
 	__u8 _pad[2];
+	/* The process's budget of pause records (pause_budget): credit in ns, as of credit_at. */
+	__u64 credit_ns;
+	__u64 credit_at;
 };
 
 /*
@@ -186,7 +189,8 @@ enum pw_stat {
 	PW_STAT_UNCOVERED_ACCEPT = 3, /* io_uring accept into a fixed-file slot: connection not measured */
 	PW_STAT_MAPPING_LIMITED = 4, /* a mapping signal folded into its window's (rate limit) */
 	PW_STAT_REQ_UNCOUNTED = 5, /* a request's histogram could not be created (map full) */
-	PW_STAT_MAX = 6,
+	PW_STAT_PAUSE_RATE = 6,    /* a pause over its process's record budget: counted, not sent */
+	PW_STAT_MAX = 7,
 };
 
 #endif /* __PAUSEWATCH_EVENT_H__ */

@@ -669,3 +669,36 @@ func TestReportOverTLS(t *testing.T) {
 		t.Errorf("%%PAUSED: agent %.4f%%, runtime over the process's life %.4f%%", 100*row.Share, 100*want)
 	}
 }
+
+// TestPauseFloodBlindsNoOne: a process collecting in a loop (CPython's
+// gc.collect(0) under USDT, tens of thousands of pauses a second) cannot
+// fill the ring buffer the other processes' pauses cross. Each process
+// sends at most 20k pause records a second; the rest are counted lost
+// (pause_rate), and a Go service beside the loop is counted exactly.
+// Without the budget the Go service lost 24 of 326 here.
+func TestPauseFloodBlindsNoOne(t *testing.T) {
+	requireRoot(t)
+	a := startAgent(t, freePort(t))
+	flood := exec.Command("/usr/bin/python3.11", "-c", "import gc\nwhile True: gc.collect(0)")
+	flood.Env = append(os.Environ(), "OTEL_SERVICE_NAME=pause-flood")
+	t0 := time.Now()
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flood.Process.Kill(); flood.Wait() })
+	a.waitTracked(t, uint32(flood.Process.Pid), t0)
+	time.Sleep(time.Second) // the loop's burst allowance spent
+
+	bin := buildChurn(t, "", false)
+	c := startChurn(t, bin, "churn-beside-flood", "gc", 3)
+	a.waitTracked(t, c.pid, c.started)
+	compareGC(t, a, "churn-beside-flood", c.run(t))
+
+	mfs := a.metrics(t)
+	held := counter(mfs, "pausewatch_events_lost_total", map[string]string{"source": "pause_rate"})
+	sent := counter(mfs, "pausewatch_pauses_total", map[string]string{"service": "pause-flood"})
+	t.Logf("the loop: %.0f pauses sent, %.0f held back by its budget", sent, held)
+	if held == 0 {
+		t.Errorf("the loop was never held to its budget (pause_rate 0, %.0f sent)", sent)
+	}
+}

@@ -86,6 +86,8 @@ type bpfPwPauseState struct {
 	InProgress    uint8
 	Runtime       uint8
 	Pad           [2]uint8
+	CreditNs      uint64
+	CreditAt      uint64
 }
 
 type bpfPwReqHist struct {

@@ -78,7 +78,7 @@ func TestContract(t *testing.T) {
 		{"pw_event_type", map[string]uint64{"PW_EVENT_PAUSE": eventPause, "PW_EVENT_EXEC": eventExec, "PW_EVENT_EXIT": eventExit, "PW_EVENT_REQUEST": eventRequest, "PW_EVENT_FORK": eventFork, "PW_EVENT_MAPPED": eventMapped}},
 		{"pw_event_flag", map[string]uint64{"PW_EVENT_F_AUX": eventFlagAux, "PW_EVENT_F_READ_START": eventFlagReadStart, "PW_EVENT_F_CPU": eventFlagCPU}},
 		{"pw_usdt_arg_kind", map[string]uint64{"PW_USDT_ARG_CONST": usdtArgConst, "PW_USDT_ARG_REG": usdtArgReg, "PW_USDT_ARG_REG_MEM": usdtArgRegMem}},
-		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_UNCOVERED_ACCEPT": statUncoveredAccept, "PW_STAT_MAPPING_LIMITED": statMappingLimited, "PW_STAT_REQ_UNCOUNTED": statReqUncounted, "PW_STAT_MAX": statMax}},
+		{"pw_stat", map[string]uint64{"PW_STAT_RINGBUF_LOST": statRingbufLost, "PW_STAT_UNPAIRED_END": statUnpairedEnd, "PW_STAT_CONN_LOST": statConnLost, "PW_STAT_UNCOVERED_ACCEPT": statUncoveredAccept, "PW_STAT_MAPPING_LIMITED": statMappingLimited, "PW_STAT_REQ_UNCOUNTED": statReqUncounted, "PW_STAT_PAUSE_RATE": statPauseRate, "PW_STAT_MAX": statMax}},
 	} {
 		var e *btf.Enum
 		if err := spec.Types.TypeByName(tc.enum, &e); err != nil {

@@ -580,6 +580,9 @@ func (s *Source) readStats() {
 	if v, err := s.k.stat(statReqUncounted); err == nil {
 		s.lost["request_histograms"] = v
 	}
+	if v, err := s.k.stat(statPauseRate); err == nil {
+		s.lost["pause_rate"] = v
+	}
 	s.lost["max_processes"] = s.dropped
 	s.lost["unresolved"] = s.unresolved
 	s.lost["other_runtime"] = s.otherRuntime

@@ -58,7 +58,8 @@ const (
 	statUncoveredAccept = 3
 	statMappingLimited  = 4
 	statReqUncounted    = 5
-	statMax             = 6
+	statPauseRate       = 6
+	statMax             = 7
 )
 
 // Sizes of the ring-buffer records; TestContract checks them.
