@@ -105,6 +105,13 @@ struct pw_req_hist {
 	__u64 breach_other; /* over the objective otherwise */
 	__u64 min_ns;       /* 0: none yet */
 	__u64 max_ns;
+	/*
+	 * The BPF side's copy of the (process, port) objective, valid while
+	 * objective_gen equals req_objectives_gen: two hash lookups saved on
+	 * each request. Not for the agent to read.
+	 */
+	__u64 objective_ns;
+	__u64 objective_gen;
 	__u64 buckets[PW_REQ_BUCKETS];
 };
 

@@ -32,9 +32,10 @@ struct pw_contract {
 };
 const struct pw_contract *unused_pw_contract __attribute__((unused));
 
+#define EVENTS_BYTES (1 << 20)
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
 
 /* LRU: a process whose exit we missed must not pin an entry forever. */
@@ -151,7 +152,13 @@ static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns
 #define PAUSE_COST_NS (1000000000ULL / PAUSE_RATE)
 #define PAUSE_BURST_NS 1000000000ULL
 
-/* pause_budget takes one record from st's budget at now; false if none is left. */
+/*
+ * pause_budget takes one record from st's budget at now; false if none is
+ * left. While the ring buffer is over half full (the agent is behind: a
+ * loaded node, or several loops at once) only a process that has sent
+ * little lately (over half its burst left) gets through: the loops' records
+ * wait, every other process's go on.
+ */
 static __always_inline bool pause_budget(struct pw_pause_state *st, __u64 now)
 {
 	__u64 credit = st->credit_ns;
@@ -160,7 +167,10 @@ static __always_inline bool pause_budget(struct pw_pause_state *st, __u64 now)
 	if (!st->credit_at || credit > PAUSE_BURST_NS)
 		credit = PAUSE_BURST_NS;
 	st->credit_at = now;
-	if (credit < PAUSE_COST_NS) {
+	__u64 need = PAUSE_COST_NS;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_BYTES / 2)
+		need = PAUSE_BURST_NS / 2;
+	if (credit < need) {
 		st->credit_ns = credit;
 		return false;
 	}

@@ -52,6 +52,17 @@ struct {
 } req_objectives SEC(".maps");
 
 /*
+ * Bumped by the agent after each change of req_objectives: a histogram's
+ * copy of its objective taken at another generation is looked up again.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} req_objectives_gen SEC(".maps");
+
+/*
  * The stories' token bucket, per CPU: credit in ns of time, one story
  * costs STORY_INTERVAL_NS (at most 200 a second per CPU, in bursts of up
  * to 200). A pause at high request concurrency overlaps most requests
@@ -121,8 +132,21 @@ volatile const __u8 filter_ports = 0;
 volatile const __u8 arrival_mode = 0;
 
 #define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
 #define AF_INET 2
 #define AF_INET6 10
+
+/*
+ * Requests are TCP connections (MPTCP ones included: a Go >= 1.24 server
+ * listens with MPTCP). The sock: tracepoints carry the socket's family and
+ * protocol in their record, so every other socket (Unix, UDP, netlink:
+ * most of a node's socket traffic) leaves on two compares, before any
+ * helper call or map lookup.
+ */
+static __always_inline bool is_tcp(__u16 family, __u16 protocol)
+{
+	return (family == AF_INET || family == AF_INET6) && (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP);
+}
 
 enum conn_state {
 	CONN_IDLE = 0,       /* between requests */
@@ -287,30 +311,38 @@ struct {
  * With several serving threads (Go moves goroutines) each adds its own
  * wait; end_request caps the sum at the duration.
  */
-static __always_inline void starved(struct conn *c)
+static __always_inline void starved(struct conn *c, __u64 now)
 {
-	__u64 since = c->cpu_seen, now = bpf_ktime_get_ns();
+	__u64 since = c->cpu_seen;
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct thread_rd *h = bpf_task_storage_get(&thread_run_delay, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!h)
 		return;
-	__u64 rd = BPF_CORE_READ(t, sched_info.run_delay);
-	/* The latest sample at or before since, else the oldest one. */
-	__u64 base_at = 0, base_rd = 0, old_at = ~0ULL, old_rd = 0;
-	for (int i = 0; i < RD_SAMPLES; i++) {
+	/* A trusted BTF pointer: a plain load, not a bpf_probe_read_kernel call. */
+	__u64 rd = t->sched_info.run_delay;
+	/*
+	 * The latest sample at or before since, else the oldest one. Only
+	 * this thread writes its samples, in time order round the ring, so
+	 * walking back from the newest the first at or before since is it:
+	 * usually the newest itself (the thread's last call was on this
+	 * connection), one step, not eight.
+	 */
+	__u64 base_at = 0, base_rd = 0, old_at = 0, old_rd = 0;
+	__u32 newest = h->next + RD_SAMPLES - 1;
+	for (int j = 0; j < RD_SAMPLES; j++) {
+		__u32 i = (newest - j) % RD_SAMPLES;
 		__u64 at = h->at[i];
 		if (!at)
-			continue;
-		if (at <= since && at >= base_at) {
+			break; /* never written: nothing older either */
+		if (at <= since) {
 			base_at = at;
 			base_rd = h->rd[i];
+			break;
 		}
-		if (at < old_at) {
-			old_at = at;
-			old_rd = h->rd[i];
-		}
+		old_at = at;
+		old_rd = h->rd[i];
 	}
-	if (!base_at && old_at != ~0ULL)
+	if (!base_at && old_at)
 		base_rd = old_rd, base_at = old_at;
 	__u32 k = h->next % RD_SAMPLES;
 	h->at[k] = now;
@@ -354,16 +386,30 @@ static __always_inline __u32 bucket_of(__u64 d)
 	return lo;
 }
 
-/* objective_of returns the objective of tgid's port in ns, 0 if none. */
-static __always_inline __u64 objective_of(__u32 tgid, __u16 port)
+/*
+ * objective_of returns the objective of tgid's port in ns, 0 if none,
+ * from h's copy while the agent has changed no objective since it was
+ * taken (an array lookup, inlined), else from req_objectives (one or two
+ * hash lookups). h is this CPU's: no other writer.
+ */
+static __always_inline __u64 objective_of(struct pw_req_hist *h, __u32 tgid, __u16 port)
 {
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&req_objectives_gen, &zero);
+	if (!gen)
+		return 0;
+	__u64 g = *(volatile __u64 *)gen;
+	if (h->objective_gen == g)
+		return h->objective_ns;
 	struct pw_req_objective_key k = {.tgid = tgid, .port = port};
 	__u64 *o = bpf_map_lookup_elem(&req_objectives, &k);
 	if (!o) {
 		k.port = 0;
 		o = bpf_map_lookup_elem(&req_objectives, &k);
 	}
-	return o ? *o : 0;
+	h->objective_ns = o ? *o : 0;
+	h->objective_gen = g;
+	return h->objective_ns;
 }
 
 /*
@@ -399,7 +445,7 @@ static __always_inline void count_request(__u32 tgid, __u16 port, __u64 dur, __u
 		h->min_ns = dur;
 	if (dur > h->max_ns)
 		h->max_ns = dur;
-	__u64 obj = objective_of(tgid, port);
+	__u64 obj = objective_of(h, tgid, port);
 	if (obj && dur > obj) {
 		if (paused >= dur || dur - paused <= obj)
 			h->breach_pause++;
@@ -513,7 +559,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 	}
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
-	starved(c);
+	starved(c, now);
 	/* A failed CAS means the state moved under us; look once more. */
 	if (CONN_STATE(seen) != CONN_RESPONDING && !conn_cas(c, seen, CONN_RESPONDING)) {
 		seen = *(volatile __u64 *)&c->seq;
@@ -523,21 +569,22 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 }
 
 /*
- * received records a read that returned data (n > 0) at now: it ends the
- * response in progress only then. A read that returns EAGAIN or nothing
- * (Go's net/http parks a one-byte background read on every connection
- * while the handler runs) says nothing about the request.
+ * received records a read that returned data (n > 0), begun at start_ts
+ * and completed at now: it ends the response in progress only then. A
+ * read that returns EAGAIN or nothing (Go's net/http parks a one-byte
+ * background read on every connection while the handler runs) says
+ * nothing about the request.
  */
-static __always_inline void received(struct conn *c, __u64 start_ts)
+static __always_inline void received(struct conn *c, __u64 start_ts, __u64 now)
 {
 	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
 	case CONN_ARRIVED:
-		starved(c);
+		starved(c, now);
 		conn_cas(c, seen, CONN_READING);
 		return;
 	case CONN_READING:
-		starved(c);
+		starved(c, now);
 		return;
 	case CONN_RESPONDING:
 		/*
@@ -553,7 +600,7 @@ static __always_inline void received(struct conn *c, __u64 start_ts)
 		/* fallthrough */
 	case CONN_IDLE:
 		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING);
-		starved(c); /* the thread's baseline: nothing of this request yet */
+		starved(c, now); /* the thread's baseline: nothing of this request yet */
 		return;
 	}
 }
@@ -680,6 +727,11 @@ static __always_inline int accepted(__s64 ret)
 	__u64 sk = sock_of(fd);
 	if (!sk)
 		return 0;
+	/* (Any other connection would be left by every program that follows it.) */
+	__u16 family = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_family);
+	__u16 protocol = BPF_CORE_READ((struct sock *)sk, sk_protocol);
+	if (!is_tcp(family, protocol))
+		return 0;
 	__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
 	if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
 		return 0;
@@ -697,10 +749,8 @@ static __always_inline int accepted(__s64 ret)
 	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0) {
 		__u64 now = bpf_ktime_get_ns(), at = now;
 		__u8 flags = PW_EVENT_F_READ_START;
-		__u16 family = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_family);
 		/* (Read mode stamps every start at a read: this one at the accept.) */
-		if (arrival_mode && BPF_CORE_READ((struct sock *)sk, sk_protocol) == IPPROTO_TCP &&
-		    (family == AF_INET || family == AF_INET6)) {
+		if (arrival_mode && protocol == IPPROTO_TCP) {
 			__u64 last = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp) * 1000;
 			if (last && last <= now && now - last < 60ULL * 1000000000) {
 				at = last;
@@ -745,17 +795,29 @@ static __always_inline int leave(__s64 ret)
 	if (ret == 0)
 		return 0;
 	if (op == OP_READ)
-		received(c, ts); /* no arrival seen: the request starts at its read */
+		received(c, ts, bpf_ktime_get_ns()); /* no arrival seen: the request starts at its read */
 	else if (op == OP_WRITE)
 		response_write(c, tgid, bpf_ktime_get_ns());
 	return 0;
 }
 
+/* Layout of sock:sk_data_ready. */
+struct sk_data_ready_ctx {
+	__u64 common;
+	__u64 skaddr;
+	__u16 family;
+	__u16 protocol;
+	__u32 _pad;
+	__u64 ip;
+};
+
 /* Data reached a socket: the start of a request on an idle connection. */
 SEC("tracepoint/sock/sk_data_ready")
-int handle_sk_data_ready(u64 *ctx)
+int handle_sk_data_ready(struct sk_data_ready_ctx *ctx)
 {
-	__u64 sk = ctx[1]; /* skaddr at offset 8 */
+	if (!is_tcp(ctx->family, ctx->protocol))
+		return 0;
+	__u64 sk = ctx->skaddr;
 	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
 	if (!c)
 		return 0;
@@ -785,6 +847,29 @@ struct sock_length_ctx {
 #define MSG_PEEK 2
 
 /*
+ * traced_conn returns the tracked connection of socket sk when the
+ * current process, tgid, is traced: its traced_bits bit first (clear for
+ * almost every caller), then the connection, and traced itself only when
+ * the connection is not one this process accepted (a child it forked
+ * serves it, or a recycled socket address). A process's bit is set before
+ * it enters traced and cleared after it leaves it, and accepted() tracked
+ * the connection for tgid only while tgid was in traced, so a set bit and
+ * a connection of tgid's own say what the traced hash lookup would.
+ */
+static __always_inline struct conn *traced_conn(__u64 sk, __u32 tgid)
+{
+	__u64 *w = traced_word(tgid);
+	if (w && !((*w >> (tgid & 63)) & 1))
+		return NULL;
+	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	if (!c)
+		return NULL;
+	if (w && c->tgid == tgid)
+		return c;
+	return bpf_map_lookup_elem(&traced, &tgid) ? c : NULL;
+}
+
+/*
  * A send on a socket completed (arrival mode): a blocking write ends here,
  * not at its entry, which for a large body to a slow reader is seconds
  * earlier. Covers write, writev, send*, sendfile and splice to a socket.
@@ -793,13 +878,10 @@ SEC("tracepoint/sock/sock_send_length")
 int handle_sock_send_length(struct sock_length_ctx *ctx)
 {
 	/* The context's own fields first: they cost no call. */
-	if (ctx->ret <= 0)
+	if (ctx->ret <= 0 || !is_tcp(ctx->family, ctx->protocol))
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!is_traced(id >> 32))
-		return 0;
-	__u64 sk = ctx->sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	struct conn *c = traced_conn(ctx->sk, id >> 32);
 	if (!c)
 		return 0;
 	if (reading(CONN_STATE(*(volatile __u64 *)&c->seq))) {
@@ -809,8 +891,8 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 		 * (we are inside it); its registers say which call it is.
 		 */
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		long nr = BPF_CORE_READ(regs, orig_ax);
-		if (is_interim(first_buf(nr, BPF_CORE_READ(regs, si))))
+		/* (A BTF pointer: plain loads, no bpf_probe_read_kernel calls.) */
+		if (is_interim(first_buf(regs->orig_ax, regs->si)))
 			return 0;
 	}
 	response_write(c, id >> 32, bpf_ktime_get_ns());
@@ -824,15 +906,13 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 SEC("tracepoint/sock/sock_recv_length")
 int handle_sock_recv_length(struct sock_length_ctx *ctx)
 {
-	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK))
+	if (ctx->ret <= 0 || (ctx->flags & MSG_PEEK) || !is_tcp(ctx->family, ctx->protocol))
 		return 0;
-	if (!is_traced(bpf_get_current_pid_tgid() >> 32))
-		return 0;
-	__u64 sk = ctx->sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &sk);
+	struct conn *c = traced_conn(ctx->sk, bpf_get_current_pid_tgid() >> 32);
 	if (!c)
 		return 0;
-	received(c, bpf_ktime_get_ns());
+	__u64 now = bpf_ktime_get_ns();
+	received(c, now, now);
 	return 0;
 }
 
@@ -940,9 +1020,11 @@ int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
 	case IORING_OP_READV:
 	case IORING_OP_RECVMSG:
 	case IORING_OP_READ:
-	case IORING_OP_RECV:
-		received(c, bpf_ktime_get_ns());
+	case IORING_OP_RECV: {
+		__u64 now = bpf_ktime_get_ns();
+		received(c, now, now);
 		break;
+	}
 	case IORING_OP_WRITEV:
 	case IORING_OP_SENDMSG:
 	case IORING_OP_WRITE:

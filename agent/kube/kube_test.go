@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -185,7 +186,10 @@ func TestIdentityWaitsForPod(t *testing.T) {
 	cs := fake.NewClientset(runningPod("u-other", "shop", "elsewhere", "c", "cid-other"))
 	// The fake honours no field selector: the pod above is on "n1" too;
 	// what matters here is the flow of events.
-	pods := newPods(cs, "n1", quiet)
+	list := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return cs.CoreV1().Pods("").List(ctx, o)
+	}
+	pods := newPods(list, cs.CoreV1().Pods("").Watch, cs, "n1", quiet)
 	go pods.Run(ctx)
 	x := New(Options{Pods: pods, Wait: 2 * time.Second, Logger: quiet})
 	src := &chanSource{ch: make(chan agent.Event, 16)}

@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -95,6 +95,19 @@ func ClientConfig(kubeconfig string) (cfg *rest.Config, ok bool, err error) {
 	return cfg, true, nil
 }
 
+// podScheme knows core/v1 only: the agent lists and watches pods and
+// nothing else. client-go's typed clientset (k8s.io/client-go/kubernetes)
+// registers every API group at start, linking and touching about 12 MiB
+// of code and type data the agent never uses (docs/deploy.md, Resources);
+// this one is built on Kubernetes only, when the informer is made.
+var podScheme = sync.OnceValue(func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		panic(err) // a static registration: fails only if client-go's types are broken
+	}
+	return s
+})
+
 // NewPods makes the informer of this node's pods; nothing is sent to the
 // API server before Run.
 func NewPods(cfg *rest.Config, node string, log *slog.Logger) (*Pods, error) {
@@ -106,14 +119,29 @@ func NewPods(cfg *rest.Config, node string, log *slog.Logger) (*Pods, error) {
 	// Protobuf halves what the list and the watch cost to decode.
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cs, err := kubernetes.NewForConfig(cfg)
+	cfg.APIPath = "/api"
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(podScheme()).WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return newPods(cs, node, log), nil
+	params := runtime.NewParameterCodec(podScheme())
+	listPods := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		l := &corev1.PodList{}
+		return l, rc.Get().Resource("pods").VersionedParams(&o, params).Do(ctx).Into(l)
+	}
+	watchPods := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		o.Watch = true
+		return rc.Get().Resource("pods").VersionedParams(&o, params).Watch(ctx)
+	}
+	return newPods(listPods, watchPods, rc, node, log), nil
 }
 
-func newPods(cs kubernetes.Interface, node string, log *slog.Logger) *Pods {
+// newPods makes the informer over list and watch calls of all pods;
+// client is asked whether it can stream the initial list (client-go's
+// fake cannot).
+func newPods(listPods cache.ListWithContextFunc, watchPods cache.WatchFuncWithContext, client any, node string, log *slog.Logger) *Pods {
 	p := &Pods{
 		log:        log,
 		deletedTTL: DefaultDeletedTTL,
@@ -129,20 +157,20 @@ func newPods(cs kubernetes.Interface, node string, log *slog.Logger) *Pods {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
-			l, err := cs.CoreV1().Pods("").List(ctx, o)
+			l, err := listPods(ctx, o)
 			p.reachable(err)
 			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
-			w, err := cs.CoreV1().Pods("").Watch(ctx, o)
+			w, err := watchPods(ctx, o)
 			p.reachable(err)
 			return w, err
 		},
 	}
 	// A client that cannot stream the initial list (client-go's fake)
 	// says so, and the reflector then lists instead.
-	p.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cs), &corev1.Pod{}, 0, cache.Indexers{})
+	p.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0, cache.Indexers{})
 	// Only the transform's output is kept in the informer's store.
 	p.informer.SetTransform(slimPod)
 	p.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{

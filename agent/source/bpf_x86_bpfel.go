@@ -88,15 +88,17 @@ type bpfPwPauseState struct {
 }
 
 type bpfPwReqHist struct {
-	_           structs.HostLayout
-	SumNs       uint64
-	PauseNs     uint64
-	BreachPause uint64
-	BreachCpu   uint64
-	BreachOther uint64
-	MinNs       uint64
-	MaxNs       uint64
-	Buckets     [242]uint64
+	_            structs.HostLayout
+	SumNs        uint64
+	PauseNs      uint64
+	BreachPause  uint64
+	BreachCpu    uint64
+	BreachOther  uint64
+	MinNs        uint64
+	MaxNs        uint64
+	ObjectiveNs  uint64
+	ObjectiveGen uint64
+	Buckets      [242]uint64
 }
 
 type bpfPwReqKey struct {
@@ -192,6 +194,7 @@ const (
 	bpfMapPyCalls                 = "py_calls"
 	bpfMapReqHists                = "req_hists"
 	bpfMapReqObjectives           = "req_objectives"
+	bpfMapReqObjectivesGen        = "req_objectives_gen"
 	bpfMapReqZero                 = "req_zero"
 	bpfMapStats                   = "stats"
 	bpfMapStoryTokens             = "story_tokens"
@@ -372,27 +375,28 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Conns          *ebpf.MapSpec `ebpf:"conns"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	FdSocks        *ebpf.MapSpec `ebpf:"fd_socks"`
-	JvmState       *ebpf.MapSpec `ebpf:"jvm_state"`
-	ListenPorts    *ebpf.MapSpec `ebpf:"listen_ports"`
-	MappingSignals *ebpf.MapSpec `ebpf:"mapping_signals"`
-	NodeCollector  *ebpf.MapSpec `ebpf:"node_collector"`
-	Oncpu          *ebpf.MapSpec `ebpf:"oncpu"`
-	PauseState     *ebpf.MapSpec `ebpf:"pause_state"`
-	PyCalls        *ebpf.MapSpec `ebpf:"py_calls"`
-	ReqHists       *ebpf.MapSpec `ebpf:"req_hists"`
-	ReqObjectives  *ebpf.MapSpec `ebpf:"req_objectives"`
-	ReqZero        *ebpf.MapSpec `ebpf:"req_zero"`
-	Stats          *ebpf.MapSpec `ebpf:"stats"`
-	StoryTokens    *ebpf.MapSpec `ebpf:"story_tokens"`
-	SysArgs        *ebpf.MapSpec `ebpf:"sys_args"`
-	ThreadRunDelay *ebpf.MapSpec `ebpf:"thread_run_delay"`
-	Traced         *ebpf.MapSpec `ebpf:"traced"`
-	TracedBits     *ebpf.MapSpec `ebpf:"traced_bits"`
-	TracedPorts    *ebpf.MapSpec `ebpf:"traced_ports"`
-	UsdtSpecs      *ebpf.MapSpec `ebpf:"usdt_specs"`
+	Conns            *ebpf.MapSpec `ebpf:"conns"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	FdSocks          *ebpf.MapSpec `ebpf:"fd_socks"`
+	JvmState         *ebpf.MapSpec `ebpf:"jvm_state"`
+	ListenPorts      *ebpf.MapSpec `ebpf:"listen_ports"`
+	MappingSignals   *ebpf.MapSpec `ebpf:"mapping_signals"`
+	NodeCollector    *ebpf.MapSpec `ebpf:"node_collector"`
+	Oncpu            *ebpf.MapSpec `ebpf:"oncpu"`
+	PauseState       *ebpf.MapSpec `ebpf:"pause_state"`
+	PyCalls          *ebpf.MapSpec `ebpf:"py_calls"`
+	ReqHists         *ebpf.MapSpec `ebpf:"req_hists"`
+	ReqObjectives    *ebpf.MapSpec `ebpf:"req_objectives"`
+	ReqObjectivesGen *ebpf.MapSpec `ebpf:"req_objectives_gen"`
+	ReqZero          *ebpf.MapSpec `ebpf:"req_zero"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
+	StoryTokens      *ebpf.MapSpec `ebpf:"story_tokens"`
+	SysArgs          *ebpf.MapSpec `ebpf:"sys_args"`
+	ThreadRunDelay   *ebpf.MapSpec `ebpf:"thread_run_delay"`
+	Traced           *ebpf.MapSpec `ebpf:"traced"`
+	TracedBits       *ebpf.MapSpec `ebpf:"traced_bits"`
+	TracedPorts      *ebpf.MapSpec `ebpf:"traced_ports"`
+	UsdtSpecs        *ebpf.MapSpec `ebpf:"usdt_specs"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -432,27 +436,28 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Conns          *ebpf.Map `ebpf:"conns"`
-	Events         *ebpf.Map `ebpf:"events"`
-	FdSocks        *ebpf.Map `ebpf:"fd_socks"`
-	JvmState       *ebpf.Map `ebpf:"jvm_state"`
-	ListenPorts    *ebpf.Map `ebpf:"listen_ports"`
-	MappingSignals *ebpf.Map `ebpf:"mapping_signals"`
-	NodeCollector  *ebpf.Map `ebpf:"node_collector"`
-	Oncpu          *ebpf.Map `ebpf:"oncpu"`
-	PauseState     *ebpf.Map `ebpf:"pause_state"`
-	PyCalls        *ebpf.Map `ebpf:"py_calls"`
-	ReqHists       *ebpf.Map `ebpf:"req_hists"`
-	ReqObjectives  *ebpf.Map `ebpf:"req_objectives"`
-	ReqZero        *ebpf.Map `ebpf:"req_zero"`
-	Stats          *ebpf.Map `ebpf:"stats"`
-	StoryTokens    *ebpf.Map `ebpf:"story_tokens"`
-	SysArgs        *ebpf.Map `ebpf:"sys_args"`
-	ThreadRunDelay *ebpf.Map `ebpf:"thread_run_delay"`
-	Traced         *ebpf.Map `ebpf:"traced"`
-	TracedBits     *ebpf.Map `ebpf:"traced_bits"`
-	TracedPorts    *ebpf.Map `ebpf:"traced_ports"`
-	UsdtSpecs      *ebpf.Map `ebpf:"usdt_specs"`
+	Conns            *ebpf.Map `ebpf:"conns"`
+	Events           *ebpf.Map `ebpf:"events"`
+	FdSocks          *ebpf.Map `ebpf:"fd_socks"`
+	JvmState         *ebpf.Map `ebpf:"jvm_state"`
+	ListenPorts      *ebpf.Map `ebpf:"listen_ports"`
+	MappingSignals   *ebpf.Map `ebpf:"mapping_signals"`
+	NodeCollector    *ebpf.Map `ebpf:"node_collector"`
+	Oncpu            *ebpf.Map `ebpf:"oncpu"`
+	PauseState       *ebpf.Map `ebpf:"pause_state"`
+	PyCalls          *ebpf.Map `ebpf:"py_calls"`
+	ReqHists         *ebpf.Map `ebpf:"req_hists"`
+	ReqObjectives    *ebpf.Map `ebpf:"req_objectives"`
+	ReqObjectivesGen *ebpf.Map `ebpf:"req_objectives_gen"`
+	ReqZero          *ebpf.Map `ebpf:"req_zero"`
+	Stats            *ebpf.Map `ebpf:"stats"`
+	StoryTokens      *ebpf.Map `ebpf:"story_tokens"`
+	SysArgs          *ebpf.Map `ebpf:"sys_args"`
+	ThreadRunDelay   *ebpf.Map `ebpf:"thread_run_delay"`
+	Traced           *ebpf.Map `ebpf:"traced"`
+	TracedBits       *ebpf.Map `ebpf:"traced_bits"`
+	TracedPorts      *ebpf.Map `ebpf:"traced_ports"`
+	UsdtSpecs        *ebpf.Map `ebpf:"usdt_specs"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -469,6 +474,7 @@ func (m *bpfMaps) Close() error {
 		m.PyCalls,
 		m.ReqHists,
 		m.ReqObjectives,
+		m.ReqObjectivesGen,
 		m.ReqZero,
 		m.Stats,
 		m.StoryTokens,

@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bufio"
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
@@ -356,9 +355,9 @@ type namedFunc struct {
 // present, else from the pclntab.
 func goFuncsByPrefix(f *elf.File, match func(string) bool) ([]namedFunc, error) {
 	var out []namedFunc
-	if err := eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
-		if size > 0 && elf.ST_TYPE(info) == elf.STT_FUNC && match(string(name)) {
-			out = append(out, namedFunc{string(name), funcRange{value, value + size}})
+	if err := eachSymbol(f, elf.SHT_SYMTAB, func(name []byte, s elf.Sym64) bool {
+		if s.Size > 0 && elf.ST_TYPE(s.Info) == elf.STT_FUNC && match(string(name)) {
+			out = append(out, namedFunc{string(name), funcRange{s.Value, s.Value + s.Size}})
 		}
 		return true
 	}); err == nil {
@@ -391,16 +390,16 @@ func goSymbols(f *elf.File, data string, dataAddr *uint64, names ...string) ([]f
 	out := make([]funcRange, len(names))
 	found := 0
 	var text uint64 // runtime.text, for the pclntab: one pass over .symtab
-	eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
+	eachSymbol(f, elf.SHT_SYMTAB, func(name []byte, s elf.Sym64) bool {
 		if text == 0 && string(name) == "runtime.text" {
-			text = value
+			text = s.Value
 		}
-		if dataAddr != nil && *dataAddr == 0 && elf.ST_TYPE(info) == elf.STT_OBJECT && string(name) == data {
-			*dataAddr = value
+		if dataAddr != nil && *dataAddr == 0 && elf.ST_TYPE(s.Info) == elf.STT_OBJECT && string(name) == data {
+			*dataAddr = s.Value
 		}
 		for i, n := range names {
-			if size > 0 && out[i].entry == 0 && string(name) == n {
-				out[i] = funcRange{value, value + size}
+			if s.Size > 0 && out[i].entry == 0 && string(name) == n {
+				out[i] = funcRange{s.Value, s.Value + s.Size}
 				found++
 			}
 		}
@@ -676,9 +675,9 @@ func goPclntab(f *elf.File) (*gosym.Table, error) {
 func goTextStart(f *elf.File, pclnAddr uint64, pcln []byte) (uint64, error) {
 	var text uint64
 	found := false
-	eachSymbol(f, func(name []byte, _ byte, value, _ uint64) bool {
+	eachSymbol(f, elf.SHT_SYMTAB, func(name []byte, s elf.Sym64) bool {
 		if string(name) == "runtime.text" {
-			text, found = value, true
+			text, found = s.Value, true
 		}
 		return !found
 	})
@@ -1026,45 +1025,4 @@ func (b *goBinary) Attach(p *probeSet, objs *bpfObjects) error {
 		}
 	}
 	return nil
-}
-
-// eachSymbol calls fn for each symbol of .symtab, in order, until fn
-// returns false. It streams the table instead of building
-// elf.File.Symbols' slice and a string per symbol (tens of thousands in a
-// Go binary); name is only valid during the call. elf.ErrNoSymbols when
-// the file has no .symtab.
-func eachSymbol(f *elf.File, fn func(name []byte, info byte, value, size uint64) bool) error {
-	sec := f.SectionByType(elf.SHT_SYMTAB)
-	if sec == nil {
-		return elf.ErrNoSymbols
-	}
-	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || int(sec.Link) >= len(f.Sections) {
-		return errors.New("malformed .symtab")
-	}
-	strs, err := f.Sections[sec.Link].Data()
-	if err != nil {
-		return fmt.Errorf("read symbol names: %w", err)
-	}
-	r := bufio.NewReaderSize(sec.Open(), 16<<10)
-	var b [elf.Sym64Size]byte
-	for i := 0; ; i++ {
-		if _, err := io.ReadFull(r, b[:]); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read .symtab: %w", err)
-		}
-		if i == 0 { // the null symbol, which Symbols skips too
-			continue
-		}
-		var name []byte
-		if off := binary.LittleEndian.Uint32(b[0:]); int(off) < len(strs) {
-			name = strs[off:]
-			if n := bytes.IndexByte(name, 0); n >= 0 {
-				name = name[:n]
-			}
-		}
-		if !fn(name, b[4], binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])) {
-			return nil
-		}
-	}
 }

@@ -552,16 +552,17 @@ func testPclnFuncsAndSymbols(t *testing.T, path string) {
 	}
 	syms, err := f.Symbols()
 	if err != nil {
-		if err := eachSymbol(f, func([]byte, byte, uint64, uint64) bool { return true }); err == nil {
+		if err := eachSymbol(f, elf.SHT_SYMTAB, func([]byte, elf.Sym64) bool { return true }); err == nil {
 			t.Errorf("Symbols: %v; eachSymbol: no error", err)
 		}
 		t.Logf("%d functions looked up; no .symtab", len(names))
 		return
 	}
 	i := 0
-	if err := eachSymbol(f, func(name []byte, info byte, value, size uint64) bool {
-		if i >= len(syms) || string(name) != syms[i].Name || info != syms[i].Info || value != syms[i].Value || size != syms[i].Size {
-			t.Errorf("symbol %d: %q %d %#x %d, Symbols says %+v", i, name, info, value, size, syms[min(i, len(syms)-1)])
+	if err := eachSymbol(f, elf.SHT_SYMTAB, func(name []byte, s elf.Sym64) bool {
+		if i >= len(syms) || string(name) != syms[i].Name || s.Info != syms[i].Info || s.Value != syms[i].Value || s.Size != syms[i].Size ||
+			s.Other != syms[i].Other || elf.SectionIndex(s.Shndx) != syms[i].Section {
+			t.Errorf("symbol %d: %q %+v, Symbols says %+v", i, name, s, syms[min(i, len(syms)-1)])
 			return false
 		}
 		i++

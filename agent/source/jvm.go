@@ -54,7 +54,13 @@ func inspectJVM(f *elf.File, noUSDT bool) (*jvmLib, error) {
 		}
 	}
 	// The symbols give the time to safepoint on either path.
-	syms, serr := f.Symbols()
+	syms, serr := symbolsNamed(f, elf.SHT_SYMTAB, func(name []byte) bool {
+		switch string(name) {
+		case symSafepointBegin, symSafepointEnd, symSafepointSynced, symNotifyGCBegin:
+			return true
+		}
+		return false
+	})
 	if serr == nil {
 		for _, s := range syms {
 			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 {

@@ -1,8 +1,8 @@
 package source
 
 import (
-	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -52,8 +52,7 @@ func (r nodeRuntime) Recognise(f *file) (Plan, error) {
 	if dynstr == nil {
 		return nil, notMine("no dynamic symbols")
 	}
-	strs, err := dynstr.Data()
-	if err != nil || !bytes.Contains(strs, []byte("\x00napi_module_register\x00")) {
+	if ok, err := sectionContains(dynstr, []byte("\x00napi_module_register\x00")); err != nil || !ok {
 		return nil, notMine("does not export the N-API")
 	}
 	return inspectNode(ef)
@@ -70,9 +69,14 @@ type nodeBinary struct {
 // entry of a function symbol with a size, inside an executable section: a
 // function's first byte is an instruction boundary.
 func inspectNode(f *elf.File) (*nodeBinary, error) {
-	syms, err := f.Symbols()
-	if err != nil || len(syms) == 0 {
+	syms, err := symbolsNamed(f, elf.SHT_SYMTAB, func(name []byte) bool {
+		return string(name) == symNodeStart || string(name) == symNodeStop || string(name) == symNodePerform
+	})
+	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil, fmt.Errorf("node without .symtab (stripped): V8's GCTracer::StartInSafepoint/StopInSafepoint cannot be found, so its collections are not captured")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	want := map[string]*uint64{}
 	b := &nodeBinary{}

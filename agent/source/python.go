@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/hex"
 	"errors"
@@ -131,27 +132,30 @@ func pyVersion(f *elf.File, name string) (string, int, int, error) {
 	// Py_Version is exported by libpython and dynamically linked
 	// interpreters; a host that links libpython3.X.a statically (an
 	// embedded interpreter, whatever its name) has it in .symtab only.
-	dyn, _ := f.DynamicSymbols()
-	static, _ := f.Symbols()
-	for _, syms := range [][]elf.Symbol{dyn, static} {
-		for _, s := range syms {
-			if s.Name != "Py_Version" || s.Size < 4 {
-				continue
+	for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
+		var hex uint32 // PY_VERSION_HEX, once one with major 3 is read
+		eachSymbol(f, typ, func(name []byte, s elf.Sym64) bool {
+			if string(name) != "Py_Version" || s.Size < 4 {
+				return true
 			}
 			for _, sec := range f.Sections {
 				if sec.Type == elf.SHT_NOBITS || s.Value < sec.Addr || s.Value+4 > sec.Addr+sec.Size {
 					continue
 				}
-				b := make([]byte, 4)
-				if _, err := sec.ReadAt(b, int64(s.Value-sec.Addr)); err != nil {
+				var b [4]byte
+				if _, err := sec.ReadAt(b[:], int64(s.Value-sec.Addr)); err != nil {
 					break
 				}
-				hex := f.ByteOrder.Uint32(b)
-				major, minor, micro := hex>>24, (hex>>16)&0xff, (hex>>8)&0xff
-				if major == 3 {
-					return fmt.Sprintf("3.%d.%d", minor, micro), 3, int(minor), nil
+				if v := f.ByteOrder.Uint32(b[:]); v>>24 == 3 {
+					hex = v
+					return false
 				}
 			}
+			return true
+		})
+		if hex != 0 {
+			minor, micro := (hex>>16)&0xff, (hex>>8)&0xff
+			return fmt.Sprintf("3.%d.%d", minor, micro), 3, int(minor), nil
 		}
 	}
 	if m := pyFileRe.FindStringSubmatch(name); m != nil {
@@ -189,9 +193,27 @@ func inspectPython(f *elf.File, name string) (*pyBinary, error) {
 		return nil, fmt.Errorf("CPython %s has no USDT probes, and its collector functions are not verified for this version (3.%d-3.%d are)",
 			version, pyMinMinor, pyMaxMinor)
 	}
-	syms, err := f.Symbols()
-	if err != nil || len(syms) == 0 {
+	// Only the functions looked for, and their variants, are kept.
+	wanted := []string{"_PyEval_StopTheWorld", "_PyEval_StartTheWorld"}
+	for _, c := range pyCollectors(minor) {
+		wanted = append(wanted, c.name)
+	}
+	if ch := pyChooser(minor); ch != nil {
+		wanted = append(wanted, ch.name)
+	}
+	syms, err := symbolsNamed(f, elf.SHT_SYMTAB, func(name []byte) bool {
+		for _, w := range wanted {
+			if bytes.HasPrefix(name, []byte(w)) && (len(name) == len(w) || name[len(w)] == '.') {
+				return true
+			}
+		}
+		return false
+	})
+	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil, fmt.Errorf("CPython %s has no USDT probes and no .symtab (stripped): its collector cannot be found", version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("CPython %s: %w", version, err)
 	}
 	id := gnuBuildID(f)
 	for _, want := range pyCollectors(minor) {

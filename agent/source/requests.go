@@ -207,16 +207,28 @@ func (s *Source) pushObjectivesLocked(p *process) {
 			put(port)
 		}
 	}
+	s.objectivesChangedLocked()
+}
+
+// objectivesChangedLocked bumps req_objectives_gen after req_objectives
+// changed: the kernel keeps a copy of each histogram's objective, taken at
+// a generation, and looks it up again once the generation moves on.
+func (s *Source) objectivesChangedLocked() {
+	s.objGen++
+	if err := s.k.objs.ReqObjectivesGen.Put(uint32(0), s.objGen); err != nil {
+		s.log.Warn("request objectives: generation", "err", err)
+	}
 }
 
 // dropObjectivesLocked removes what pushObjectivesLocked put; s.mu is held.
 func (s *Source) dropObjectivesLocked(pid uint32) {
-	if s.k == nil {
+	if s.cfg.Objective == nil || s.k == nil {
 		return
 	}
 	for _, port := range append([]uint16{0}, s.cfg.ObjectivePorts...) {
 		s.k.objs.ReqObjectives.Delete(bpfPwReqObjectiveKey{Tgid: pid, Port: port})
 	}
+	s.objectivesChangedLocked()
 }
 
 // Flush reads the kernel's request histograms now and returns once every

@@ -162,7 +162,7 @@ func libraryRuntimeELF(f *file, library func(base string) bool) (*elf.File, erro
 		return nil, err
 	}
 	if f.exe {
-		libs, _ := ef.ImportedLibraries()
+		libs, _ := importedLibraries(ef)
 		for _, l := range libs {
 			if library(l) {
 				return nil, notMine("links %s, found through the process's maps", l)

@@ -109,6 +109,7 @@ type Source struct {
 	specs   *specAllocator
 	ctx     context.Context // Run's, for pollers
 	dropped uint64          // processes not tracked because of MaxProcesses
+	objGen  uint64          // req_objectives_gen: bumped after each change of req_objectives
 	// Processes newly tracked or found unprobeable since the last summary.
 	newTracked, newUnprobed int
 	idleFiles               int // files with probes and no process (see lingerFor)
