@@ -592,6 +592,9 @@ func (s *Source) readStats() {
 
 // Lost returns counts of events lost, by where they were lost.
 func (s *Source) Lost() map[string]uint64 {
+	// The kernel's counters now, not as of the last housekeeping pass: a
+	// scrape then sees every loss before it, as it sees every pause.
+	s.readStats()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]uint64, len(s.lost))
