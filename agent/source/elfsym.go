@@ -49,8 +49,8 @@ func newStrtab(sec *elf.Section) *strtab {
 }
 
 // name returns the name at off, valid until the next call: empty when
-// off is past the table, up to the table's end when no NUL ends it (as
-// elf.File.Symbols reads them).
+// off is past the table or no NUL ends the name before the table does (as
+// elf.File.Symbols reads them: a name cut by the table's end is not one).
 func (t *strtab) name(off uint64) ([]byte, error) {
 	if off >= t.size {
 		return nil, nil
@@ -61,7 +61,7 @@ func (t *strtab) name(off uint64) ([]byte, error) {
 	if t.back.buf == nil {
 		t.back.buf = make([]byte, 0, min(t.size, nameRead))
 	}
-	if name, err := t.read(&t.back, off); err != nil || len(name) < cap(t.back.buf) || off+uint64(len(name)) == t.size {
+	if name, err := t.read(&t.back, off); err != nil || len(name) < cap(t.back.buf) {
 		return name, err
 	}
 	return t.read(&t.main, off) // longer than the small buffer
@@ -75,8 +75,11 @@ func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
 		if n := bytes.IndexByte(b, 0); n >= 0 {
 			return b[:n], nil
 		}
-		if w.at+uint64(len(w.buf)) == t.size || len(w.buf) == cap(w.buf) && off == w.at {
-			return b, nil // ends the table, or fills the window
+		if w.at+uint64(len(w.buf)) == t.size {
+			return nil, nil // cut by the table's end
+		}
+		if len(w.buf) == cap(w.buf) && off == w.at {
+			return b, nil // fills the window
 		}
 	}
 	for _, want := range []uint64{nameRead, nameWindow} {
@@ -89,7 +92,10 @@ func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
 		if i := bytes.IndexByte(w.buf, 0); i >= 0 {
 			return w.buf[:i], nil
 		}
-		if off+n == t.size || n == uint64(cap(w.buf)) {
+		if off+n == t.size {
+			return nil, nil
+		}
+		if n == uint64(cap(w.buf)) {
 			break
 		}
 	}
@@ -106,19 +112,22 @@ func eachSymbol(f *elf.File, typ elf.SectionType, fn func(name []byte, s elf.Sym
 	if sec == nil {
 		return elf.ErrNoSymbols
 	}
-	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || int(sec.Link) >= len(f.Sections) {
+	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || sec.Link == 0 || int(sec.Link) >= len(f.Sections) {
 		return fmt.Errorf("malformed %s", sec.Name)
 	}
 	names := f.Sections[sec.Link]
-	if names.Flags&elf.SHF_COMPRESSED != 0 {
-		return fmt.Errorf("%s: compressed string table %s", sec.Name, names.Name)
+	if err := windowable(names); err != nil {
+		return fmt.Errorf("%s: %w", sec.Name, err)
 	}
 	strs := newStrtab(names)
 	r := bufio.NewReaderSize(sec.Open(), 16<<10)
 	var b [elf.Sym64Size]byte
-	for i := 0; ; i++ {
+	// A table that claims more than the file holds is an error, as for
+	// elf.File.Symbols, not a short table passed as whole: the symbol
+	// looked for may be among those cut.
+	for i := uint64(0); i < sec.Size/elf.Sym64Size; i++ {
 		if _, err := io.ReadFull(r, b[:]); err == io.EOF {
-			return nil
+			return fmt.Errorf("read %s: %d of %d symbols: %w", sec.Name, i, sec.Size/elf.Sym64Size, io.ErrUnexpectedEOF)
 		} else if err != nil {
 			return fmt.Errorf("read %s: %w", sec.Name, err)
 		}
@@ -141,6 +150,21 @@ func eachSymbol(f *elf.File, typ elf.SectionType, fn func(name []byte, s elf.Sym
 			return nil
 		}
 	}
+	return nil
+}
+
+// windowable says why names cannot be read through a strtab, if they
+// cannot. Its ReaderAt reads the file's bytes where the section header
+// points even for SHT_NOBITS (which has none; debug/elf refuses to read
+// it) and the compressed bytes of a compressed section.
+func windowable(names *elf.Section) error {
+	switch {
+	case names.Type == elf.SHT_NOBITS:
+		return fmt.Errorf("string table %s has no bits", names.Name)
+	case names.Flags&elf.SHF_COMPRESSED != 0:
+		return fmt.Errorf("compressed string table %s", names.Name)
+	}
+	return nil
 }
 
 // symbolsNamed returns the symbols of the table of type typ whose names
@@ -206,6 +230,9 @@ func importedLibraries(f *elf.File) ([]string, error) {
 	offs, err := f.DynValue(elf.DT_NEEDED)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", ds.Name, err)
+	}
+	if err := windowable(f.Sections[ds.Link]); err != nil {
+		return nil, fmt.Errorf("%s: %w", ds.Name, err)
 	}
 	strs := newStrtab(f.Sections[ds.Link])
 	libs := make([]string, 0, len(offs))
