@@ -29,29 +29,54 @@ const nameWindow = 64 << 10
 // .symtab 4,685 and 3,769 of 109,847. A name behind the window is read
 // into a small buffer of its own, which leaves the window where the pass
 // goes on; a table whose names point anywhere costs reads, not memory.
+//
+// What a pass may read is bounded by the names it asks for: allow grows
+// by nameAllowance with each name asked for and a read past it is an
+// error. Without the bound, a hostile table (names that take turns among
+// a few offsets, each longer than the window) made every 24-byte symbol
+// cost 68 KiB of reads: 6.9 GiB and a second of CPU for a 2.5 MiB file.
 type strtab struct {
-	r    io.ReaderAt
-	size uint64
-	main strWindow // the pass front to back
-	back strWindow // names behind main, at most nameRead bytes
+	r            io.ReaderAt
+	size         uint64
+	main         strWindow // the pass front to back
+	back         strWindow // names behind main, at most nameRead bytes
+	spent, allow uint64    // bytes read, and the most that may be
 }
+
+// nameAllowance is how much reading each name asked for adds to what the
+// pass may read, initialAllowance what it may read before any: well
+// above what real tables take (node 20's .dynsym, whose names are in hash
+// order, reads 24 MiB for 75k names, 330 bytes a name; its .symtab 150).
+const (
+	nameAllowance    = 8 << 10
+	initialAllowance = 4 * nameWindow
+)
+
+// errScattered is returned for a table whose names cost more reads than
+// nameAllowance a name.
+var errScattered = errors.New("symbol names too scattered to read")
 
 type strWindow struct {
 	buf []byte
 	at  uint64 // offset of buf[0] in the table
 }
 
-// nameRead is how much of the string table one read takes.
-const nameRead = 4 << 10
+// nameRead is how much of the string table one read takes, jumpRead the
+// first read for a name far from the window.
+const (
+	nameRead = 4 << 10
+	jumpRead = 256
+)
 
 func newStrtab(sec *elf.Section) *strtab {
-	return &strtab{r: sec, size: sec.Size, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
+	return &strtab{r: sec, size: sec.Size, allow: initialAllowance, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
 }
 
 // name returns the name at off, valid until the next call: empty when
 // off is past the table or no NUL ends the name before the table does (as
 // elf.File.Symbols reads them: a name cut by the table's end is not one).
 func (t *strtab) name(off uint64) ([]byte, error) {
+	t.allow += nameAllowance
 	if off >= t.size {
 		return nil, nil
 	}
@@ -82,8 +107,20 @@ func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
 			return b, nil // fills the window
 		}
 	}
-	for _, want := range []uint64{nameRead, nameWindow} {
+	// A name just past the window is likely followed by the next ones,
+	// worth a large read; one far from it (a table in hash order, like
+	// .dynstr) is likely alone, and most names are short.
+	reads := []uint64{jumpRead, nameRead, nameWindow}
+	if off >= w.at && off <= w.at+uint64(len(w.buf))+nameRead {
+		reads = reads[1:]
+	}
+	for _, want := range reads {
 		n := min(t.size-off, want, uint64(cap(w.buf)))
+		if t.spent+n > t.allow {
+			w.buf = w.buf[:0]
+			return nil, fmt.Errorf("%w: %d bytes read", errScattered, t.spent)
+		}
+		t.spent += n
 		w.buf, w.at = w.buf[:n], off
 		if _, err := t.r.ReadAt(w.buf, int64(off)); err != nil {
 			w.buf = w.buf[:0]

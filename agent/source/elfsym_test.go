@@ -32,7 +32,7 @@ func TestStrtabName(t *testing.T) {
 		{"unterminated at the end, read behind", []uint64{off(mid), off("last-unterminated"), 1}, []string{mid, "", "first"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &strtab{r: strings.NewReader(tab), size: uint64(len(tab)), main: strWindow{buf: make([]byte, 0, nameWindow)}}
+			st := &strtab{r: strings.NewReader(tab), size: uint64(len(tab)), allow: initialAllowance, main: strWindow{buf: make([]byte, 0, nameWindow)}}
 			for i, o := range tc.offs {
 				got, err := st.name(o)
 				if err != nil {
