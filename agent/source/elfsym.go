@@ -72,9 +72,10 @@ func newStrtab(sec *elf.Section) *strtab {
 	return &strtab{r: sec, size: sec.Size, allow: initialAllowance, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
 }
 
-// name returns the name at off, valid until the next call: empty when
-// off is past the table or no NUL ends the name before the table does (as
-// elf.File.Symbols reads them: a name cut by the table's end is not one).
+// name returns the name at off, valid until the next call: nil (not an
+// empty name, which is non-nil) when off is past the table or no NUL ends
+// the name before the table does. elf.File.Symbols reads both as an empty
+// name, ImportedLibraries leaves them out.
 func (t *strtab) name(off uint64) ([]byte, error) {
 	t.allow += nameAllowance
 	if off >= t.size {
@@ -278,7 +279,9 @@ func importedLibraries(f *elf.File) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		libs = append(libs, string(name))
+		if name != nil {
+			libs = append(libs, string(name))
+		}
 	}
 	return libs, nil
 }
