@@ -145,8 +145,8 @@ static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns
  * pause_budget takes one record from st's budget at now; false if none is
  * left. While the ring buffer is over half full (the agent is behind: a
  * loaded node, or several loops at once) only a process that has sent
- * little lately (more of its burst left than the ring's fill) gets through: the loops' records
- * wait, every other process's go on.
+ * little lately (more of its burst left than the ring is full) gets
+ * through: the loops' records wait, every other process's go on.
  */
 static __always_inline bool pause_budget(struct pw_pause_state *st, __u64 now)
 {
