@@ -145,6 +145,10 @@ struct pw_pause_state {
 	/* The process's budget of pause records (pause_budget): credit in ns, as of credit_at. */
 	__u64 credit_ns;
 	__u64 credit_at;
+	__u64 stopping_ns;     /* stopping time of the pause in progress, 0 = unknown (Go 1.23+) */
+	__u32 end_tid;         /* the thread whose end probe closes it (Go: the entry of
+				* startTheWorldWithSema names its RET's thread); 0 = any */
+	__u32 _pad2;
 };
 
 /*

@@ -31,21 +31,6 @@ const enum pw_runtime_go *unused_pw_runtime_go __attribute__((unused));
 #define GO_COOKIE_NO_REASON 2    /* stopTheWorldWithSema has no reason argument (< 1.21) */
 #define GO_COOKIE_CALLER 4       /* send the return site of startTheWorldWithSema (< 1.21) */
 
-struct go_world_stop {
-	__u64 started;
-	__u64 finished;
-	__u32 reason;
-	__u32 _pad;
-};
-
-/* Arguments seen at the entry of startTheWorldWithSema, for its RET (same thread). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, struct go_world_stop);
-} go_start_args SEC(".maps");
-
 /* 1.22+: RET of stopTheWorldWithSema, the world is stopped. */
 SEC("uprobe/go_stop_ret")
 int go_stop_ret(struct pt_regs *ctx)
@@ -66,18 +51,29 @@ int go_stop_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-/* 1.22+: entry of startTheWorldWithSema carries the worldStop by value. */
+/*
+ * 1.22+: entry of startTheWorldWithSema carries the worldStop by value.
+ * It goes into the process's pause state, for the RET on this thread: a
+ * process restarts one world at a time (the world is stopped), so it
+ * needs no map of its own. A map keyed by thread cost an LRU insert here
+ * and a lookup and delete at the RET, most of the BPF time of a pause.
+ */
 SEC("uprobe/go_start_entry")
 int go_start_entry(struct pt_regs *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct go_world_stop w = {
-		.started = ctx->cx,
-		.reason = ctx->bx & 0xff,
-	};
-	if (bpf_get_attach_cookie(ctx) & GO_COOKIE_HAS_FINISHED)
-		w.finished = ctx->di;
-	bpf_map_update_elem(&go_start_args, &tid, &w, BPF_ANY);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pw_pause_state *st = pause_state_of(id >> 32);
+	if (!st)
+		return 0;
+	__u64 started = ctx->cx, stopping = 0;
+	if ((bpf_get_attach_cookie(ctx) & GO_COOKIE_HAS_FINISHED) && ctx->di > started)
+		stopping = ctx->di - started;
+	st->start_ns = started;
+	st->reason = ctx->bx & 0xff;
+	st->stopping_ns = stopping;
+	st->runtime = PW_RUNTIME_GO;
+	st->end_tid = (__u32)id;
+	st->in_progress = 1;
 	return 0;
 }
 
@@ -89,22 +85,21 @@ int go_start_ret(struct pt_regs *ctx)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	__u64 end = ctx->ax;
 
-	struct go_world_stop *w = bpf_map_lookup_elem(&go_start_args, &tid);
-	if (w) {
-		__u64 stopping = 0;
-		if (w->finished > w->started)
-			stopping = w->finished - w->started;
-		struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, w->started, end, stopping, w->reason);
+	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
+	if (!st || !st->in_progress) {
+		count_stat(PW_STAT_UNPAIRED_END);
+		return 0;
+	}
+	if (st->end_tid == tid) {
+		/* 1.22+: the entry on this thread filled in the worldStop. */
+		struct pw_event *e = pause_end(st, tgid, tid, PW_RUNTIME_GO, st->start_ns, end, st->stopping_ns, st->reason);
 		if (e)
 			bpf_ringbuf_submit(e, submit_flags());
-		bpf_map_delete_elem(&go_start_args, &tid);
 		return 0;
 	}
 
-	/* Go 1.17-1.21: the begin came from go_stop_entry. */
-	struct pw_pause_state *st = pause_in_progress(tgid);
-	if (!st)
-		return 0;
+	/* Go 1.17-1.21: the begin came from go_stop_entry. (1.22+ also
+	 * comes here when the entry was not seen: attached mid-call.) */
 	__u64 ret_addr = 0;
 	int have_caller = 0;
 	if (bpf_get_attach_cookie(ctx) & GO_COOKIE_CALLER) {
@@ -117,7 +112,7 @@ int go_start_ret(struct pt_regs *ctx)
 		 */
 		have_caller = bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)ctx->sp) == 0;
 	}
-	struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
+	struct pw_event *e = pause_end(st, tgid, tid, PW_RUNTIME_GO, st->start_ns, end, 0, st->reason);
 	if (e) {
 		if (have_caller) {
 			e->aux = ret_addr - ctx->ip;

@@ -41,8 +41,9 @@ int jvm_safepoint_begin(struct pt_regs *ctx)
 	bpf_map_update_elem(&jvm_state, &tgid, &zero, BPF_ANY);
 	/* The VM thread runs the safepoint: its on-CPU time inside a GC
 	 * operation is GC CPU that the collector's own threads do not show. */
-	oncpu_begin((__u32)id);
-	pause_begin(tgid, PW_RUNTIME_JVM, bpf_ktime_get_ns(), 0);
+	__u64 now = bpf_ktime_get_ns();
+	oncpu_begin((__u32)id, now);
+	pause_begin(tgid, PW_RUNTIME_JVM, now, 0);
 	return 0;
 }
 
@@ -94,7 +95,7 @@ int jvm_safepoint_end(struct pt_regs *ctx)
 	__u32 tgid = id >> 32;
 	__u64 end = bpf_ktime_get_ns();
 	__u64 cpu = 0;
-	int cpu_err = oncpu_end((__u32)id, &cpu);
+	int cpu_err = oncpu_end((__u32)id, end, &cpu);
 
 	struct pw_pause_state *ps = pause_in_progress(tgid);
 	if (!ps)
@@ -103,7 +104,7 @@ int jvm_safepoint_end(struct pt_regs *ctx)
 	__u64 stopping = 0;
 	if (st && st->synced_ns > ps->start_ns && st->synced_ns <= end)
 		stopping = st->synced_ns - ps->start_ns;
-	struct pw_event *e = pause_end(tgid, (__u32)id, PW_RUNTIME_JVM, ps->start_ns, end, stopping, st ? st->flags : 0);
+	struct pw_event *e = pause_end(ps, tgid, (__u32)id, PW_RUNTIME_JVM, ps->start_ns, end, stopping, st ? st->flags : 0);
 	if (!e)
 		return 0;
 	if (st)

@@ -56,7 +56,7 @@ int node_stop_safepoint(struct pt_regs *ctx)
 	struct pw_pause_state *ps = pause_in_progress(tgid);
 	if (!ps)
 		return 0;
-	struct pw_event *e = pause_end(tgid, tid, PW_RUNTIME_NODE, ps->start_ns, end, 0, ps->reason);
+	struct pw_event *e = pause_end(ps, tgid, tid, PW_RUNTIME_NODE, ps->start_ns, end, 0, ps->reason);
 	if (e)
 		bpf_ringbuf_submit(e, submit_flags());
 	return 0;

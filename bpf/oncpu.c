@@ -15,16 +15,22 @@
  *
  * Cost: one load per context switch while no tracked thread is in a
  * collection, two hash lookups while one is (oncpu_active > 0).
- * sched_process_exit drops the entry of a thread that ends inside a pause
- * (a JVM exits inside its last safepoint), so the count comes back to 0.
+ * sched_process_exit ends the timing of a thread that ends inside a pause
+ * (a JVM exits inside its last safepoint), so the count comes back to 0;
+ * its entry stays until the LRU takes it.
  */
 
 struct oncpu_thread {
 	__u64 since; /* start of the current on-CPU interval, 0 while off CPU */
 	__u64 acc;   /* on-CPU time of the closed intervals */
+	__u32 on;    /* between oncpu_begin and oncpu_end */
+	__u32 _pad;
 };
 
-/* LRU: a thread killed inside a collection must not pin its entry. */
+/* LRU: a thread killed inside a collection must not pin its entry. A
+ * thread's entry stays between its collections (on says whether one
+ * runs): an insert and a delete per collection cost more than the rest
+ * of the timing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -37,26 +43,35 @@ struct {
  * two lookups, never a wrong figure. */
 volatile __s64 oncpu_active;
 
-static __always_inline void oncpu_begin(__u32 tid)
-{
-	struct oncpu_thread t = { .since = bpf_ktime_get_ns() };
-	struct oncpu_thread *old = bpf_map_lookup_elem(&oncpu, &tid);
-	if (!old)
-		__sync_fetch_and_add(&oncpu_active, 1);
-	bpf_map_update_elem(&oncpu, &tid, &t, BPF_ANY);
-}
-
-/* oncpu_end returns 0 and the thread's on-CPU time since oncpu_begin in
- * *ns, or -1 when the begin was not seen (attached mid-collection). */
-static __always_inline int oncpu_end(__u32 tid, __u64 *ns)
+/* oncpu_begin starts timing thread tid at now (the caller's clock read). */
+static __always_inline void oncpu_begin(__u32 tid, __u64 now)
 {
 	struct oncpu_thread *t = bpf_map_lookup_elem(&oncpu, &tid);
-	if (!t)
+	if (!t) {
+		struct oncpu_thread n = { .since = now, .on = 1 };
+		if (!bpf_map_update_elem(&oncpu, &tid, &n, BPF_ANY))
+			__sync_fetch_and_add(&oncpu_active, 1);
+		return;
+	}
+	if (!t->on)
+		__sync_fetch_and_add(&oncpu_active, 1);
+	t->since = now;
+	t->acc = 0;
+	t->on = 1;
+}
+
+/* oncpu_end returns 0 and the thread's on-CPU time from oncpu_begin to
+ * now (the caller's clock read) in *ns, or -1 when the begin was not seen
+ * (attached mid-collection). */
+static __always_inline int oncpu_end(__u32 tid, __u64 now, __u64 *ns)
+{
+	struct oncpu_thread *t = bpf_map_lookup_elem(&oncpu, &tid);
+	if (!t || !t->on)
 		return -1;
 	__u64 acc = t->acc;
-	if (t->since)
-		acc += bpf_ktime_get_ns() - t->since;
-	bpf_map_delete_elem(&oncpu, &tid);
+	if (t->since && now > t->since)
+		acc += now - t->since;
+	t->on = 0;
 	__sync_fetch_and_add(&oncpu_active, -1);
 	*ns = acc;
 	return 0;
@@ -65,8 +80,9 @@ static __always_inline int oncpu_end(__u32 tid, __u64 *ns)
 /* oncpu_drop forgets a begin that turned out not to be a collection. */
 static __always_inline void oncpu_drop(__u32 tid)
 {
-	if (bpf_map_lookup_elem(&oncpu, &tid)) {
-		bpf_map_delete_elem(&oncpu, &tid);
+	struct oncpu_thread *t = bpf_map_lookup_elem(&oncpu, &tid);
+	if (t && t->on) {
+		t->on = 0;
 		__sync_fetch_and_add(&oncpu_active, -1);
 	}
 }
@@ -91,12 +107,12 @@ int handle_sched_switch(struct sched_switch_args *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev = ctx->prev_pid, next = ctx->next_pid;
 	struct oncpu_thread *t = bpf_map_lookup_elem(&oncpu, &prev);
-	if (t && t->since) {
+	if (t && t->on && t->since) {
 		t->acc += now - t->since;
 		t->since = 0;
 	}
 	t = bpf_map_lookup_elem(&oncpu, &next);
-	if (t)
+	if (t && t->on)
 		t->since = now;
 	return 0;
 }

@@ -51,7 +51,8 @@ struct {
 struct py_call {
 	__u64 start_ns;
 	__u64 sp;      /* stack pointer at the outermost call's entry */
-	__u32 depth;   /* collector frames of this thread on the stack */
+	__u32 depth;   /* collector frames of this thread on the stack; 0: none (the
+			* entry stays between calls, python.c) */
 	__u32 pending; /* automatic call, generation not chosen yet */
 };
 
@@ -110,19 +111,29 @@ static __always_inline void emit_simple(__u8 type, __u32 pid)
  * pause_begin marks a pause of process tgid as in progress. start_ns is the
  * runtime's own timestamp where it has one (Go's worldStop.startedStopping).
  */
-static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns, __u32 reason)
+/* pause_state_of returns tgid's pause state, made on first use; NULL
+ * only when the map refuses a new entry. */
+static __always_inline struct pw_pause_state *pause_state_of(__u32 tgid)
 {
 	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
 	if (!st) {
 		struct pw_pause_state zero = {};
 		bpf_map_update_elem(&pause_state, &tgid, &zero, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&pause_state, &tgid);
-		if (!st)
-			return;
 	}
+	return st;
+}
+
+static __always_inline void pause_begin(__u32 tgid, __u8 runtime, __u64 start_ns, __u32 reason)
+{
+	struct pw_pause_state *st = pause_state_of(tgid);
+	if (!st)
+		return;
 	st->start_ns = start_ns;
 	st->reason = reason;
 	st->runtime = runtime;
+	st->stopping_ns = 0;
+	st->end_tid = 0;
 	st->in_progress = 1;
 }
 
@@ -185,36 +196,31 @@ static __always_inline bool pause_budget(struct pw_pause_state *st, __u64 now)
 }
 
 /*
- * pause_end closes the pause of tgid that began at start_ns and ended at
+ * pause_end closes the pause of tgid (state st, which the caller has
+ * looked up: one lookup per program) that began at start_ns and ended at
  * end_ns, and adds it to the process's cumulative paused time. It returns
- * the filled event, reserved in the ring buffer, for the caller to complete
- * and submit; NULL when it cannot be recorded (counted).
+ * the filled event, reserved in the ring buffer, for the caller to
+ * complete and submit; NULL when it cannot be recorded (counted).
  */
-static __always_inline struct pw_event *pause_end(__u32 tgid, __u32 tid, __u8 runtime, __u64 start_ns,
-						  __u64 end_ns, __u64 stopping_ns, __u32 reason)
+static __always_inline struct pw_event *pause_end(struct pw_pause_state *st, __u32 tgid, __u32 tid, __u8 runtime,
+						  __u64 start_ns, __u64 end_ns, __u64 stopping_ns, __u32 reason)
 {
 	if (end_ns < start_ns)
 		return NULL;
 	__u64 d = end_ns - start_ns;
 
-	struct pw_pause_state *st = bpf_map_lookup_elem(&pause_state, &tgid);
-	if (!st) {
-		struct pw_pause_state zero = {};
-		bpf_map_update_elem(&pause_state, &tgid, &zero, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&pause_state, &tgid);
-	}
-	if (st) {
-		__sync_fetch_and_add(&st->paused_total_ns, d);
-		__sync_fetch_and_add(&st->pauses, 1);
-		/* The last pause, for requests stamped in the past (request.c). */
-		st->start_ns = start_ns;
-		st->last_end_ns = end_ns;
-		st->in_progress = 0;
-		st->runtime = runtime;
-		if (!pause_budget(st, bpf_ktime_get_ns())) {
-			count_stat(PW_STAT_PAUSE_RATE);
-			return NULL;
-		}
+	__sync_fetch_and_add(&st->paused_total_ns, d);
+	__sync_fetch_and_add(&st->pauses, 1);
+	/* The last pause, for requests stamped in the past (request.c). */
+	st->start_ns = start_ns;
+	st->last_end_ns = end_ns;
+	st->in_progress = 0;
+	st->end_tid = 0;
+	st->runtime = runtime;
+	/* The kernel's clock, not end_ns: a process must not set its own budget. */
+	if (!pause_budget(st, bpf_ktime_get_ns())) {
+		count_stat(PW_STAT_PAUSE_RATE);
+		return NULL;
 	}
 
 	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

@@ -115,6 +115,7 @@ func (x *Identity) run(ctx context.Context, src agent.Source, out chan<- agent.E
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	var buf []agent.Event
 	emit := func(evs []agent.Event) {
 		for _, e := range evs {
 			select {
@@ -138,7 +139,10 @@ func (x *Identity) run(ctx context.Context, src agent.Source, out chan<- agent.E
 				emit([]agent.Event{e})
 				continue
 			}
-			emit(x.handle(e, time.Now()))
+			// One buffer for every event: a slice per event was an
+			// allocation per pause.
+			buf = x.handle(buf[:0], e, time.Now)
+			emit(buf)
 		case <-changed:
 			emit(x.recheck(time.Now()))
 		case now := <-tick.C:
@@ -147,35 +151,35 @@ func (x *Identity) run(ctx context.Context, src agent.Source, out chan<- agent.E
 	}
 }
 
-// handle returns the events ready to go out once e is in.
-func (x *Identity) handle(e agent.Event, now time.Time) []agent.Event {
+// handle appends to out the events ready to go out once e is in. The
+// clock (now) is read only for a process that waits for its pod.
+func (x *Identity) handle(out []agent.Event, e agent.Event, now func() time.Time) []agent.Event {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	k := procKey{e.Process.PID, e.Process.StartTime}
 	st := x.procs[k]
 	if st == nil {
-		st = &procState{first: now, exe: x.exePath(e.Process)}
+		st = &procState{first: now(), exe: x.exePath(e.Process)}
 		x.procs[k] = st
 		x.pending.Add(1)
 	}
-	var out []agent.Event
-	if x.lookup(st, e.Process) || e.Type == agent.Exit || now.Sub(st.first) >= x.opts.Wait {
+	if x.lookup(st, e.Process) || e.Type == agent.Exit || (!st.settled && now().Sub(st.first) >= x.opts.Wait) {
 		// Found, nothing to wait for, or the process is gone (nothing
 		// more will be learnt by waiting), or the wait is over.
-		out = x.settle(st, e.Process)
+		out = x.settle(out, st, e.Process)
 	}
 	if e.Type == agent.Exit {
 		delete(x.procs, k)
-		return append(out, x.ready(st, e)...)
+		return x.ready(out, st, e)
 	}
 	if !st.settled {
 		st.queue = append(st.queue, e)
 		if len(st.queue) >= x.opts.MaxPending {
-			return x.settle(st, e.Process)
+			return x.settle(out, st, e.Process)
 		}
 		return out
 	}
-	return append(out, x.ready(st, e)...)
+	return x.ready(out, st, e)
 }
 
 // lookup finds the process's pod, and says whether its identity is as
@@ -206,25 +210,26 @@ func (x *Identity) lookup(st *procState, p agent.Process) bool {
 	return pod.ContainerName(p.ContainerID) != ""
 }
 
-// ready returns e with the process's identity, unless it is excluded.
-func (x *Identity) ready(st *procState, e agent.Event) []agent.Event {
+// ready appends e with the process's identity to out, unless it is
+// excluded.
+func (x *Identity) ready(out []agent.Event, st *procState, e agent.Event) []agent.Event {
 	if st.excluded != "" {
 		if e.Type != agent.Exit {
 			x.excluded.Add(1)
 		}
-		return nil
+		return out
 	}
 	if x.opts.Pods != nil && st.pod == nil && e.Process.ContainerID != "" && e.Type != agent.Exit {
 		x.misses.Add(1)
 	}
 	e.Process = st.ident
-	return []agent.Event{e}
+	return append(out, e)
 }
 
-// settle ends a process's wait and returns its held events.
-func (x *Identity) settle(st *procState, p agent.Process) []agent.Event {
+// settle ends a process's wait and appends its held events to out.
+func (x *Identity) settle(out []agent.Event, st *procState, p agent.Process) []agent.Event {
 	if st.settled {
-		return nil
+		return out
 	}
 	st.settled = true
 	x.pending.Add(-1)
@@ -236,9 +241,8 @@ func (x *Identity) settle(st *procState, p agent.Process) []agent.Event {
 	}
 	q := st.queue
 	st.queue = nil
-	var out []agent.Event
 	for _, e := range q {
-		out = append(out, x.ready(st, e)...)
+		out = x.ready(out, st, e)
 	}
 	return out
 }
@@ -264,7 +268,7 @@ func (x *Identity) recheck(now time.Time) []agent.Event {
 		}
 		p := st.queue[0].Process
 		if x.lookup(st, p) || now.Sub(st.first) >= x.opts.Wait {
-			out = append(out, x.settle(st, p)...)
+			out = x.settle(out, st, p)
 		}
 	}
 	return out
@@ -277,7 +281,7 @@ func (x *Identity) flushAll() []agent.Event {
 	var out []agent.Event
 	for _, st := range x.procs {
 		if !st.settled && len(st.queue) > 0 {
-			out = append(out, x.settle(st, st.queue[0].Process)...)
+			out = x.settle(out, st, st.queue[0].Process)
 		}
 	}
 	return out

@@ -258,11 +258,11 @@ func TestIdentitySelectionDropsExcluded(t *testing.T) {
 	x := New(Options{Selection: sel, Logger: quiet}) // off Kubernetes
 	py := agent.Process{PID: 5, StartTime: 5, Runtime: "python", Service: "s"}
 	gp := agent.Process{PID: 6, StartTime: 6, Runtime: "go", Service: "g", ContainerID: "c"}
-	if out := x.handle(agent.Event{Type: agent.Pause, Process: py}, time.Now()); len(out) != 0 {
+	if out := x.handle(nil, agent.Event{Type: agent.Pause, Process: py}, time.Now); len(out) != 0 {
 		t.Errorf("excluded process's event went out: %+v", out)
 	}
 	// Off Kubernetes a container process does not wait.
-	if out := x.handle(agent.Event{Type: agent.Pause, Process: gp}, time.Now()); len(out) != 1 {
+	if out := x.handle(nil, agent.Event{Type: agent.Pause, Process: gp}, time.Now); len(out) != 1 {
 		t.Errorf("= %+v", out)
 	}
 	if _, why := x.Describe(py); !strings.Contains(why, "runtime python") {
@@ -306,4 +306,18 @@ func recv(t *testing.T, ch <-chan agent.Event) agent.Event {
 		t.Fatal("no event within 5s")
 	}
 	return agent.Event{}
+}
+
+// The per-pause path of a settled process off Kubernetes: one event in,
+// one out, no allocation.
+func BenchmarkIdentityPause(b *testing.B) {
+	x := New(Options{Logger: quiet})
+	e := agent.Event{Type: agent.Pause, Process: agent.Process{PID: 6, StartTime: 6, Runtime: "go", Service: "g"}, Reason: "GC mark termination"}
+	var buf []agent.Event
+	b.ReportAllocs()
+	for b.Loop() {
+		if buf = x.handle(buf[:0], e, time.Now); len(buf) != 1 {
+			b.Fatalf("= %+v", buf)
+		}
+	}
 }

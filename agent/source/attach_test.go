@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/pausewatch/pausewatch/agent"
 )
 
 // blockingPlan is a plan whose Attach waits until released, like a slow
@@ -17,9 +15,9 @@ type blockingPlan struct {
 	calls   atomic.Int32
 }
 
-func (p *blockingPlan) Method() string                   { return MethodUprobe }
-func (p *blockingPlan) Version() string                  { return "" }
-func (p *blockingPlan) Decode(*bpfPwEvent, *agent.Event) {}
+func (p *blockingPlan) Method() string               { return MethodUprobe }
+func (p *blockingPlan) Version() string              { return "" }
+func (p *blockingPlan) Decode(bpfPwEvent) pauseFacts { return pauseFacts{} }
 func (p *blockingPlan) Attach(*probeSet, *bpfObjects) error {
 	if p.calls.Add(1) == 1 {
 		close(p.entered)

@@ -30,14 +30,6 @@ type bpfConn struct {
 	Pad         uint32
 }
 
-type bpfGoWorldStop struct {
-	_        structs.HostLayout
-	Started  uint64
-	Finished uint64
-	Reason   uint32
-	Pad      uint32
-}
-
 type bpfJvmState struct {
 	_        structs.HostLayout
 	Op       [40]int8
@@ -50,6 +42,8 @@ type bpfOncpuThread struct {
 	_     structs.HostLayout
 	Since uint64
 	Acc   uint64
+	On    uint32
+	Pad   uint32
 }
 
 type bpfPwEvent struct {
@@ -88,6 +82,9 @@ type bpfPwPauseState struct {
 	Pad           [2]uint8
 	CreditNs      uint64
 	CreditAt      uint64
+	StoppingNs    uint64
+	EndTid        uint32
+	Pad2          uint32
 }
 
 type bpfPwReqHist struct {
@@ -188,7 +185,6 @@ const (
 	bpfMapConns                   = "conns"
 	bpfMapEvents                  = "events"
 	bpfMapFdSocks                 = "fd_socks"
-	bpfMapGoStartArgs             = "go_start_args"
 	bpfMapJvmState                = "jvm_state"
 	bpfMapListenPorts             = "listen_ports"
 	bpfMapMappingSignals          = "mapping_signals"
@@ -382,7 +378,6 @@ type bpfMapSpecs struct {
 	Conns            *ebpf.MapSpec `ebpf:"conns"`
 	Events           *ebpf.MapSpec `ebpf:"events"`
 	FdSocks          *ebpf.MapSpec `ebpf:"fd_socks"`
-	GoStartArgs      *ebpf.MapSpec `ebpf:"go_start_args"`
 	JvmState         *ebpf.MapSpec `ebpf:"jvm_state"`
 	ListenPorts      *ebpf.MapSpec `ebpf:"listen_ports"`
 	MappingSignals   *ebpf.MapSpec `ebpf:"mapping_signals"`
@@ -444,7 +439,6 @@ type bpfMaps struct {
 	Conns            *ebpf.Map `ebpf:"conns"`
 	Events           *ebpf.Map `ebpf:"events"`
 	FdSocks          *ebpf.Map `ebpf:"fd_socks"`
-	GoStartArgs      *ebpf.Map `ebpf:"go_start_args"`
 	JvmState         *ebpf.Map `ebpf:"jvm_state"`
 	ListenPorts      *ebpf.Map `ebpf:"listen_ports"`
 	MappingSignals   *ebpf.Map `ebpf:"mapping_signals"`
@@ -471,7 +465,6 @@ func (m *bpfMaps) Close() error {
 		m.Conns,
 		m.Events,
 		m.FdSocks,
-		m.GoStartArgs,
 		m.JvmState,
 		m.ListenPorts,
 		m.MappingSignals,

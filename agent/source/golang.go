@@ -14,8 +14,6 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
-
-	"github.com/pausewatch/pausewatch/agent"
 )
 
 // Go versions whose runtime this file has been checked against: the
@@ -989,12 +987,13 @@ func (b *goBinary) Version() string { return b.version }
 
 // Decode: the stwReason the runtime passed (1.21+), else the caller
 // of startTheWorldWithSema.
-func (b *goBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
+func (b *goBinary) Decode(e bpfPwEvent) (f pauseFacts) {
 	if b.minor < goReasonMinor {
-		ev.Reason, ev.Kind = b.reasonFromCaller(e.Aux, e.Flags&eventFlagAux != 0)
-		return
+		f.reason, f.kind = b.reasonFromCaller(e.Aux, e.Flags&eventFlagAux != 0)
+		return f
 	}
-	ev.Reason, ev.Kind = goReason(b.minor, e.Reason)
+	f.reason, f.kind = goReason(b.minor, e.Reason)
+	return f
 }
 
 // Attach puts the Go STW probes on one executable. Uprobes bind to the

@@ -143,8 +143,9 @@ func (lib *jvmLib) Method() string  { return lib.method }
 func (lib *jvmLib) Version() string { return "" }
 
 // Decode: the VM operation the safepoint ran, and whether it collected.
-func (lib *jvmLib) Decode(e *bpfPwEvent, ev *agent.Event) {
-	ev.Reason, ev.Kind = jvmReason(e.Reason, cString(e.Detail[:]))
+func (lib *jvmLib) Decode(e bpfPwEvent) (f pauseFacts) {
+	f.reason, f.kind = jvmReason(e.Reason, cString(e.Detail[:]))
+	return f
 }
 
 // Attach puts the safepoint probes on one libjvm.so file.

@@ -118,11 +118,12 @@ func (b *nodeBinary) Method() string  { return MethodUprobe }
 func (b *nodeBinary) Version() string { return "" }
 
 // Decode: every V8 safepoint pause is a collection; the reason is its collector.
-func (b *nodeBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
-	ev.Kind, ev.Reason = agent.KindGC, "unknown"
+func (b *nodeBinary) Decode(e bpfPwEvent) pauseFacts {
+	f := pauseFacts{reason: "unknown", kind: agent.KindGC}
 	if int(e.Reason) < len(nodeCollectors) {
-		ev.Reason = nodeCollectors[e.Reason]
+		f.reason = nodeCollectors[e.Reason]
 	}
+	return f
 }
 
 // Attach puts the probes on: the end first, so that no pause is opened

@@ -106,10 +106,9 @@ func TestNodeDecodeAndService(t *testing.T) {
 		reason uint32
 		want   string
 	}{{0, "unknown"}, {1, "scavenge"}, {2, "mark-compact"}, {3, "minor mark-sweep"}, {9, "unknown"}} {
-		var ev agent.Event
-		(&nodeBinary{}).Decode(&bpfPwEvent{Reason: tc.reason}, &ev)
-		if ev.Reason != tc.want || ev.Kind != agent.KindGC {
-			t.Errorf("collector %d: %q/%q, want %q/gc", tc.reason, ev.Reason, ev.Kind, tc.want)
+		f := (&nodeBinary{}).Decode(bpfPwEvent{Reason: tc.reason})
+		if f.reason != tc.want || f.kind != agent.KindGC {
+			t.Errorf("collector %d: %q/%q, want %q/gc", tc.reason, f.reason, f.kind, tc.want)
 		}
 	}
 	for _, tc := range []struct{ cmdline, want string }{

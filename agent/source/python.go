@@ -420,11 +420,12 @@ func (b *pyBinary) Version() string { return b.version }
 
 // Decode: the generation, and the objects collected when the end probe
 // could read them.
-func (b *pyBinary) Decode(e *bpfPwEvent, ev *agent.Event) {
-	ev.Reason, ev.Kind = pyReason(e.Reason), agent.KindGC
+func (b *pyBinary) Decode(e bpfPwEvent) pauseFacts {
+	f := pauseFacts{reason: pyReason(e.Reason), kind: agent.KindGC}
 	if e.Flags&eventFlagAux != 0 {
-		ev.Collected, ev.CollectedKnown = e.Aux, true
+		f.collected, f.collectedKnown = e.Aux, true
 	}
+	return f
 }
 
 // Attach puts the collection probes on one interpreter or libpython.
@@ -474,11 +475,15 @@ func (b *pyBinary) Attach(p *probeSet, objs *bpfObjects) error {
 
 // pyReason names a collection by its generation.
 func pyReason(gen uint32) string {
-	if gen <= 2 {
-		return "gen" + strconv.Itoa(int(gen))
+	if int(gen) < len(pyGenerations) {
+		return pyGenerations[gen]
 	}
 	return "unknown"
 }
+
+// pyGenerations are the reasons of collections by generation, made once
+// rather than per pause.
+var pyGenerations = [...]string{"gen0", "gen1", "gen2"}
 
 // pythonService derives a service name from a python command line: the
 // script or module name; nothing else of it is kept.

@@ -49,9 +49,18 @@ type Plan interface {
 	// Attach places the plan's probes through p. On error the caller
 	// takes back whatever was placed.
 	Attach(p *probeSet, objs *bpfObjects) error
-	// Decode sets the Reason and Kind of a pause record (and what else the
-	// runtime reports, such as objects collected) on ev.
-	Decode(e *bpfPwEvent, ev *agent.Event)
+	// Decode names a pause record: its reason and kind, and what else the
+	// runtime reports (objects collected). The record is passed and the
+	// answer returned by value: through an interface call a pointer
+	// escapes, and that put every pause record and Event on the heap.
+	Decode(e bpfPwEvent) pauseFacts
+}
+
+// pauseFacts is what a Plan reads from a pause record.
+type pauseFacts struct {
+	reason, kind   string
+	collected      uint64
+	collectedKnown bool
 }
 
 // A fallbackRuntime can capture a process its probes cannot, by other

@@ -263,9 +263,11 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
 	defer rd.Close()
-	records := make(chan record, 4096)
+	// As many records in flight as the 4,096 of one record per send.
+	records := make(chan []record, 8)
+	free := make(chan []record, 8)
 	readErr := make(chan error, 1)
-	go readRecords(rd, records, readErr)
+	go readRecords(rd, records, free, readErr)
 
 	switch {
 	case s.cfg.NoRequests:
@@ -294,7 +296,7 @@ func (s *Source) Run(ctx context.Context, out chan<- agent.Event) error {
 	workers.Go(func() { s.sampleCPU(ctx, started) })
 	close(s.ready)
 	s.log.Info("probes loaded, initial /proc pass attached", "processes", len(s.Status()))
-	return s.loop(ctx, rd, records, readErr, out)
+	return s.loop(ctx, rd, records, free, readErr, out)
 }
 
 // housekeeping reads the kernel's counters, logs the summaries and
@@ -326,10 +328,14 @@ func (s *Source) housekeeping(ctx context.Context) {
 	}
 }
 
-// readRecords reads the ring buffer until it is closed, stamping each
-// record with when it was read (the start of the delay EventDelay measures).
-func readRecords(rd *ringbuf.Reader, records chan<- record, readErr chan<- error) {
-	defer close(records)
+// readRecords reads the ring buffer until it is closed, in batches: the
+// records that are there at once go out in one slice, stamped with one
+// clock read (when they were read: the start of the delay EventDelay
+// measures). A channel send and a clock read per record were a
+// measurable share of the agent's cost per pause. Slices come back
+// through free for reuse.
+func readRecords(rd *ringbuf.Reader, batches chan<- []record, free chan []record, readErr chan<- error) {
+	defer close(batches)
 	var rec ringbuf.Record
 	for {
 		// The BPF side wakes us only for batches; poll for the rest.
@@ -344,14 +350,37 @@ func readRecords(rd *ringbuf.Reader, records chan<- record, readErr chan<- error
 			}
 			return
 		}
-		r, err := decodeRecord(rec.RawSample, time.Now())
-		if err != nil {
-			readErr <- err
-			return
+		var batch []record
+		select {
+		case batch = <-free:
+		default:
+			batch = make([]record, 0, maxBatch)
 		}
-		records <- r
+		at := time.Now()
+		for {
+			r, err := decodeRecord(rec.RawSample, at)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			batch = append(batch, r)
+			if len(batch) == maxBatch || rd.AvailableBytes() == 0 {
+				break
+			}
+			if err = rd.ReadInto(&rec); err != nil {
+				// Closed meanwhile, or a record that cannot be read:
+				// the batch goes out, and the next read, at the same
+				// place in the ring, says why.
+				break
+			}
+		}
+		batches <- batch
 	}
 }
+
+// maxBatch bounds the records read before they are handed on: about a
+// wakeup's worth (WAKEUP_BYTES in bpf/pausewatch.c over a pause record).
+const maxBatch = 512
 
 // pollInterval bounds how long an event can sit in the ring buffer.
 const pollInterval = 100 * time.Millisecond

@@ -27,21 +27,13 @@ func newCPUInstruments(m metric.Meter) (cpuInstruments, error) {
 	return c, errors.Join(err1, err2)
 }
 
-// record counts the CPU of a CPUTime event, and the pausing thread's CPU
-// of a collector's pause.
+// record counts the CPU of a CPUTime event. (The pausing thread's CPU of
+// a collector's pause is counted with the pause: Record.)
 func (c cpuInstruments) record(ctx context.Context, e agent.Event, pa []attribute.KeyValue) {
-	gc := func(method string, sec float64) {
-		c.gc.Add(ctx, sec, metric.WithAttributes(append(pa, attribute.String("pausewatch.gc.cpu.method", method))...))
+	if e.CPU > 0 {
+		c.proc.Add(ctx, e.CPU.Seconds(), metric.WithAttributes(pa...))
 	}
-	switch {
-	case e.Type == agent.CPUTime:
-		if e.CPU > 0 {
-			c.proc.Add(ctx, e.CPU.Seconds(), metric.WithAttributes(pa...))
-		}
-		if e.GCCPUMethod != "" && e.GCCPU > 0 {
-			gc(e.GCCPUMethod, e.GCCPU.Seconds())
-		}
-	case e.Type == agent.Pause && e.Kind == agent.KindGC && e.ThreadCPUKnown && e.ThreadCPU > 0:
-		gc(agent.PauseThread, e.ThreadCPU.Seconds())
+	if e.GCCPUMethod != "" && e.GCCPU > 0 {
+		c.gc.Add(ctx, e.GCCPU.Seconds(), metric.WithAttributes(append(pa, attribute.String("pausewatch.gc.cpu.method", e.GCCPUMethod))...))
 	}
 }

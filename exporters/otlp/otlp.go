@@ -96,6 +96,8 @@ type Exporter struct {
 	pauseTime, reqPause         metric.Float64Counter
 	cpu                         cpuInstruments
 
+	sets map[uint32]*pauseSets // per pid; Record's goroutine only
+
 	mu      sync.Mutex
 	buckets map[uint32]*bucket                // per-process log rate limit
 	reqs    map[attribute.Distinct]*reqSeries // request histograms (requests.go)
@@ -128,7 +130,7 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		return nil, fmt.Errorf("otlp resource: %w", err)
 	}
 
-	x := &Exporter{opts: opts, buckets: map[uint32]*bucket{}, reqs: map[attribute.Distinct]*reqSeries{}}
+	x := &Exporter{opts: opts, buckets: map[uint32]*bucket{}, reqs: map[attribute.Distinct]*reqSeries{}, sets: map[uint32]*pauseSets{}}
 	var reader sdkmetric.Reader
 	if opts.MetricReader != nil {
 		reader = opts.MetricReader(reqProducer{x})
@@ -252,24 +254,24 @@ func (x *Exporter) Record(e agent.Event) {
 	// elsewhere sends invalid UTF-8 or terminal controls to a collector.
 	e = e.Sanitized()
 	ctx := context.Background()
-	pa := x.processAttrs(e.Process)
-	x.cpu.record(ctx, e, pa)
 	switch e.Type {
+	case agent.CPUTime:
+		x.cpu.record(ctx, e, x.processAttrs(e.Process))
 	case agent.Pause, agent.PauseSample, agent.PauseTotals:
-		attrs := append(pa, attribute.String("pausewatch.pause.kind", e.Kind))
+		s := x.pauseSetOf(e)
+		if e.Type == agent.Pause && e.Kind == agent.KindGC && e.ThreadCPUKnown && e.ThreadCPU > 0 {
+			x.cpu.gc.Add(ctx, e.ThreadCPU.Seconds(), s.gcThread...)
+		}
 		if e.Type != agent.PauseTotals {
-			with := metric.WithAttributes(append(attrs, attribute.String("pausewatch.pause.reason", e.Reason))...)
-			x.pauseDur.Record(ctx, e.Duration.Seconds(), with)
+			x.pauseDur.Record(ctx, e.Duration.Seconds(), s.reason...)
 			if e.Stopping > 0 { // 0: the runtime does not report it
 				// Without the reason, as pausewatch_pause_stopping_seconds.
-				x.stopping.Record(ctx, e.Stopping.Seconds(), metric.WithAttributes(attrs...))
+				x.stopping.Record(ctx, e.Stopping.Seconds(), s.kindRec...)
 			}
 			if e.Process.Runtime == "jvm" && e.Kind == agent.KindGC {
 				// Semantic conventions' own JVM metric, where the data allows:
 				// the collector's operation as jvm.gc.name.
-				x.jvmGC.Record(ctx, e.Duration.Seconds(), metric.WithAttributes(
-					attribute.String("jvm.gc.name", e.Reason), attribute.String("jvm.gc.action", "end of GC pause"),
-					attribute.String("service.name", e.Process.Service)))
+				x.jvmGC.Record(ctx, e.Duration.Seconds(), s.jvmGC...)
 			}
 			x.log(e)
 		}
@@ -278,18 +280,17 @@ func (x *Exporter) Record(e agent.Event) {
 			if e.Type == agent.PauseTotals {
 				n = int64(e.Count)
 			}
-			with := metric.WithAttributes(attrs...)
-			x.pauses.Add(ctx, n, with)
-			x.pauseTime.Add(ctx, e.Duration.Seconds(), with)
+			x.pauses.Add(ctx, n, s.kindAdd...)
+			x.pauseTime.Add(ctx, e.Duration.Seconds(), s.kindAdd...)
 		}
 		if e.CollectedKnown {
-			x.collected.Add(ctx, int64(e.Collected), metric.WithAttributes(attrs...))
+			x.collected.Add(ctx, int64(e.Collected), s.kindAdd...)
 		}
 	case agent.RequestCounts:
 		if e.Requests == nil {
 			return
 		}
-		attrs := append(pa, attribute.Int("server.port", int(e.Port)))
+		attrs := append(x.processAttrs(e.Process), attribute.Int("server.port", int(e.Port)))
 		for i, h := range []*agent.RequestHist{&e.Requests.Unpaused, &e.Requests.Paused} {
 			x.addRequests(append(attrs, attribute.Bool("pausewatch.request.paused", i == 1)), h)
 			if h.PauseInside > 0 {
@@ -307,10 +308,58 @@ func (x *Exporter) Record(e agent.Event) {
 			}
 		}
 	case agent.Exit:
+		delete(x.sets, e.Process.PID)
 		x.mu.Lock()
 		delete(x.buckets, e.Process.PID)
 		x.mu.Unlock()
 	}
+}
+
+// pauseSets are the attribute sets of one process's pause series, made
+// once per kind and reason: building, sorting and hashing them on every
+// pause was most of Record's cost (15 allocations a pause).
+type pauseSets struct {
+	proc agent.Process // as the sets were made for it
+	by   map[[2]string]*pauseSet
+}
+
+// pauseSet holds the options as the slices the instruments take: a
+// variadic argument built per call is an allocation per call.
+type pauseSet struct {
+	kindRec  []metric.RecordOption // process, kind
+	kindAdd  []metric.AddOption
+	reason   []metric.RecordOption // process, kind, reason
+	jvmGC    []metric.RecordOption // jvm.gc.name, jvm.gc.action, service.name
+	gcThread []metric.AddOption    // process, pause_thread GC CPU method
+}
+
+// pauseSetOf returns the attribute sets of e's pause series. A process
+// whose identity changed (its pod found late) gets its sets made afresh;
+// its entry goes at its exit. Reasons are bounded per process
+// (agent.MaxReasonsPerProcess), so is what one process holds.
+func (x *Exporter) pauseSetOf(e agent.Event) *pauseSet {
+	ps := x.sets[e.Process.PID]
+	if ps == nil || ps.proc != e.Process {
+		ps = &pauseSets{proc: e.Process, by: map[[2]string]*pauseSet{}}
+		x.sets[e.Process.PID] = ps
+	}
+	k := [2]string{e.Kind, e.Reason}
+	if s := ps.by[k]; s != nil {
+		return s
+	}
+	pa := x.processAttrs(e.Process)
+	attrs := append(pa, attribute.String("pausewatch.pause.kind", e.Kind))
+	kind := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	s := &pauseSet{
+		kindRec: []metric.RecordOption{kind},
+		kindAdd: []metric.AddOption{kind},
+		reason:  []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(attrs[:len(attrs):len(attrs)], attribute.String("pausewatch.pause.reason", e.Reason))...))},
+		jvmGC: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("jvm.gc.name", e.Reason),
+			attribute.String("jvm.gc.action", "end of GC pause"), attribute.String("service.name", e.Process.Service)))},
+		gcThread: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(append(pa[:len(pa):len(pa)], attribute.String("pausewatch.gc.cpu.method", agent.PauseThread))...))},
+	}
+	ps.by[k] = s
+	return s
 }
 
 // allow takes a token from the process's bucket.

@@ -155,3 +155,45 @@ func TestStoppingTime(t *testing.T) {
 		t.Error("no pausewatch.pause.stopping")
 	}
 }
+
+// A process's attribute sets are made once, and made again when its
+// identity changes (its pod found after its first pauses) or its pid is
+// reused: each pause is counted under the identity it came with.
+func TestPauseSetsFollowIdentity(t *testing.T) {
+	x, collect := manualExporter(t)
+	p := agent.Process{PID: 10, Runtime: "go", Method: "uprobe", Service: "checkout"}
+	pause := func(p agent.Process) agent.Event {
+		return agent.Event{Type: agent.Pause, Process: p, Kind: "gc", Reason: "GC mark termination", Duration: time.Millisecond}
+	}
+	x.Record(pause(p))
+	x.Record(pause(p))
+	inPod := p
+	inPod.Namespace, inPod.Pod, inPod.Service = "shop", "checkout-1", "checkout-svc"
+	x.Record(pause(inPod))
+	x.Record(agent.Event{Type: agent.Exit, Process: inPod})
+	reused := agent.Process{PID: 10, Runtime: "go", Method: "uprobe", Service: "other"}
+	x.Record(pause(reused))
+
+	got := map[string]int64{}
+	for _, sm := range collect().ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "pausewatch.pause.count" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				svc, _ := dp.Attributes.Value("service.name")
+				pod, _ := dp.Attributes.Value("k8s.pod.name")
+				got[svc.AsString()+"/"+pod.AsString()] += dp.Value
+			}
+		}
+	}
+	want := map[string]int64{"checkout/": 2, "checkout-svc/checkout-1": 1, "other/": 1}
+	if len(got) != len(want) {
+		t.Errorf("pauses by service/pod = %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("pauses of %s = %d, want %d (all: %v)", k, got[k], n, got)
+		}
+	}
+}

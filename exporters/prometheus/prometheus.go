@@ -31,6 +31,10 @@ const (
 	hdrDigits = 2
 )
 
+// expireCheckEvery is how many pauses may be recorded between two looks
+// at the clock for expiry.
+const expireCheckEvery = 256
+
 // Options configure the exporter.
 type Options struct {
 	// PIDLabel adds a `pid` label to every process series.
@@ -85,11 +89,13 @@ type Exporter struct {
 	requests map[requestKey]*requestSeries
 	cpu      map[cpuKey]*cpuSeries
 	recent   map[uint32]*recentPauses // per pid, for exemplars
+	clean    map[uint32]*cleanProc    // per pid, the last process seen (sanitize)
 	// live holds, per process identity, the pids seen alive (an event
 	// and no exit yet): series expire only once it is empty.
 	live map[identity]map[uint32]struct{}
 
 	lastExpire time.Time
+	uncheck    int // pauses recorded since the clock was last looked at
 	expired    int // series dropped by expire, not yet told to opts.Expired
 	peak       int // most series and request series held since the maps were last rebuilt
 
@@ -196,6 +202,7 @@ func New(opts Options) *Exporter {
 		series:   make(map[seriesKey]*series),
 		requests: make(map[requestKey]*requestSeries),
 		recent:   make(map[uint32]*recentPauses),
+		clean:    make(map[uint32]*cleanProc),
 		live:     make(map[identity]map[uint32]struct{}),
 		created:  opts.Now(),
 		watched:  make(map[uint32]*watchedProc),
@@ -253,20 +260,30 @@ func (x *Exporter) Record(e agent.Event) {
 	// the values come from the watched processes. Sources sanitise them
 	// already; doing it again here (free for clean values) means no event,
 	// however built, can take the agent down.
-	e = e.Sanitized()
 	x.mu.Lock()
 	defer x.unlock()
+	fresh := x.sanitize(&e)
 	// Expiry walks every series: once a second is enough, not per event.
-	if now := x.opts.Now(); now.Sub(x.lastExpire) >= time.Second {
-		x.expire()
-		x.lastExpire = now
+	// Nor is a clock read per pause (15 % of Record here): pauses look
+	// at the clock every expireCheckEvery, other events (CPU samples,
+	// request counts: every few seconds per process) and scrapes always.
+	x.uncheck++
+	if e.Type != agent.Pause || x.uncheck >= expireCheckEvery {
+		x.uncheck = 0
+		if now := x.opts.Now(); now.Sub(x.lastExpire) >= time.Second {
+			x.expire()
+			x.lastExpire = now
+		}
 	}
-	if !x.opts.PIDLabel && e.Type != agent.Exit {
+	// A process as last seen has been made alive and watched already:
+	// only its exit undoes either, and drops it from x.clean.
+	if !x.opts.PIDLabel && e.Type != agent.Exit && fresh {
 		x.alive(e.Process)
 	}
 	if e.Type == agent.Exit {
+		delete(x.clean, e.Process.PID)
 		x.unwatch(e.Process.PID, e.Process.StartTime)
-	} else {
+	} else if fresh {
 		x.watch(e.Process)
 	}
 	switch e.Type {
@@ -342,6 +359,25 @@ func (x *Exporter) Record(e agent.Event) {
 			s.objects.Add(float64(e.Collected))
 		}
 	}
+}
+
+// cleanProc is a process as an event carried it and as sanitised.
+type cleanProc struct{ raw, clean agent.Process }
+
+// sanitize passes e through agent.LabelValue (client_golang panics on a
+// label value that is not valid UTF-8, and the values come from the
+// watched processes), the process's strings from a cache per pid: a
+// process equal to the one cached sanitises the same. It reports whether
+// the process is not the one last seen with its pid; x.mu is held.
+func (x *Exporter) sanitize(e *agent.Event) (fresh bool) {
+	c := x.clean[e.Process.PID]
+	if c == nil || c.raw != e.Process {
+		c = &cleanProc{raw: e.Process, clean: e.Process.Sanitized()}
+		x.clean[e.Process.PID] = c
+		fresh = true
+	}
+	*e = e.SanitizedWith(c.clean)
+	return fresh
 }
 
 // alive notes a process of an identity as running, and keeps every series
@@ -484,6 +520,7 @@ func (x *Exporter) shrink() {
 	x.requests = rebuilt(x.requests)
 	x.cpu = rebuilt(x.cpu)
 	x.recent = rebuilt(x.recent)
+	x.clean = rebuilt(x.clean)
 	x.live = rebuilt(x.live)
 	x.watched = rebuilt(x.watched)
 	x.wallDone = rebuilt(x.wallDone)

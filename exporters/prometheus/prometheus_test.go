@@ -444,3 +444,28 @@ func TestBreachCauses(t *testing.T) {
 		t.Errorf("report rows %+v", rows)
 	}
 }
+
+// The sanitised process is cached per pid: a hostile name is cleaned on
+// every pause, not only the first, and a pid that comes back as another
+// process (or with its pod found) is counted under its own name.
+func TestSanitizedProcessCache(t *testing.T) {
+	x := New(Options{})
+	hostile := pause(7, "svc\xff\u202e", "gc", "GC mark termination", time.Millisecond)
+	x.Record(hostile)
+	x.Record(hostile)
+	x.Record(pause(7, "renamed", "gc", "GC mark termination", time.Millisecond))
+	x.Record(agent.Event{Type: agent.Exit, Process: hostile.Process})
+	x.Record(hostile)
+	clean := agent.LabelValue(hostile.Process.Service)
+	for _, tc := range []struct {
+		service string
+		want    float64
+	}{{clean, 3}, {"renamed", 1}} {
+		if got := testutil.ToFloat64(x.pauses.WithLabelValues("go", "gc", "uprobe", tc.service, "", "", "")); got != tc.want {
+			t.Errorf("pauses of %q = %v, want %v", tc.service, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(x.pauses); n != 2 {
+		t.Errorf("%d pause counter series, want 2", n)
+	}
+}
