@@ -702,3 +702,102 @@ func TestPauseFloodBlindsNoOne(t *testing.T) {
 		t.Errorf("the loop was never held to its budget (pause_rate 0, %.0f sent)", sent)
 	}
 }
+
+// Variants of the flood: several loops at once, of both runtimes, and a
+// loop that forks more (each child a process with a budget of its own). A
+// service beside them is still counted exactly, and each pause of a loop
+// tracked from its start is sent or counted lost: none vanishes.
+func TestPauseFloodVariants(t *testing.T) {
+	requireRoot(t)
+	bin := buildChurn(t, "", false)
+	for _, tc := range []struct {
+		name    string
+		python  int  // gen-0 collection loops
+		forks   int  // children each loop forks, tracked late (not accounted)
+		goFlood bool // a Go ReadMemStats loop too
+	}{
+		{"three python loops and a Go ReadMemStats loop", 3, 0, true},
+		{"a python loop forking four more", 1, 4, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startAgent(t, freePort(t))
+			var loops []*workload
+			var services []string
+			for i := range tc.python {
+				svc := fmt.Sprintf("flood-py-%d", i)
+				w := startWorkload(t, exec.Command("/usr/bin/python3.11", "testdata/pauseflood.py"),
+					"OTEL_SERVICE_NAME="+svc, "FLOOD_SECONDS=4", fmt.Sprintf("FLOOD_FORKS=%d", tc.forks))
+				a.waitTracked(t, w.pid, w.started)
+				loops, services = append(loops, w), append(services, svc)
+			}
+			var goLoop *churnProc
+			if tc.goFlood {
+				goLoop = startChurn(t, bin, "flood-go", "memstats-flood", 4)
+				a.waitTracked(t, goLoop.pid, goLoop.started)
+				services = append(services, "flood-go")
+			}
+			c := startChurn(t, bin, "churn-beside-floods", "gc", 3)
+			a.waitTracked(t, c.pid, c.started)
+
+			sentBy := func() float64 {
+				var n float64
+				for _, s := range services {
+					got, _ := a.settledPauses(t, map[string]string{"service": s})
+					n += got
+				}
+				return n
+			}
+			// The ring buffer's losses are every process's on the node,
+			// the budget's only the loops' (the rest are far under it).
+			lostNow := func() (ring, rate float64) {
+				mfs := a.metrics(t)
+				return counter(mfs, "pausewatch_events_lost_total", map[string]string{"source": "ringbuf"}),
+					counter(mfs, "pausewatch_events_lost_total", map[string]string{"source": "pause_rate"})
+			}
+			sent0 := sentBy()
+			ring0, rate0 := lostNow()
+			for _, w := range loops {
+				fmt.Fprintln(w.stdin, "go")
+			}
+			if goLoop != nil {
+				fmt.Fprintln(goLoop.stdin, "go")
+			}
+			compareGC(t, a, "churn-beside-floods", c.run(t))
+
+			var counted uint64 // by the loops' runtimes
+			for i, w := range loops {
+				if !w.out.Scan() {
+					t.Fatalf("%s printed no count", services[i])
+				}
+				n, err := strconv.ParseUint(w.out.Text(), 10, 64)
+				if err != nil {
+					t.Fatalf("%s count %q: %v", services[i], w.out.Text(), err)
+				}
+				counted += n
+			}
+			if goLoop != nil {
+				if !goLoop.out.Scan() {
+					t.Fatal("the Go loop printed no account")
+				}
+				var acc account
+				if err := json.Unmarshal(goLoop.out.Bytes(), &acc); err != nil {
+					t.Fatalf("Go loop account %q: %v", goLoop.out.Text(), err)
+				}
+				counted += acc.GCCount + acc.OtherCount
+			}
+			time.Sleep(time.Second) // the last records through the ring buffer
+			sent := sentBy() - sent0
+			ring, rate := lostNow()
+			ring, rate = ring-ring0, rate-rate0
+			t.Logf("loops: runtimes counted %d pauses; agent sent %.0f, held %.0f by the budget; ring buffer lost %.0f (any process's)",
+				counted, sent, rate, ring)
+			if rate == 0 {
+				t.Errorf("no loop was held to its budget (pause_rate 0, %.0f sent)", sent)
+			}
+			if tc.forks == 0 && (sent+rate > float64(counted) || sent+rate+ring < float64(counted)) {
+				t.Errorf("sent %.0f + held %.0f = %.0f (ring buffer lost %.0f), the loops' runtimes counted %d",
+					sent, rate, sent+rate, ring, counted)
+			}
+		})
+	}
+}

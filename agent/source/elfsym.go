@@ -29,29 +29,55 @@ const nameWindow = 64 << 10
 // .symtab 4,685 and 3,769 of 109,847. A name behind the window is read
 // into a small buffer of its own, which leaves the window where the pass
 // goes on; a table whose names point anywhere costs reads, not memory.
+//
+// What a pass may read is bounded by the names it asks for: allow grows
+// by nameAllowance with each name asked for and a read past it is an
+// error. Without the bound, a hostile table (names that take turns among
+// a few offsets, each longer than the window) made every 24-byte symbol
+// cost 68 KiB of reads: 6.9 GiB and a second of CPU for a 2.5 MiB file.
 type strtab struct {
-	r    io.ReaderAt
-	size uint64
-	main strWindow // the pass front to back
-	back strWindow // names behind main, at most nameRead bytes
+	r            io.ReaderAt
+	size         uint64
+	main         strWindow // the pass front to back
+	back         strWindow // names behind main, at most nameRead bytes
+	spent, allow uint64    // bytes read, and the most that may be
 }
+
+// nameAllowance is how much reading each name asked for adds to what the
+// pass may read, initialAllowance what it may read before any: well
+// above what real tables take (node 20's .dynsym, whose names are in hash
+// order, reads 24 MiB for 75k names, 330 bytes a name; its .symtab 150).
+const (
+	nameAllowance    = 8 << 10
+	initialAllowance = 4 * nameWindow
+)
+
+// errScattered is returned for a table whose names cost more reads than
+// nameAllowance a name.
+var errScattered = errors.New("symbol names too scattered to read")
 
 type strWindow struct {
 	buf []byte
 	at  uint64 // offset of buf[0] in the table
 }
 
-// nameRead is how much of the string table one read takes.
-const nameRead = 4 << 10
+// nameRead is how much of the string table one read takes, jumpRead the
+// first read for a name far from the window.
+const (
+	nameRead = 4 << 10
+	jumpRead = 256
+)
 
 func newStrtab(sec *elf.Section) *strtab {
-	return &strtab{r: sec, size: sec.Size, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
+	return &strtab{r: sec, size: sec.Size, allow: initialAllowance, main: strWindow{buf: make([]byte, 0, min(sec.Size, nameWindow))}}
 }
 
-// name returns the name at off, valid until the next call: empty when
-// off is past the table, up to the table's end when no NUL ends it (as
-// elf.File.Symbols reads them).
+// name returns the name at off, valid until the next call: nil (not an
+// empty name, which is non-nil) when off is past the table or no NUL ends
+// the name before the table does. elf.File.Symbols reads both as an empty
+// name, ImportedLibraries leaves them out.
 func (t *strtab) name(off uint64) ([]byte, error) {
+	t.allow += nameAllowance
 	if off >= t.size {
 		return nil, nil
 	}
@@ -61,7 +87,7 @@ func (t *strtab) name(off uint64) ([]byte, error) {
 	if t.back.buf == nil {
 		t.back.buf = make([]byte, 0, min(t.size, nameRead))
 	}
-	if name, err := t.read(&t.back, off); err != nil || len(name) < cap(t.back.buf) || off+uint64(len(name)) == t.size {
+	if name, err := t.read(&t.back, off); err != nil || len(name) < cap(t.back.buf) {
 		return name, err
 	}
 	return t.read(&t.main, off) // longer than the small buffer
@@ -75,12 +101,27 @@ func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
 		if n := bytes.IndexByte(b, 0); n >= 0 {
 			return b[:n], nil
 		}
-		if w.at+uint64(len(w.buf)) == t.size || len(w.buf) == cap(w.buf) && off == w.at {
-			return b, nil // ends the table, or fills the window
+		if w.at+uint64(len(w.buf)) == t.size {
+			return nil, nil // cut by the table's end
+		}
+		if len(w.buf) == cap(w.buf) && off == w.at {
+			return b, nil // fills the window
 		}
 	}
-	for _, want := range []uint64{nameRead, nameWindow} {
+	// A name just past the window is likely followed by the next ones,
+	// worth a large read; one far from it (a table in hash order, like
+	// .dynstr) is likely alone, and most names are short.
+	reads := []uint64{jumpRead, nameRead, nameWindow}
+	if off >= w.at && off <= w.at+uint64(len(w.buf))+nameRead {
+		reads = reads[1:]
+	}
+	for _, want := range reads {
 		n := min(t.size-off, want, uint64(cap(w.buf)))
+		if t.spent+n > t.allow {
+			w.buf = w.buf[:0]
+			return nil, fmt.Errorf("%w: %d bytes read", errScattered, t.spent)
+		}
+		t.spent += n
 		w.buf, w.at = w.buf[:n], off
 		if _, err := t.r.ReadAt(w.buf, int64(off)); err != nil {
 			w.buf = w.buf[:0]
@@ -89,7 +130,10 @@ func (t *strtab) read(w *strWindow, off uint64) ([]byte, error) {
 		if i := bytes.IndexByte(w.buf, 0); i >= 0 {
 			return w.buf[:i], nil
 		}
-		if off+n == t.size || n == uint64(cap(w.buf)) {
+		if off+n == t.size {
+			return nil, nil
+		}
+		if n == uint64(cap(w.buf)) {
 			break
 		}
 	}
@@ -106,19 +150,22 @@ func eachSymbol(f *elf.File, typ elf.SectionType, fn func(name []byte, s elf.Sym
 	if sec == nil {
 		return elf.ErrNoSymbols
 	}
-	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || int(sec.Link) >= len(f.Sections) {
+	if f.Class != elf.ELFCLASS64 || sec.Size%elf.Sym64Size != 0 || sec.Link == 0 || int(sec.Link) >= len(f.Sections) {
 		return fmt.Errorf("malformed %s", sec.Name)
 	}
 	names := f.Sections[sec.Link]
-	if names.Flags&elf.SHF_COMPRESSED != 0 {
-		return fmt.Errorf("%s: compressed string table %s", sec.Name, names.Name)
+	if err := windowable(names); err != nil {
+		return fmt.Errorf("%s: %w", sec.Name, err)
 	}
 	strs := newStrtab(names)
 	r := bufio.NewReaderSize(sec.Open(), 16<<10)
 	var b [elf.Sym64Size]byte
-	for i := 0; ; i++ {
+	// A table that claims more than the file holds is an error, as for
+	// elf.File.Symbols, not a short table passed as whole: the symbol
+	// looked for may be among those cut.
+	for i := uint64(0); i < sec.Size/elf.Sym64Size; i++ {
 		if _, err := io.ReadFull(r, b[:]); err == io.EOF {
-			return nil
+			return fmt.Errorf("read %s: %d of %d symbols: %w", sec.Name, i, sec.Size/elf.Sym64Size, io.ErrUnexpectedEOF)
 		} else if err != nil {
 			return fmt.Errorf("read %s: %w", sec.Name, err)
 		}
@@ -141,6 +188,21 @@ func eachSymbol(f *elf.File, typ elf.SectionType, fn func(name []byte, s elf.Sym
 			return nil
 		}
 	}
+	return nil
+}
+
+// windowable says why names cannot be read through a strtab, if they
+// cannot. Its ReaderAt reads the file's bytes where the section header
+// points even for SHT_NOBITS (which has none; debug/elf refuses to read
+// it) and the compressed bytes of a compressed section.
+func windowable(names *elf.Section) error {
+	switch {
+	case names.Type == elf.SHT_NOBITS:
+		return fmt.Errorf("string table %s has no bits", names.Name)
+	case names.Flags&elf.SHF_COMPRESSED != 0:
+		return fmt.Errorf("compressed string table %s", names.Name)
+	}
+	return nil
 }
 
 // symbolsNamed returns the symbols of the table of type typ whose names
@@ -207,6 +269,9 @@ func importedLibraries(f *elf.File) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", ds.Name, err)
 	}
+	if err := windowable(f.Sections[ds.Link]); err != nil {
+		return nil, fmt.Errorf("%s: %w", ds.Name, err)
+	}
 	strs := newStrtab(f.Sections[ds.Link])
 	libs := make([]string, 0, len(offs))
 	for _, off := range offs {
@@ -214,7 +279,9 @@ func importedLibraries(f *elf.File) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		libs = append(libs, string(name))
+		if name != nil {
+			libs = append(libs, string(name))
+		}
 	}
 	return libs, nil
 }

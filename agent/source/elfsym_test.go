@@ -24,14 +24,15 @@ func TestStrtabName(t *testing.T) {
 		{"in order", []uint64{1, off("second"), off(mid)}, []string{"first", "second", mid}},
 		{"backwards", []uint64{off("second"), 1, 0}, []string{"second", "first", ""}},
 		{"behind, then on", []uint64{off(mid), off("second"), off(mid) + 1, 1}, []string{mid, "second", mid[1:], "first"}},
-		{"behind, longer than a read", []uint64{off("last-unterminated"), off(mid), 1}, []string{"last-unterminated", mid, "first"}},
+		{"behind, longer than a read", []uint64{off("last-unterminated"), off(mid), 1}, []string{"", mid, "first"}},
 		{"inside a name", []uint64{3}, []string{"rst"}},
 		{"past the end", []uint64{uint64(len(tab)), 1 << 40}, []string{"", ""}},
 		{"longer than the window: cut", []uint64{off(long), 1}, []string{long[:nameWindow], "first"}},
-		{"unterminated at the end", []uint64{off("last-unterminated"), 1}, []string{"last-unterminated", "first"}},
+		{"unterminated at the end: no name", []uint64{off("last-unterminated"), off("unterminated"), 1}, []string{"", "", "first"}},
+		{"unterminated at the end, read behind", []uint64{off(mid), off("last-unterminated"), 1}, []string{mid, "", "first"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &strtab{r: strings.NewReader(tab), size: uint64(len(tab)), main: strWindow{buf: make([]byte, 0, nameWindow)}}
+			st := &strtab{r: strings.NewReader(tab), size: uint64(len(tab)), allow: initialAllowance, main: strWindow{buf: make([]byte, 0, nameWindow)}}
 			for i, o := range tc.offs {
 				got, err := st.name(o)
 				if err != nil {

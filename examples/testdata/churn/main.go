@@ -78,6 +78,11 @@ func main() {
 			runtime.ReadMemStats(&ms)
 			calls++
 			time.Sleep(time.Millisecond)
+		case "memstats-flood":
+			// As fast as it goes: past the agent's pause budget.
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			calls++
 		default:
 			sink[i%len(sink)] = make([]byte, 32<<10)
 		}

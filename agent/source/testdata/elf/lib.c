@@ -1,0 +1,2 @@
+extern int puts(const char *);
+int napi_module_register(void) { return puts("x"); }
