@@ -505,10 +505,12 @@ func compareGC(t *testing.T, a *agentProc, service string, acc account) {
 	}
 	// The agent counts the process's whole tracked life, the runtime its
 	// window from "go" on: a collection between the attach and the
-	// program's first read of its metrics is the agent's alone (seen once
-	// in CI, 1939 vs 1938). One such extra is allowed, none missing.
-	if n < float64(acc.GCCount) || n > float64(acc.GCCount)+1 {
-		t.Errorf("pause count: agent %v, runtime %d (want equal, or one more from before the window)", n, acc.GCCount)
+	// program's first read of its metrics is the agent's alone, one pause
+	// or both of its two (sweep and mark termination; seen in CI: 1939 vs
+	// 1938, and 4136 vs 4134 in 1 of 30 runs at ~1,400 pauses/s). Those
+	// are allowed, none missing.
+	if n < float64(acc.GCCount) || n > float64(acc.GCCount)+2 {
+		t.Errorf("pause count: agent %v, runtime %d (want equal, or up to one collection's two more from before the window)", n, acc.GCCount)
 	}
 	if !within(secs, acc.GCSeconds, 0.20, 0) {
 		t.Errorf("pause total: agent %.6fs, runtime %.6fs (want within 20%%)", secs, acc.GCSeconds)
@@ -532,6 +534,13 @@ func TestGoPausesMatchRuntime(t *testing.T) {
 			c := startChurn(t, bin, service, "gc", 3)
 			// Started after the agent: tracked within 1 s of its exec.
 			p := a.waitTracked(t, c.pid, c.started)
+			// Between its fork and its exec the child is a copy of this
+			// test binary, which the agent tracks (it follows the forks
+			// of traced processes): wait past the exec.
+			for self := filepath.Base(os.Args[0]); p.Service == self && time.Since(c.started) < 10*time.Second; {
+				time.Sleep(10 * time.Millisecond)
+				p = a.waitTracked(t, c.pid, c.started)
+			}
 			took := p.Since.Sub(c.started)
 			t.Logf("tracked pid %d after %v: %+v", c.pid, took, p)
 			if took > time.Second {
