@@ -536,10 +536,11 @@ func TestRequestLatency(t *testing.T) {
 					// would be far below). Near, not equal: on this shared
 					// 2-core machine the client's own wait for a CPU after
 					// the response adds to its tail (seen: 420 vs 560 ms
-					// for Go while others' builds ran), so within 10 ms or
-					// 35 %.
-					if p99hi < min(load.P99-0.010, 0.65*load.P99) {
-						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 35%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
+					// for Go while others' builds ran; 57 vs 99 ms for the
+					// JVM in a quiet CI run, its p90 31 vs 32 ms), so
+					// within 10 ms or half.
+					if p99hi < min(load.P99-0.010, 0.5*load.P99) {
+						t.Errorf("agent p99 in (%.2f, %.2f] ms vs client %.2f ms: want within 10ms or 50%% when pauses dominate", p99lo*1e3, p99hi*1e3, load.P99*1e3)
 					}
 				} else {
 					background = ob
