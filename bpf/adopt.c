@@ -133,7 +133,7 @@ int adopt_conns(struct bpf_iter__task_file *ctx)
 		return 0;
 	__u32 fd = ctx->fd;
 	__u64 skv = (__u64)sk;
-	struct conn c = {.tgid = tgid, .fd = fd, .port = port,
+	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .tcp = 1,
 			 .seq = mid_request(sk) ? CONN_ADOPTED_READING : CONN_IDLE};
 	if (bpf_map_update_elem(&conns, &skv, &c, BPF_NOEXIST))
 		return 0; /* known already: tracked since its accept */

@@ -186,8 +186,9 @@ struct conn {
 	__u32 fd;
 	__u16 port;
 	__u8 flags;            /* PW_EVENT_F_READ_START */
-	__u8 _pad8;
-	__u32 _pad;
+	__u8 tcp;              /* a plain TCP socket, whose tcp_sock may be read (an MPTCP one is not) */
+	__u32 write_seq;       /* the socket's write_seq at the start (or at an interim response) */
+	__u64 next_ns;         /* the next request's data arrived while this one's response write was in flight */
 };
 
 struct {
@@ -358,6 +359,19 @@ static __always_inline void starved(struct conn *c, __u64 now)
 	c->cpu_wait += wait;
 }
 
+/*
+ * write_seq_of returns the sequence number after the last byte the server
+ * has queued on c's socket sk (tcp_sock write_seq, advanced inside
+ * tcp_sendmsg before sock:sock_send_length runs), 0 unless it is plain
+ * TCP in arrival mode, the only place it is compared.
+ */
+static __always_inline __u32 write_seq_of(struct conn *c, __u64 sk)
+{
+	if (!arrival_mode || !c->tcp)
+		return 0;
+	return BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+}
+
 /* conn_cas moves c from exactly seen to state to; true if this caller did. */
 static __always_inline bool conn_cas(struct conn *c, __u64 seen, __u8 to)
 {
@@ -514,10 +528,12 @@ static __always_inline void end_request(struct conn *c)
  * on; the CAS then publishes them. Starters of one socket are serialised
  * by the socket (softirq receive under its lock, reads after it).
  */
-static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now, __u8 flags, __u8 to)
+static __always_inline void start_request(struct conn *c, __u64 seen, __u64 now, __u8 flags, __u8 to, __u64 sk)
 {
 	c->start_ns = now;
 	c->flags = flags;
+	c->write_seq = write_seq_of(c, sk);
+	c->next_ns = 0;
 	c->paused_start = paused_at(c->tgid, now);
 	c->paused_write = c->paused_start;
 	c->cpu_wait = 0;
@@ -545,10 +561,11 @@ static __always_inline bool reading(__u8 st)
 }
 
 /*
- * response_write records a completed response write at now. Writes on an
- * idle connection are server-initiated data, not a response.
+ * response_write records a completed response write at now on c's socket
+ * sk. Writes on an idle connection are server-initiated data, not a
+ * response.
  */
-static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now)
+static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now, __u64 sk)
 {
 	__u64 seen = *(volatile __u64 *)&c->seq;
 	if (CONN_STATE(seen) == CONN_IDLE || CONN_STATE(seen) == CONN_ADOPTED_RESPONDING)
@@ -566,6 +583,24 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 		if (CONN_STATE(seen) == CONN_ARRIVED || CONN_STATE(seen) == CONN_READING)
 			conn_cas(c, seen, CONN_RESPONDING);
 	}
+	/*
+	 * The client had this response and sent its next request before
+	 * this write was seen to complete (handle_sk_data_ready kept its
+	 * arrival): the request ends here and the next one began then. A
+	 * server that splices from the socket passes no receive tracepoint
+	 * that would tell them apart later, so without this the two were
+	 * one request.
+	 */
+	__u64 next = c->next_ns;
+	if (!next)
+		return;
+	end_request(c);
+	seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) != CONN_IDLE || next > now)
+		return;
+	start_request(c, seen, next, 0, CONN_ARRIVED, sk);
+	c->paused_start = paused_at_past(tgid, next, now);
+	c->paused_write = c->paused_start;
 }
 
 /*
@@ -575,7 +610,7 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
  * background read on every connection while the handler runs) says
  * nothing about the request.
  */
-static __always_inline void received(struct conn *c, __u64 start_ts, __u64 now)
+static __always_inline void received(struct conn *c, __u64 start_ts, __u64 now, __u64 sk)
 {
 	__u64 seen = past_adopted(c);
 	switch (CONN_STATE(seen)) {
@@ -599,7 +634,7 @@ static __always_inline void received(struct conn *c, __u64 start_ts, __u64 now)
 			return;
 		/* fallthrough */
 	case CONN_IDLE:
-		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING);
+		start_request(c, seen, start_ts, PW_EVENT_F_READ_START, CONN_READING, sk);
 		starved(c, now); /* the thread's baseline: nothing of this request yet */
 		return;
 	}
@@ -712,6 +747,40 @@ static __always_inline int enter(__u32 fd, __u32 op, __u64 buf_arg, long nr)
 }
 
 /*
+ * start_queued starts a request on c, which is idle, when the socket sk
+ * (just accepted, so nobody has read it) already holds data. The client
+ * often sends its request before the server accepts (data waits in the
+ * socket with the connection): sk_data_ready found no connection then.
+ * The wait in the accept queue is the server's (a stopped accept loop
+ * makes it long), so the request starts at the socket's last received
+ * packet, TCP's tcp_mstamp: nothing else touches a socket nobody has
+ * read, so that is the request's last segment (or a later ACK), never
+ * before its first byte arrived. Failing that, at now, marked as a start
+ * at a read.
+ */
+static __always_inline void start_queued(struct conn *c, __u64 sk, __u32 tgid, __u16 protocol)
+{
+	__u64 seen = *(volatile __u64 *)&c->seq;
+	if (CONN_STATE(seen) != CONN_IDLE || BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) == 0)
+		return;
+	__u64 now = bpf_ktime_get_ns(), at = now;
+	__u8 flags = PW_EVENT_F_READ_START;
+	/* (Read mode stamps every start at a read: this one at the accept.) */
+	if (arrival_mode && protocol == IPPROTO_TCP) {
+		__u64 last = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp) * 1000;
+		if (last && last <= now && now - last < 60ULL * 1000000000) {
+			at = last;
+			flags = 0;
+		}
+	}
+	start_request(c, seen, at, flags, CONN_ARRIVED, sk);
+	if (at < now) {
+		c->paused_start = paused_at_past(tgid, at, now);
+		c->paused_write = c->paused_start;
+	}
+}
+
+/*
  * accepted tracks the connection accept returned. It needs nothing from
  * the accept's entry (the fd is the return value), so a thread that was
  * already blocked in accept when its process became traced (or when the
@@ -735,38 +804,28 @@ static __always_inline int accepted(__s64 ret)
 	__u16 port = BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num);
 	if (filter_ports && !bpf_map_lookup_elem(&traced_ports, &port))
 		return 0;
-	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE};
-	/*
-	 * The client often sends its request before the server accepts
-	 * (data waits in the socket with the connection): sk_data_ready
-	 * found no connection then. The wait in the accept queue is the
-	 * server's (a stopped accept loop makes it long), so the request
-	 * starts at the socket's last received packet, TCP's tcp_mstamp:
-	 * nothing else touches a socket nobody has accepted, so that is the
-	 * request's last segment (or a later ACK), never before its first
-	 * byte arrived. Failing that, at the accept, marked as such.
-	 */
-	if (BPF_CORE_READ((struct sock *)sk, sk_receive_queue.qlen) > 0) {
-		__u64 now = bpf_ktime_get_ns(), at = now;
-		__u8 flags = PW_EVENT_F_READ_START;
-		/* (Read mode stamps every start at a read: this one at the accept.) */
-		if (arrival_mode && protocol == IPPROTO_TCP) {
-			__u64 last = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp) * 1000;
-			if (last && last <= now && now - last < 60ULL * 1000000000) {
-				at = last;
-				flags = 0;
-			}
-		}
-		start_request(&c, c.seq, at, flags, CONN_ARRIVED);
-		if (at < now) {
-			c.paused_start = paused_at_past(tgid, at, now);
-			c.paused_write = c.paused_start;
-		}
-	}
+	struct conn c = {.tgid = tgid, .fd = fd, .port = port, .seq = CONN_IDLE, .tcp = protocol == IPPROTO_TCP};
+	start_queued(&c, sk, tgid, protocol);
 	__u64 key = ((__u64)tgid << 32) | fd;
 	if (bpf_map_update_elem(&conns, &sk, &c, BPF_ANY) ||
-	    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY))
+	    bpf_map_update_elem(&fd_socks, &key, &sk, BPF_ANY)) {
 		count_stat(PW_STAT_CONN_LOST);
+		return 0;
+	}
+	/*
+	 * Data that arrived between the look at the queue and the insert
+	 * found no connection at sk_data_ready. A server that reads with
+	 * read/recv would start the request at its read, but one that
+	 * splices from the socket (an L4 proxy's io.Copy) passes no receive
+	 * tracepoint: without this its first request would go uncounted.
+	 * sk_data_ready may run on another CPU now; the CAS from idle lets
+	 * one of the two start it.
+	 */
+	if (CONN_STATE(c.seq) == CONN_IDLE) {
+		struct conn *m = bpf_map_lookup_elem(&conns, &sk);
+		if (m)
+			start_queued(m, sk, tgid, protocol);
+	}
 	return 0;
 }
 
@@ -795,9 +854,9 @@ static __always_inline int leave(__s64 ret)
 	if (ret == 0)
 		return 0;
 	if (op == OP_READ)
-		received(c, ts, bpf_ktime_get_ns()); /* no arrival seen: the request starts at its read */
+		received(c, ts, bpf_ktime_get_ns(), *sk); /* no arrival seen: the request starts at its read */
 	else if (op == OP_WRITE)
-		response_write(c, tgid, bpf_ktime_get_ns());
+		response_write(c, tgid, bpf_ktime_get_ns(), *sk);
 	return 0;
 }
 
@@ -828,8 +887,23 @@ int handle_sk_data_ready(struct sk_data_ready_ctx *ctx)
 	 */
 	end_request(c);
 	__u64 seen = past_adopted(c);
-	if (CONN_STATE(seen) == CONN_IDLE)
-		start_request(c, seen, bpf_ktime_get_ns(), 0, CONN_ARRIVED);
+	__u8 st = CONN_STATE(seen);
+	if (st == CONN_IDLE) {
+		start_request(c, seen, bpf_ktime_get_ns(), 0, CONN_ARRIVED, sk);
+	} else if ((st == CONN_ARRIVED || st == CONN_READING) && c->tcp && !c->next_ns &&
+		   write_seq_of(c, sk) != c->write_seq) {
+		/*
+		 * Still reading, yet the server has queued bytes since the
+		 * request began (write_seq moved) whose write was not seen to
+		 * complete: the response is being written and the client,
+		 * which already has it (loopback delivers inside the send),
+		 * sent its next request while the writer was preempted before
+		 * sock:sock_send_length. That write ends this request and
+		 * starts the next at this arrival (response_write). Without a
+		 * write in flight, more data is more of the same request.
+		 */
+		c->next_ns = bpf_ktime_get_ns();
+	}
 	return 0;
 }
 
@@ -892,10 +966,17 @@ int handle_sock_send_length(struct sock_length_ctx *ctx)
 		 */
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 		/* (A BTF pointer: plain loads, no bpf_probe_read_kernel calls.) */
-		if (is_interim(first_buf(regs->orig_ax, regs->si)))
+		if (is_interim(first_buf(regs->orig_ax, regs->si))) {
+			/*
+			 * The rest of the request (a body after 100 Continue)
+			 * may follow: measured from here, it is no next request.
+			 */
+			c->write_seq = write_seq_of(c, ctx->sk);
+			c->next_ns = 0;
 			return 0;
+		}
 	}
-	response_write(c, id >> 32, bpf_ktime_get_ns());
+	response_write(c, id >> 32, bpf_ktime_get_ns(), ctx->sk);
 	return 0;
 }
 
@@ -912,7 +993,7 @@ int handle_sock_recv_length(struct sock_length_ctx *ctx)
 	if (!c)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	received(c, now, now);
+	received(c, now, now, ctx->sk);
 	return 0;
 }
 
@@ -1022,7 +1103,7 @@ int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
 	case IORING_OP_READ:
 	case IORING_OP_RECV: {
 		__u64 now = bpf_ktime_get_ns();
-		received(c, now, now);
+		received(c, now, now, sk);
 		break;
 	}
 	case IORING_OP_WRITEV:
@@ -1031,7 +1112,7 @@ int handle_io_uring_complete(struct io_uring_complete_ctx *ctx)
 	case IORING_OP_SEND:
 	case IORING_OP_SEND_ZC:
 	case IORING_OP_SENDMSG_ZC:
-		response_write(c, id >> 32, bpf_ktime_get_ns());
+		response_write(c, id >> 32, bpf_ktime_get_ns(), sk);
 		break;
 	}
 	return 0;

@@ -26,8 +26,9 @@ type bpfConn struct {
 	Fd          uint32
 	Port        uint16
 	Flags       uint8
-	Pad8        uint8
-	Pad         uint32
+	Tcp         uint8
+	WriteSeq    uint32
+	NextNs      uint64
 }
 
 type bpfJvmState struct {

@@ -161,6 +161,7 @@ struct tcp_sock {
 	__u32 copied_seq;     /* head of yet unread data */
 	__u32 lsndtime;       /* jiffies of the last data sent */
 	__u64 bytes_received; /* data bytes received */
+	__u32 write_seq;      /* tail+1 of the data queued to send */
 } __attribute__((preserve_access_index));
 
 struct socket {
