@@ -372,6 +372,18 @@ static __always_inline __u32 write_seq_of(struct conn *c, __u64 sk)
 	return BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 }
 
+/*
+ * queued_before says whether the server has queued no byte on c's socket
+ * sk since c's request began (or since its interim response): always
+ * false where write_seq_of has no sequence to compare.
+ */
+static __always_inline bool queued_before(struct conn *c, __u64 sk)
+{
+	if (!arrival_mode || !c->tcp)
+		return false;
+	return write_seq_of(c, sk) == c->write_seq;
+}
+
 /* conn_cas moves c from exactly seen to state to; true if this caller did. */
 static __always_inline bool conn_cas(struct conn *c, __u64 seen, __u8 to)
 {
@@ -574,6 +586,20 @@ static __always_inline void response_write(struct conn *c, __u32 tgid, __u64 now
 		conn_cas(c, seen, CONN_ADOPTED_RESPONDING);
 		return;
 	}
+	/*
+	 * A write that queued nothing since this request began (write_seq
+	 * where its start took it) is no answer to it: its bytes were all
+	 * queued before, the tail of the last response (or a greeting) whose
+	 * completion is seen only now. The client, which already had them
+	 * (loopback delivers inside the send), sent this request while the
+	 * writer had yet to reach sock:sock_send_length; its arrival ended
+	 * the last request at its previous write (or found the connection
+	 * idle). Taken as this request's response, the request's own read
+	 * then found it responding and counted it twice (a tiny one, then
+	 * the real one from the read).
+	 */
+	if ((CONN_STATE(seen) == CONN_ARRIVED || CONN_STATE(seen) == CONN_READING) && queued_before(c, sk))
+		return;
 	c->last_write_ns = now;
 	c->paused_write = paused_at(tgid, now);
 	starved(c, now);
