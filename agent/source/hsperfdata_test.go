@@ -139,6 +139,14 @@ func TestPerfEvents(t *testing.T) {
 			{Type: agent.PauseSample, Process: p, Kind: "gc", Reason: "G1\uFFFD young", Duration: 3 * time.Millisecond, Start: now},
 		}},
 		{"counters went back (new JVM): nothing", next(func(c *perfCounters) { c.safepoints = 3 }), nil},
+		{"the time of a collection counted at the last poll (which fell inside it): no pause, its time", next(func(c *perfCounters) {
+			c.stopped, c.gcTime = 5e8+480e6, 4e8+470e6
+		}), []agent.Event{
+			{Type: agent.PauseTotals, Process: p, Kind: "gc", Count: 0, Duration: 480 * time.Millisecond, Start: now},
+		}},
+		{"the time of another safepoint counted at the last poll", next(func(c *perfCounters) { c.stopped = 5e8 + 2e6 }), []agent.Event{
+			{Type: agent.PauseTotals, Process: p, Kind: "other", Count: 0, Duration: 2 * time.Millisecond, Start: now},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := perfEvents(p, base, tc.cur, now)
