@@ -3,9 +3,7 @@ package examples
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,13 +19,7 @@ import (
 // the proxy's port counts once, no longer than the client saw it.
 func TestRequestL4Proxy(t *testing.T) {
 	requireRoot(t)
-	bin := filepath.Join(buildDir, "l4proxy")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = "testdata/l4proxy"
-	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build testdata/l4proxy: %v\n%s", err, out)
-	}
+	bin := buildL4Proxy(t)
 	a := startAgent(t, freePort(t))
 	backend := startServer(t, "go", "proxy-backend", freePort(t), false)
 	for _, mode := range []string{"splice", "mmsg"} {
@@ -47,16 +39,7 @@ func TestRequestL4Proxy(t *testing.T) {
 				}
 				k.c.Close()
 			}
-			want := int64(conns * each)
-			row := a.requestRowAtLeast(t, service, port(addr), want)
-			t.Logf("client: %d requests through the proxy, max %.2fms; agent: %d, max %.2fms, p50 %.3fms",
-				want, ms(clientMax), row.Requests, row.Max*1e3, row.P50*1e3)
-			if row.Requests != want {
-				t.Errorf("agent counted %d requests on the proxy's port, the client made %d", row.Requests, want)
-			}
-			if row.Max > 1.01*clientMax.Seconds() {
-				t.Errorf("longest request %.2fms, above the client's %.2fms", row.Max*1e3, ms(clientMax))
-			}
+			shapeCheck(t, a.requestRowAtLeast(t, service, port(addr), conns*each), conns*each, 0, clientMax)
 			checkServerWithinClient(t, a.requestHist(t, service, port(addr)), client)
 		})
 	}
@@ -72,13 +55,7 @@ func TestRequestL4ProxyContinue(t *testing.T) {
 	if err := buildShapes(); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(buildDir, "l4proxy")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = "testdata/l4proxy"
-	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build testdata/l4proxy: %v\n%s", err, out)
-	}
+	bin := buildL4Proxy(t)
 	a := startAgent(t, freePort(t))
 	_, backend, _ := startLineServer(t, "proxy-continue-backend", nil, shapesBin, "-upload-work", "5ms")
 	service := "l4proxy-continue-mmsg"
@@ -91,29 +68,29 @@ func TestRequestL4ProxyContinue(t *testing.T) {
 	var clientMax time.Duration
 	continues := 0
 	for range n {
-		trace := &httptrace.ClientTrace{Got100Continue: func() { continues++ }}
-		req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/upload", bytes.NewReader(body))
-		req.Header.Set("Expect", "100-continue")
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-		t0 := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		d, continued, _ := uploadContinue(t, client, addr, body)
+		clientMax = max(clientMax, d)
+		if continued {
+			continues++
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		clientMax = max(clientMax, time.Since(t0))
 	}
 	tr.CloseIdleConnections() // the last request ends at the client's FIN
 	if continues != n {
 		t.Fatalf("client got %d interim 100 Continue answers, want %d: the scenario did not happen", continues, n)
 	}
-	row := a.requestRowAtLeast(t, service, port(addr), n)
-	t.Logf("client: %d uploads through the proxy, max %.2fms; agent: %d, max %.2fms", n, ms(clientMax), row.Requests, row.Max*1e3)
-	if row.Requests != n {
-		t.Errorf("agent counted %d requests on the proxy's port, the client made %d", row.Requests, n)
+	shapeCheck(t, a.requestRowAtLeast(t, service, port(addr), n), n, 0, clientMax)
+}
+
+// buildL4Proxy builds testdata/l4proxy into the test's build directory
+// and returns its path.
+func buildL4Proxy(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(buildDir, "l4proxy")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = "testdata/l4proxy"
+	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/l4proxy: %v\n%s", err, out)
 	}
-	if row.Max > 1.01*clientMax.Seconds() {
-		t.Errorf("longest request %.2fms, above the client's %.2fms", row.Max*1e3, ms(clientMax))
-	}
+	return bin
 }

@@ -106,6 +106,26 @@ func shapeCheck(t *testing.T, row requestRow, n int, serverMin time.Duration, cl
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
+// uploadContinue PUTs body to addr's /upload with Expect: 100-continue
+// and returns how long the client waited for the whole answer, whether
+// an interim 100 Continue came, and the answer's body.
+func uploadContinue(t *testing.T, client *http.Client, addr string, body []byte) (time.Duration, bool, []byte) {
+	t.Helper()
+	continued := false
+	trace := &httptrace.ClientTrace{Got100Continue: func() { continued = true }}
+	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/upload", bytes.NewReader(body))
+	req.Header.Set("Expect", "100-continue")
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	t0 := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return time.Since(t0), continued, got
+}
+
 func TestRequestShapes(t *testing.T) {
 	requireRoot(t)
 	if err := buildShapes(); err != nil {
@@ -157,18 +177,11 @@ func TestRequestShapes(t *testing.T) {
 		var clientMax time.Duration
 		continues := 0
 		for i := 0; i < n; i++ {
-			trace := &httptrace.ClientTrace{Got100Continue: func() { continues++ }}
-			req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/upload", bytes.NewReader(body))
-			req.Header.Set("Expect", "100-continue")
-			req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-			t0 := time.Now()
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			d, continued, got := uploadContinue(t, client, addr, body)
+			clientMax = max(clientMax, d)
+			if continued {
+				continues++
 			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			clientMax = max(clientMax, time.Since(t0))
 			if strings.TrimSpace(string(got)) != fmt.Sprint(len(body)) {
 				t.Fatalf("server read %q bytes, sent %d", got, len(body))
 			}
